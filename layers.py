@@ -1,0 +1,59 @@
+"""Functional layers: every weight is an explicit tensor passed in, so an inner step is `w - lr * g`.
+
+Batch-norm statistics are computed explicitly (mean, then mean of squared deviations): `tf.nn.moments`
+stops the gradient through the mean inside the variance, which breaks second-order meta-gradients.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+BN_EPS = 1e-3
+
+
+def variable(name: str, shape: list[int], init: str, dtype: tf.DType) -> tf.Variable:
+    """A weight of the paper's Section 4 setup: conv kernels truncated-normal(0.02), dense normal(0.02)."""
+    initializers = {
+        "conv": tf.compat.v1.truncated_normal_initializer(stddev=0.02, dtype=dtype),
+        "dense": tf.compat.v1.random_normal_initializer(stddev=0.02, dtype=dtype),
+        "zeros": tf.compat.v1.zeros_initializer(dtype=dtype),
+    }
+    return tf.compat.v1.get_variable(name, shape, dtype=dtype, initializer=initializers[init])
+
+
+def conv2d(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """3x3 convolution, stride 1, "SAME" padding, NHWC."""
+    return tf.nn.conv2d(x, w, strides=1, padding="SAME") + b
+
+
+def batch_norm(x: tf.Tensor, offset: tf.Tensor, groups: int) -> tf.Tensor:
+    """Transductive batch norm (statistics of the batch at hand, as in MAML), offset only.
+
+    The batch holds `groups` independent forward passes (one per Monte-Carlo sample), stacked along
+    axis 0; each gets its own statistics, as if run alone.
+    """
+    shape = tf.shape(x)
+    xg = tf.reshape(x, [groups, -1, shape[-1]])
+    mean = tf.reduce_mean(xg, axis=1, keepdims=True)
+    var = tf.reduce_mean(tf.square(xg - mean), axis=1, keepdims=True)
+    xg = (xg - mean) * tf.math.rsqrt(var + BN_EPS)
+    return tf.reshape(xg, shape) + offset
+
+
+def max_pool(x: tf.Tensor) -> tf.Tensor:
+    """2x2 max-pool, stride 2, "VALID" padding."""
+    return tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")
+
+
+def dense(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    return tf.matmul(x, w) + b
+
+
+def cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Mean softmax cross-entropy against one-hot labels."""
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits))
+
+
+def accuracy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    correct = tf.equal(tf.argmax(logits, -1), tf.argmax(y, -1))
+    return tf.reduce_mean(tf.cast(correct, logits.dtype))

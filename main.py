@@ -1,0 +1,308 @@
+"""Meta-train, meta-test (and export) Meta-Dropout or MAML: the original code's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from tensorflow.compat.v1 import Session
+
+MODES = ("meta_train", "meta_test", "export")
+# Settings a resumed run must share with the run that wrote its checkpoint.
+RESUME_KEYS = (
+    "dataset",
+    "way",
+    "shot",
+    "query",
+    "metabatch",
+    "meta_lr",
+    "inner_lr",
+    "n_steps",
+    "noise",
+    "seed",
+)
+
+
+Evaluator = Callable[["Session", dict[str, np.ndarray], np.ndarray], np.ndarray]
+
+
+class UsageError(Exception):
+    """Bad flags or savedir; the message says what to do."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--gpu_id", type=int, default=0, help="GPU to use (sets CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--mode", choices=MODES, default="meta_train")
+    p.add_argument("--savedir", default=None, help="checkpoints, logs and results go here")
+    p.add_argument("--save_freq", type=int, default=1000, help="checkpoint every N iterations")
+    p.add_argument("--n_train_iters", type=int, default=60000)
+    p.add_argument("--n_test_iters", type=int, default=1000, help="meta-test episodes")
+    p.add_argument("--dataset", default="omniglot")
+    p.add_argument("--way", type=int, default=20)
+    p.add_argument("--shot", type=int, default=1)
+    p.add_argument("--query", type=int, default=15)
+    p.add_argument("--metabatch", type=int, default=4, help="tasks per iteration (or per meta-test run)")
+    p.add_argument("--meta_lr", type=float, default=1e-3)
+    p.add_argument("--inner_lr", type=float, default=0.1)
+    p.add_argument("--n_steps", type=int, default=5, help="inner gradient steps")
+    p.add_argument(
+        "--n_test_mc_samp",
+        type=int,
+        default=1,
+        help="noise samples per inner step when meta-testing (meta-training uses 1)",
+    )
+    p.add_argument("--maml", action="store_true", help="base MAML: no perturbation")
+    p.add_argument("--noise", default=None, help="perturbation by name (default: metadrop)")
+    p.add_argument("--data_root", default=None, help="dataset folder (default ./data/<dataset>)")
+    p.add_argument("--seed", type=int, default=0, help="seeds initialisation, episodes and noise")
+    p.add_argument("--log_freq", type=int, default=50, help="log line every N iterations")
+    p.add_argument("--val_freq", type=int, default=1000, help="meta-validation every N iterations")
+    p.add_argument("--n_val_iters", type=int, default=100, help="meta-validation episodes")
+    args = p.parse_args(argv)
+    if args.maml and args.noise not in (None, "none"):
+        p.error(f"--maml is MAML without perturbation; it cannot be combined with --noise {args.noise}")
+    args.noise = "none" if args.maml else (args.noise or "metadrop")
+    for name in (
+        "save_freq",
+        "n_train_iters",
+        "n_test_iters",
+        "way",
+        "shot",
+        "query",
+        "metabatch",
+        "n_test_mc_samp",
+        "log_freq",
+        "val_freq",
+        "n_val_iters",
+    ):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if args.n_steps < 0:
+        p.error("--n_steps must be at least 0")
+    if args.savedir is None:
+        p.error("--savedir is required")
+    return args
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write a file whole or not at all."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def ci95(acc: np.ndarray) -> tuple[float, float]:
+    """Mean accuracy and 95% confidence half-width over episodes, in percent: 1.96 * std / sqrt(n)."""
+    acc = 100.0 * np.asarray(acc, dtype=np.float64)
+    return float(acc.mean()), float(1.96 * acc.std() / math.sqrt(len(acc)))
+
+
+def log(path: str, line: str) -> None:
+    with open(path, "a") as f:
+        f.write(line + "\n")
+
+
+class Runner:
+    """The graph, session and data for one invocation."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import tensorflow as tf
+
+        import data
+        import noise
+        from data.episodes import check
+        from model import Arch, Model
+
+        self.tf, self.args = tf, args
+        self.dataset = data.load(args.dataset, args.data_root)
+        split_names = ("train", "val") if args.mode == "meta_train" else ("test",)
+        for s in split_names:
+            check(self.dataset.split(s), args.way, args.shot, args.query, name=f"{args.dataset} {s}")
+        h, w, c = self.dataset.shape
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.compat.v1.set_random_seed(args.seed)
+            arch = Arch(hw=h, channels=c, filters=self.dataset.filters, way=args.way)
+            self.model = Model(arch, noise.get(args.noise), args.inner_lr, args.n_steps)
+            self.step = tf.compat.v1.train.get_or_create_global_step()
+
+    def session(self) -> Session:
+        config = self.tf.compat.v1.ConfigProto()
+        config.gpu_options.allow_growth = True
+        return self.tf.compat.v1.Session(graph=self.graph, config=config)
+
+    def evaluator(self, n_tasks: int) -> Evaluator:
+        """A function running the inner loop with n_test_mc_samp samples (Algorithm 2)."""
+        ph = self.model.placeholders(n_tasks, "eval")
+        _, acc = self.model.meta_batch(ph, self.args.n_test_mc_samp)
+
+        def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
+            feed = {ph[k]: batch[k] for k in ph}
+            feed[self.model.noise_seed] = seed
+            return sess.run(acc, feed)
+
+        return run
+
+
+def evaluate(
+    sess: Session,
+    run: Evaluator,
+    split: np.ndarray,
+    args: argparse.Namespace,
+    n: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Accuracies of n episodes of a split, args.metabatch per Session.run."""
+    from data.episodes import sample_batch
+
+    accs = []
+    while len(accs) < n:
+        batch = sample_batch(split, args.metabatch, args.way, args.shot, args.query, rng)
+        accs.extend(run(sess, batch, rng.integers(2**31 - 1, size=2)))
+    return np.array(accs[:n])
+
+
+def meta_train(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from data.episodes import sample_batch
+
+    r = Runner(args)
+    tf, model = r.tf, r.model
+    os.makedirs(args.savedir, exist_ok=True)
+    config_path = os.path.join(args.savedir, "config.json")
+    ckpt_dir = os.path.join(args.savedir, "ckpt")
+    config = vars(args).copy()
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    if latest and os.path.exists(config_path):
+        with open(config_path) as f:
+            saved = json.load(f)
+        diff = [k for k in RESUME_KEYS if saved.get(k) != config[k]]
+        if diff:
+            raise UsageError(
+                f"{args.savedir} holds a run with other settings ({', '.join(diff)}: "
+                f"{[saved.get(k) for k in diff]} there, {[config[k] for k in diff]} now); "
+                "use another --savedir or the same flags to resume"
+            )
+    write_atomic(config_path, json.dumps(config, indent=2) + "\n")
+
+    with r.graph.as_default():
+        ph = model.placeholders(args.metabatch, "train")
+        loss, acc = model.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
+        train_op = model.train_op(loss, args.meta_lr, r.step)
+        validate = r.evaluator(args.metabatch)
+        saver = tf.compat.v1.train.Saver(max_to_keep=3)
+        init = tf.compat.v1.global_variables_initializer()
+        writer = tf.compat.v1.summary.FileWriter(args.savedir)
+    train_log = os.path.join(args.savedir, "meta_train.log")
+    val_split = r.dataset.split("val")
+
+    def scalars(step: int, **values: float) -> None:
+        summary = tf.compat.v1.Summary(
+            value=[tf.compat.v1.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]
+        )
+        writer.add_summary(summary, step)
+        writer.flush()
+
+    with r.session() as sess:
+        sess.run(init)
+        if latest:
+            saver.restore(sess, latest)
+        start = int(sess.run(r.step))
+        if latest:
+            log(train_log, f"resumed from iteration {start} ({latest})")
+        if start >= args.n_train_iters:
+            print(f"{args.savedir}: already trained for {start} iterations")
+            return
+        window: list[tuple[float, float]] = []
+        bar = tqdm(range(start, args.n_train_iters), initial=start, total=args.n_train_iters)
+        t0 = time.time()
+        for it in bar:
+            rng = np.random.default_rng([args.seed, 0, it])  # iteration `it` is the same on resume
+            batch = sample_batch(
+                r.dataset.split("train"), args.metabatch, args.way, args.shot, args.query, rng
+            )
+            feed = {ph[k]: batch[k] for k in ph}
+            feed[model.noise_seed] = rng.integers(2**31 - 1, size=2)
+            _, l_, a_ = sess.run([train_op, loss, acc], feed)
+            window.append((float(l_), float(np.mean(a_))))
+            step = it + 1
+            bar.set_postfix(loss=f"{l_:.3f}", acc=f"{100 * np.mean(a_):.1f}")
+            if step % args.log_freq == 0:
+                ml, ma = np.mean(window, axis=0)
+                window = []
+                log(train_log, f"iter {step} loss {ml:.4f} acc {100 * ma:.2f} ({time.time() - t0:.1f}s)")
+                scalars(step, train_loss=ml, train_acc=100 * ma)
+            if step % args.val_freq == 0 or step == args.n_train_iters:
+                accs = evaluate(
+                    sess, validate, val_split, args, args.n_val_iters, np.random.default_rng([args.seed, 1])
+                )
+                mean, ci = ci95(accs)
+                log(train_log, f"iter {step} val acc {mean:.2f} +- {ci:.2f}")
+                scalars(step, val_acc=mean)
+            if step % args.save_freq == 0 or step == args.n_train_iters:
+                saver.save(sess, os.path.join(ckpt_dir, "model"), global_step=step)
+    writer.close()
+
+
+def meta_test(args: argparse.Namespace) -> None:
+    ckpt_dir = os.path.join(args.savedir, "ckpt")
+    r = Runner(args)
+    tf = r.tf
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    if not latest:
+        raise UsageError(f"no checkpoint in {ckpt_dir}: run --mode meta_train with this --savedir first")
+    with r.graph.as_default():
+        run = r.evaluator(args.metabatch)
+        saver = tf.compat.v1.train.Saver(var_list=r.model.meta_params + [r.step])
+    with r.session() as sess:
+        saver.restore(sess, latest)
+        iters = int(sess.run(r.step))
+        accs = evaluate(
+            sess, run, r.dataset.split("test"), args, args.n_test_iters, np.random.default_rng([args.seed, 2])
+        )
+    mean, ci = ci95(accs)
+    line = f"accuracy: {mean:.2f} +- {ci:.2f}"
+    print(line)
+    log(
+        os.path.join(args.savedir, "meta_test.log"),
+        f"{line} ({len(accs)} episodes, {args.n_test_mc_samp} MC samples, checkpoint {latest})",
+    )
+    result = {"mean": mean, "ci95": ci, "n": len(accs), "train_iters": iters, "config": vars(args)}
+    write_atomic(os.path.join(args.savedir, "results.json"), json.dumps(result, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from data import DataError
+
+    try:
+        if args.mode == "meta_train":
+            meta_train(args)
+        elif args.mode == "meta_test":
+            meta_test(args)
+        else:
+            raise UsageError("--mode export is not implemented yet")
+    except (UsageError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Meta-Dropout and MAML as one static graph (Algorithms 1-2 of the paper).
+
+theta (conv and dense weights) is adapted in the inner loop; the batch-norm offsets and the
+perturbation's phi are meta-learned only. The inner loop keeps its gradients in the graph, so
+`tf.gradients` of the query loss holds the exact second-order terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from layers import accuracy, batch_norm, conv2d, cross_entropy, dense, max_pool, variable
+from noise import Params, Perturbation
+
+CLIP = 3.0  # each meta-gradient element is clipped to [-3, 3] (Section 4)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The 4-block conv net of Section 4: conv 3x3, batch norm, ReLU, 2x2 max-pool; then dense."""
+
+    hw: int  # input side (square images)
+    channels: int  # input channels
+    filters: int  # conv width: 64 for Omniglot, 32 for miniImageNet
+    way: int
+    n_blocks: int = 4
+    dtype: tf.DType = tf.float32
+
+    @property
+    def convs(self) -> list[tuple[int, int]]:
+        return [(self.channels if l == 0 else self.filters, self.filters) for l in range(self.n_blocks)]
+
+    @property
+    def feat_dim(self) -> int:
+        side = self.hw
+        for _ in range(self.n_blocks):
+            side //= 2
+        if side < 1:
+            raise ValueError(f"{self.hw}x{self.hw} inputs vanish after {self.n_blocks} 2x2 max-pools")
+        return side * side * self.filters
+
+    @property
+    def x_dim(self) -> int:
+        return self.hw * self.hw * self.channels
+
+
+class Model:
+    def __init__(
+        self,
+        arch: Arch,
+        noise: Perturbation,
+        inner_lr: float,
+        n_steps: int,
+        first_order: bool = False,
+    ) -> None:
+        self.arch, self.noise, self.inner_lr, self.n_steps = arch, noise, inner_lr, n_steps
+        self.first_order = first_order  # stop-gradient on inner gradients: drops second-order terms
+        dt = arch.dtype
+        with tf.compat.v1.variable_scope("theta"):
+            self.theta: Params = {}
+            for l, (cin, cout) in enumerate(arch.convs):
+                self.theta[f"conv{l}_w"] = variable(f"conv{l}_w", [3, 3, cin, cout], "conv", dt)
+                self.theta[f"conv{l}_b"] = variable(f"conv{l}_b", [cout], "zeros", dt)
+            self.theta["dense_w"] = variable("dense_w", [arch.feat_dim, arch.way], "dense", dt)
+            self.theta["dense_b"] = variable("dense_b", [arch.way], "zeros", dt)
+        with tf.compat.v1.variable_scope("bn"):
+            self.bn = [variable(f"offset{l}", [arch.filters], "zeros", dt) for l in range(arch.n_blocks)]
+        with tf.compat.v1.variable_scope("phi"):
+            self.phi = noise.init_phi(arch.convs, arch.feat_dim, dt)
+        # Every noise draw is a stateless function of this seed: feed it to fix or vary the noise.
+        random_seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+        self.noise_seed = tf.compat.v1.placeholder_with_default(random_seed, [2], name="noise_seed")
+        self._draws = 0
+
+    @property
+    def meta_params(self) -> list[tf.Variable]:
+        """Everything the outer loop trains (Algorithm 1, lines 10-11)."""
+        return list(self.theta.values()) + self.bn + list(self.phi.values())
+
+    def _eps(self, shape: tf.Tensor) -> tf.Tensor:
+        """eps ~ N(0, I), a new stream for each draw site in the graph."""
+        self._draws += 1
+        seed = tf.random.experimental.stateless_fold_in(self.noise_seed, self._draws)
+        return tf.random.stateless_normal(shape, seed=seed, dtype=self.arch.dtype)
+
+    def forward(
+        self, x: tf.Tensor, theta: Params, n_samp: int = 1, stochastic: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Features and logits of x [N, D]; with n_samp > 1, n_samp noisy passes stacked: [n_samp*N, .]."""
+        a = self.arch
+        eps = self._eps if stochastic and self.noise.stochastic else None
+        h = tf.reshape(x, [-1, a.hw, a.hw, a.channels])
+        if n_samp > 1:
+            h = tf.tile(h, [n_samp, 1, 1, 1])
+        for l in range(a.n_blocks):
+            f = conv2d(h, theta[f"conv{l}_w"], theta[f"conv{l}_b"])
+            f = self.noise.conv(self.phi, l, h, f, eps)
+            h = max_pool(tf.nn.relu(batch_norm(f, self.bn[l], groups=n_samp)))
+        h = tf.reshape(h, [-1, a.feat_dim])
+        logits = dense(h, theta["dense_w"], theta["dense_b"])
+        return h, self.noise.dense(self.phi, h, logits, eps)
+
+    def inner_step(self, theta: Params, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int) -> Params:
+        """One SGD step on the training loss averaged over n_samp noise samples (Eq. 3)."""
+        if not self.noise.stochastic:
+            n_samp = 1
+        _, logits = self.forward(xtr, theta, n_samp, stochastic=True)
+        loss = cross_entropy(logits, tf.tile(ytr, [n_samp, 1]))
+        grads = tf.gradients(loss, list(theta.values()))
+        if self.first_order:
+            grads = [tf.stop_gradient(g) for g in grads]
+        return {k: w - self.inner_lr * g for (k, w), g in zip(theta.items(), grads)}
+
+    def adapt(self, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int) -> Params:
+        """theta* after n_steps inner steps (Algorithm 1 lines 4-9, Algorithm 2 lines 4-9)."""
+        theta = dict(self.theta)
+        for _ in range(self.n_steps):
+            theta = self.inner_step(theta, xtr, ytr, n_samp)
+        return theta
+
+    def task(
+        self, xtr: tf.Tensor, ytr: tf.Tensor, xte: tf.Tensor, yte: tf.Tensor, n_samp: int
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Query loss and accuracy of one task, with deterministic noise a = mu (Eq. 4)."""
+        theta = self.adapt(xtr, ytr, n_samp)
+        _, logits = self.forward(xte, theta)
+        return cross_entropy(logits, yte), accuracy(logits, yte)
+
+    def placeholders(self, n_tasks: int, name: str) -> dict[str, tf.Tensor]:
+        """xtr/ytr/xte/yte for a meta-batch of n_tasks episodes; labels are one-hot."""
+        a, dt = self.arch, self.arch.dtype
+        shapes = {"x": [n_tasks, None, a.x_dim], "y": [n_tasks, None, a.way]}
+        return {
+            k: tf.compat.v1.placeholder(dt, shapes[k[0]], name=f"{name}_{k}")
+            for k in ("xtr", "ytr", "xte", "yte")
+        }
+
+    def meta_batch(self, ep: dict[str, tf.Tensor], n_samp: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """Mean query loss over the meta-batch and per-task accuracies, all tasks in one graph."""
+        n_tasks = ep["xtr"].shape[0]
+        out = [
+            self.task(ep["xtr"][t], ep["ytr"][t], ep["xte"][t], ep["yte"][t], n_samp) for t in range(n_tasks)
+        ]
+        losses, accs = zip(*out)
+        return tf.reduce_mean(tf.stack(losses)), tf.stack(accs)
+
+    def train_op(self, loss: tf.Tensor, meta_lr: float, step: tf.Variable) -> tf.Operation:
+        """Adam on theta, batch-norm offsets and phi, each gradient element clipped (Section 4)."""
+        params = self.meta_params
+        grads = [tf.clip_by_value(g, -CLIP, CLIP) for g in tf.gradients(loss, params)]
+        opt = tf.compat.v1.train.AdamOptimizer(meta_lr)
+        return opt.apply_gradients(zip(grads, params), global_step=step)
