@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 MODES = ("meta_train", "meta_test", "export")
 # Settings a resumed run must share with the run that wrote its checkpoint.
 RESUME_KEYS = (
+    "metasgd",
     "dataset",
     "way",
     "shot",
@@ -32,7 +33,8 @@ RESUME_KEYS = (
 )
 
 
-Evaluator = Callable[["Session", dict[str, np.ndarray], np.ndarray], np.ndarray]
+Batch = dict[str, np.ndarray]  # xtr/ytr/xte/yte with a leading task axis
+Evaluator = Callable[["Session", Batch, np.ndarray], np.ndarray]
 
 
 class UsageError(Exception):
@@ -62,8 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="noise samples per inner step when meta-testing (meta-training uses 1)",
     )
     p.add_argument("--maml", action="store_true", help="base MAML: no perturbation")
+    p.add_argument("--metasgd", action="store_true", help="Meta-SGD: meta-learned inner step sizes")
     p.add_argument("--noise", default=None, help="perturbation by name (default: metadrop)")
     p.add_argument("--data_root", default=None, help="dataset folder (default ./data/<dataset>)")
+    p.add_argument("--episodes", default=None, help="meta_test on the fixed episodes of this .npz file")
     p.add_argument("--seed", type=int, default=0, help="seeds initialisation, episodes and noise")
     p.add_argument("--log_freq", type=int, default=50, help="log line every N iterations")
     p.add_argument("--val_freq", type=int, default=1000, help="meta-validation every N iterations")
@@ -118,7 +122,7 @@ def log(path: str, line: str) -> None:
 class Runner:
     """The graph, session and data for one invocation."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, splits: tuple[str, ...]) -> None:
         import tensorflow as tf
 
         import data
@@ -127,21 +131,28 @@ class Runner:
         from model import Arch, Model
 
         self.tf, self.args = tf, args
-        self.dataset = data.load(args.dataset, args.data_root)
-        split_names = ("train", "val") if args.mode == "meta_train" else ("test",)
-        for s in split_names:
-            check(self.dataset.split(s), args.way, args.shot, args.query, name=f"{args.dataset} {s}")
-        h, w, c = self.dataset.shape
+        if splits:
+            self.dataset = data.load(args.dataset, args.data_root)
+            for s in splits:
+                check(self.dataset.split(s), args.way, args.shot, args.query, name=f"{args.dataset} {s}")
+            shape, filters = self.dataset.shape, self.dataset.filters
+        else:  # fixed episodes from a file: the network's shape comes from the training run
+            saved = read_config(args.savedir)
+            shape, filters = saved["image_shape"], saved["filters"]
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.compat.v1.set_random_seed(args.seed)
-            arch = Arch(hw=h, channels=c, filters=self.dataset.filters, way=args.way)
-            self.model = Model(arch, noise.get(args.noise), args.inner_lr, args.n_steps)
+            arch = Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way)
+            self.model = Model(arch, noise.get(args.noise), args.inner_lr, args.n_steps, metasgd=args.metasgd)
             self.step = tf.compat.v1.train.get_or_create_global_step()
 
     def session(self) -> Session:
         config = self.tf.compat.v1.ConfigProto()
         config.gpu_options.allow_growth = True
+        if not self.tf.config.list_physical_devices("GPU"):
+            # On a CPU, grappler's rewrites of the second-order graph cost ~25 s at start-up for a
+            # few percent per iteration (bench/RESULTS.md); on a GPU they are kept.
+            config.graph_options.rewrite_options.disable_meta_optimizer = True
         return self.tf.compat.v1.Session(graph=self.graph, config=config)
 
     def evaluator(self, n_tasks: int) -> Evaluator:
@@ -157,22 +168,38 @@ class Runner:
         return run
 
 
-def evaluate(
-    sess: Session,
-    run: Evaluator,
-    split: np.ndarray,
-    args: argparse.Namespace,
-    n: int,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Accuracies of n episodes of a split, args.metabatch per Session.run."""
+def sampled(split: np.ndarray, args: argparse.Namespace, rng: np.random.Generator) -> Iterator[Batch]:
+    """Endless meta-batches of random episodes of a split."""
     from data.episodes import sample_batch
 
-    accs = []
+    while True:
+        yield sample_batch(split, args.metabatch, args.way, args.shot, args.query, rng)
+
+
+def from_file(episodes: Batch, metabatch: int) -> Iterator[Batch]:
+    """The episodes of a file in order, metabatch at a time; the last batch is padded by repetition."""
+    n = len(episodes["xtr"])
+    for i in range(0, n, metabatch):
+        idx = np.arange(i, i + metabatch) % n
+        yield {k: v[idx] for k, v in episodes.items()}
+
+
+def evaluate(
+    sess: Session, run: Evaluator, batches: Iterator[Batch], n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Accuracies of the first n episodes of `batches`, noise seeded from rng."""
+    accs: list[float] = []
     while len(accs) < n:
-        batch = sample_batch(split, args.metabatch, args.way, args.shot, args.query, rng)
-        accs.extend(run(sess, batch, rng.integers(2**31 - 1, size=2)))
+        accs.extend(run(sess, next(batches), rng.integers(2**31 - 1, size=2)))
     return np.array(accs[:n])
+
+
+def read_config(savedir: str) -> dict:
+    path = os.path.join(savedir, "config.json")
+    if not os.path.exists(path):
+        raise UsageError(f"no {path}: run --mode meta_train with this --savedir first")
+    with open(path) as f:
+        return json.load(f)
 
 
 def meta_train(args: argparse.Namespace) -> None:
@@ -180,16 +207,15 @@ def meta_train(args: argparse.Namespace) -> None:
 
     from data.episodes import sample_batch
 
-    r = Runner(args)
+    r = Runner(args, ("train", "val"))
     tf, model = r.tf, r.model
     os.makedirs(args.savedir, exist_ok=True)
     config_path = os.path.join(args.savedir, "config.json")
     ckpt_dir = os.path.join(args.savedir, "ckpt")
-    config = vars(args).copy()
+    config = {**vars(args), "image_shape": list(r.dataset.shape), "filters": r.dataset.filters}
     latest = tf.train.latest_checkpoint(ckpt_dir)
     if latest and os.path.exists(config_path):
-        with open(config_path) as f:
-            saved = json.load(f)
+        saved = read_config(args.savedir)
         diff = [k for k in RESUME_KEYS if saved.get(k) != config[k]]
         if diff:
             raise UsageError(
@@ -247,9 +273,9 @@ def meta_train(args: argparse.Namespace) -> None:
                 log(train_log, f"iter {step} loss {ml:.4f} acc {100 * ma:.2f} ({time.time() - t0:.1f}s)")
                 scalars(step, train_loss=ml, train_acc=100 * ma)
             if step % args.val_freq == 0 or step == args.n_train_iters:
-                accs = evaluate(
-                    sess, validate, val_split, args, args.n_val_iters, np.random.default_rng([args.seed, 1])
-                )
+                # The same validation episodes every time: curves compare like with like.
+                val = sampled(val_split, args, np.random.default_rng([args.seed, 1]))
+                accs = evaluate(sess, validate, val, args.n_val_iters, np.random.default_rng([args.seed, 3]))
                 mean, ci = ci95(accs)
                 log(train_log, f"iter {step} val acc {mean:.2f} +- {ci:.2f}")
                 scalars(step, val_acc=mean)
@@ -260,26 +286,34 @@ def meta_train(args: argparse.Namespace) -> None:
 
 def meta_test(args: argparse.Namespace) -> None:
     ckpt_dir = os.path.join(args.savedir, "ckpt")
-    r = Runner(args)
+    r = Runner(args, () if args.episodes else ("test",))
     tf = r.tf
     latest = tf.train.latest_checkpoint(ckpt_dir)
     if not latest:
         raise UsageError(f"no checkpoint in {ckpt_dir}: run --mode meta_train with this --savedir first")
+    if args.episodes:
+        from data.episodes import load_file
+
+        episodes = load_file(args.episodes, args.way, args.shot, args.query, r.model.arch.x_dim)
+        n, batches = len(episodes["xtr"]), from_file(episodes, args.metabatch)
+        source = f"episodes {args.episodes}"
+    else:
+        rng = np.random.default_rng([args.seed, 2])
+        n, batches = args.n_test_iters, sampled(r.dataset.split("test"), args, rng)
+        source = f"{args.dataset} test split, seed {args.seed}"
     with r.graph.as_default():
         run = r.evaluator(args.metabatch)
         saver = tf.compat.v1.train.Saver(var_list=r.model.meta_params + [r.step])
     with r.session() as sess:
         saver.restore(sess, latest)
         iters = int(sess.run(r.step))
-        accs = evaluate(
-            sess, run, r.dataset.split("test"), args, args.n_test_iters, np.random.default_rng([args.seed, 2])
-        )
+        accs = evaluate(sess, run, batches, n, np.random.default_rng([args.seed, 3]))
     mean, ci = ci95(accs)
     line = f"accuracy: {mean:.2f} +- {ci:.2f}"
     print(line)
     log(
         os.path.join(args.savedir, "meta_test.log"),
-        f"{line} ({len(accs)} episodes, {args.n_test_mc_samp} MC samples, checkpoint {latest})",
+        f"{line} ({len(accs)} episodes from {source}, {args.n_test_mc_samp} MC samples, checkpoint {latest})",
     )
     result = {"mean": mean, "ci95": ci, "n": len(accs), "train_iters": iters, "config": vars(args)}
     write_atomic(os.path.join(args.savedir, "results.json"), json.dumps(result, indent=2) + "\n")

@@ -53,9 +53,10 @@ class Model:
         noise: Perturbation,
         inner_lr: float,
         n_steps: int,
+        metasgd: bool = False,
         first_order: bool = False,
     ) -> None:
-        self.arch, self.noise, self.inner_lr, self.n_steps = arch, noise, inner_lr, n_steps
+        self.arch, self.noise, self.n_steps = arch, noise, n_steps
         self.first_order = first_order  # stop-gradient on inner gradients: drops second-order terms
         dt = arch.dtype
         with tf.compat.v1.variable_scope("theta"):
@@ -65,6 +66,17 @@ class Model:
                 self.theta[f"conv{l}_b"] = variable(f"conv{l}_b", [cout], "zeros", dt)
             self.theta["dense_w"] = variable("dense_w", [arch.feat_dim, arch.way], "dense", dt)
             self.theta["dense_b"] = variable("dense_b", [arch.way], "zeros", dt)
+        # Inner step sizes: inner_lr for every theta entry, or, for Meta-SGD (Li et al. 2017), a
+        # meta-learned tensor of each entry's shape, initialised to inner_lr.
+        if metasgd:
+            with tf.compat.v1.variable_scope("lr"):
+                init = tf.compat.v1.constant_initializer(inner_lr)
+                self.lr: dict[str, tf.Tensor | float] = {
+                    k: tf.compat.v1.get_variable(k, w.shape, dt, initializer=init)
+                    for k, w in self.theta.items()
+                }
+        else:
+            self.lr = dict.fromkeys(self.theta, inner_lr)
         with tf.compat.v1.variable_scope("bn"):
             self.bn = [variable(f"offset{l}", [arch.filters], "zeros", dt) for l in range(arch.n_blocks)]
         with tf.compat.v1.variable_scope("phi"):
@@ -76,8 +88,9 @@ class Model:
 
     @property
     def meta_params(self) -> list[tf.Variable]:
-        """Everything the outer loop trains (Algorithm 1, lines 10-11)."""
-        return list(self.theta.values()) + self.bn + list(self.phi.values())
+        """Everything the outer loop trains (Algorithm 1, lines 10-11; Meta-SGD's step sizes)."""
+        lrs = [v for v in self.lr.values() if isinstance(v, tf.Variable)]
+        return list(self.theta.values()) + self.bn + list(self.phi.values()) + lrs
 
     def _eps(self, shape: tf.Tensor) -> tf.Tensor:
         """eps ~ N(0, I), a new stream for each draw site in the graph."""
@@ -111,7 +124,7 @@ class Model:
         grads = tf.gradients(loss, list(theta.values()))
         if self.first_order:
             grads = [tf.stop_gradient(g) for g in grads]
-        return {k: w - self.inner_lr * g for (k, w), g in zip(theta.items(), grads)}
+        return {k: w - self.lr[k] * g for (k, w), g in zip(theta.items(), grads)}
 
     def adapt(self, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int) -> Params:
         """theta* after n_steps inner steps (Algorithm 1 lines 4-9, Algorithm 2 lines 4-9)."""

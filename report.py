@@ -1,0 +1,234 @@
+"""Compare meta-test results with the paper's Table 1.
+
+    python report.py results/ [--markdown FILE]
+
+Reads every results.json under a folder (written by `main.py --mode meta_test`) and prints markdown
+tables. The Table 1 cell of a result comes from its config (dataset, way, shot, maml/noise, metasgd),
+not from its path. Each results.json is one row (with its seed); a cell with several results (seeds)
+gets an extra row with the mean over them, ± the standard deviation across them. Cells without a
+result show "—". Results without published numbers (other datasets or perturbations) go to a second
+table. A results.json that cannot be read stops the report with an error naming it.
+The published numbers live in paper/published.json with their sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
+MISSING = "—"
+RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations"]
+PAPER_COLUMNS = RUN_COLUMNS + ["paper", "orig. repo", "ours − paper", "file"]
+OTHER_COLUMNS = RUN_COLUMNS + ["file"]
+
+
+class ReportError(Exception):
+    """A results.json that cannot be used; the message names it and says what to do."""
+
+
+@dataclass(frozen=True)
+class Result:
+    path: str
+    model: str
+    setting: str
+    mean: float
+    ci95: float
+    n: int
+    train_iters: int
+    seed: int | None
+
+
+def model_name(config: dict[str, Any]) -> str:
+    """Table 1 row of a run: maml, metasgd, metadrop, metasgd_metadrop (or base+noise for others)."""
+    noise = config.get("noise") or ("none" if config.get("maml") else "metadrop")
+    base = "metasgd" if config.get("metasgd") else "maml"
+    if noise == "none":
+        return base
+    if noise == "metadrop":
+        return "metadrop" if base == "maml" else "metasgd_metadrop"
+    return f"{base}+{noise}"
+
+
+def setting_name(config: dict[str, Any], settings: dict[str, dict[str, Any]]) -> str:
+    """Table 1 column of a run (omni_1shot, ...), or dataset_<way>way_<shot>shot for others."""
+    key = (config["dataset"], config["way"], config["shot"])
+    for name, s in settings.items():
+        if key == (s["dataset"], s["way"], s["shot"]):
+            return name
+    return "{}_{}way_{}shot".format(*key)
+
+
+def _number(v: Any, integer: bool = False) -> bool:
+    kinds = (int,) if integer else (int, float)
+    return isinstance(v, kinds) and not isinstance(v, bool)
+
+
+def load_result(path: Path, settings: dict[str, dict[str, Any]]) -> Result:
+    fix = "fix or delete it, or rerun main.py --mode meta_test for that savedir"
+    try:
+        with open(path) as f:
+            r = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{path}: cannot read results ({e}); {fix}") from e
+    config = r.get("config") if isinstance(r, dict) else None
+    if not isinstance(config, dict):
+        raise ReportError(f"{path}: no 'config' object; {fix}")
+    checks = {
+        "mean": _number(r.get("mean")),
+        "ci95": _number(r.get("ci95")),
+        "n": _number(r.get("n"), True),
+        "train_iters": _number(r.get("train_iters"), True),
+        "config.dataset": isinstance(config.get("dataset"), str),
+        "config.way": _number(config.get("way"), True),
+        "config.shot": _number(config.get("shot"), True),
+    }
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise ReportError(f"{path}: missing or wrong type: {', '.join(bad)}; {fix}")
+    seed = config.get("seed")
+    return Result(
+        path=str(path),
+        model=model_name(config),
+        setting=setting_name(config, settings),
+        mean=float(r["mean"]),
+        ci95=float(r["ci95"]),
+        n=r["n"],
+        train_iters=r["train_iters"],
+        seed=seed if _number(seed, True) else None,
+    )
+
+
+def pm(mean: float, spread: float) -> str:
+    return f"{mean:.2f} ± {spread:.2f}"
+
+
+def cell_rows(results: list[Result], root: str, paper: float | None = None) -> list[dict[str, str]]:
+    """One row per result, plus a mean-over-runs row when there are several; ours − paper if given."""
+    results = sorted(results, key=lambda r: (r.seed is None, r.seed or 0, r.path))
+    means = [r.mean for r in results]
+    rows = [
+        {
+            "seed": MISSING if r.seed is None else str(r.seed),
+            "ours": pm(r.mean, r.ci95),
+            "episodes": str(r.n),
+            "iterations": str(r.train_iters),
+            "file": os.path.relpath(r.path, root),
+        }
+        for r in results
+    ]
+    if len(results) > 1:
+        mean = sum(means) / len(means)
+        sd = math.sqrt(sum((m - mean) ** 2 for m in means) / (len(means) - 1))
+        iters = sorted({r.train_iters for r in results})
+        rows.append(
+            {
+                "seed": f"mean of {len(results)} (± sd)",
+                "ours": pm(mean, sd),
+                "episodes": str(sum(r.n for r in results)),
+                "iterations": ", ".join(map(str, iters)),
+                "file": "",
+            }
+        )
+        means.append(mean)
+    if paper is not None:
+        for row, m in zip(rows, means):
+            row["ours − paper"] = f"{m - paper:+.2f}"
+    return rows
+
+
+def table(columns: list[str], rows: list[dict[str, str]]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def published_cell(rows: dict[str, dict[str, Any]], model: str, setting: str) -> str:
+    cell = rows.get(model, {}).get(setting)
+    return pm(cell["mean"], cell["ci95"]) if cell else MISSING
+
+
+def report(root: str, published: Path = PUBLISHED) -> str:
+    """The markdown report for all results.json under `root`."""
+    if not os.path.isdir(root):
+        raise ReportError(f"{root}: not a folder; give the folder holding the runs' savedirs (e.g. results/)")
+    with open(published) as f:
+        pub = json.load(f)
+    settings, table1, repo = pub["settings"], pub["table1"], pub["readme_repo"]
+    found: dict[tuple[str, str], list[Result]] = {}
+    for path in sorted(Path(root).rglob("results.json")):
+        r = load_result(path, settings)
+        found.setdefault((r.model, r.setting), []).append(r)
+
+    paper_rows = []
+    for setting in settings:
+        for model in table1["rows"]:
+            paper = table1["rows"][model][setting]
+            extra = {
+                "model": model,
+                "setting": setting,
+                "paper": pm(paper["mean"], paper["ci95"]),
+                "orig. repo": published_cell(repo["rows"], model, setting),
+            }
+            runs = found.pop((model, setting), [])
+            rows = cell_rows(runs, root, paper["mean"]) or [dict.fromkeys(PAPER_COLUMNS, MISSING)]
+            paper_rows += [{**row, **extra} for row in rows]
+    other_rows = [
+        {**row, "model": model, "setting": setting}
+        for (model, setting), runs in sorted(found.items())
+        for row in cell_rows(runs, root)
+    ]
+
+    out = [
+        "## Table 1: ours vs. published",
+        "",
+        f"paper = {table1['source']}; orig. repo = {repo['source']}. "
+        "Accuracy in %, mean ± 95% interval over episodes (mean-over-runs rows: ± sd across runs).",
+        "",
+        table(PAPER_COLUMNS, paper_rows),
+    ]
+    if other_rows:
+        out += [
+            "",
+            "## Other results (no published numbers)",
+            "",
+            table(OTHER_COLUMNS, other_rows),
+        ]
+    return "\n".join(out) + "\n"
+
+
+def write_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", help="folder searched for results.json (e.g. results/)")
+    p.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
+    args = p.parse_args(argv)
+    try:
+        text = report(args.root)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text, end="")
+    if args.markdown:
+        try:
+            write_atomic(args.markdown, text)
+        except OSError as e:
+            print(f"error: cannot write --markdown {args.markdown}: {e}", file=sys.stderr)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

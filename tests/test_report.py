@@ -1,0 +1,227 @@
+"""report.py: cells matched by config, differences, missing cells, bad files, several seeds."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import report
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A few Table 1 / README values, copied here from the paper and README by hand (independent of the JSON).
+PAPER = {
+    ("metadrop", "omni_1shot"): (96.63, "96.63 ± 0.13"),
+    ("metasgd", "mimgnet_5shot"): (65.55, "65.55 ± 0.56"),
+    ("metadrop", "omni_5shot"): (98.73, "98.73 ± 0.06"),
+}
+README_RUN = {("metadrop", "omni_1shot"): "96.24 ± 0.14"}
+SETTINGS = {
+    "omni_1shot": ("omniglot", 20, 1),
+    "omni_5shot": ("omniglot", 20, 5),
+    "mimgnet_1shot": ("mimgnet", 5, 1),
+    "mimgnet_5shot": ("mimgnet", 5, 5),
+}
+
+
+def write_result(root, sub, mean, setting="omni_1shot", ci95=0.2, n=1000, iters=60000, seed=0, **flags):
+    """A results.json as main.py --mode meta_test writes it; flags: maml/noise/metasgd/dataset/way/shot."""
+    dataset, way, shot = SETTINGS.get(setting, (None, None, None))
+    config = {"dataset": dataset, "way": way, "shot": shot, "seed": seed, "maml": False, "noise": "metadrop"}
+    if flags.get("maml"):
+        config["noise"] = "none"
+    config.update(flags)
+    path = Path(root) / sub / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"mean": mean, "ci95": ci95, "n": n, "train_iters": iters, "config": config}))
+    return path
+
+
+def tables(text):
+    """{heading: [row dict]} for each markdown table in the report."""
+    out, heading, header = {}, None, None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading, header = line[3:], None
+        elif line.startswith("|") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if header is None:
+                header = cells
+                out[heading] = []
+            else:
+                out[heading].append(dict(zip(header, cells, strict=True)))
+    return out
+
+
+def paper_rows(root):
+    return tables(report.report(str(root)))["Table 1: ours vs. published"]
+
+
+def cell(rows, model, setting):
+    return [r for r in rows if (r["model"], r["setting"]) == (model, setting)]
+
+
+@pytest.mark.parametrize(
+    "config, model",
+    [
+        ({"maml": True, "noise": "none"}, "maml"),
+        ({"maml": True}, "maml"),  # written before --noise existed
+        ({"maml": False, "noise": "metadrop"}, "metadrop"),
+        ({"maml": False}, "metadrop"),
+        ({"maml": True, "noise": "none", "metasgd": True}, "metasgd"),
+        ({"maml": False, "noise": "metadrop", "metasgd": True}, "metasgd_metadrop"),
+        ({"maml": False, "noise": "additive"}, "maml+additive"),
+        ({"maml": False, "noise": "additive", "metasgd": True}, "metasgd+additive"),
+    ],
+)
+def test_model_name(config, model):
+    assert report.model_name(config) == model
+
+
+def test_cells_come_from_config_not_path(tmp_path):
+    # Paths name the wrong cells on purpose.
+    write_result(tmp_path, "maml/mimgnet_5shot", 96.00, "omni_1shot")
+    write_result(
+        tmp_path, "metadrop/omni_1shot", 66.10, "mimgnet_5shot", maml=True, metasgd=True, iters=59000
+    )
+    rows = paper_rows(tmp_path)
+
+    (row,) = cell(rows, "metadrop", "omni_1shot")
+    mean, text = PAPER[("metadrop", "omni_1shot")]
+    assert row["ours"] == "96.00 ± 0.20"
+    assert row["paper"] == text
+    assert row["orig. repo"] == README_RUN[("metadrop", "omni_1shot")]
+    assert float(row["ours − paper"]) == pytest.approx(96.00 - mean, abs=0.005)
+    assert row["ours − paper"] == "-0.63"
+    assert row["file"] == "maml/mimgnet_5shot/results.json"
+    assert (row["episodes"], row["iterations"], row["seed"]) == ("1000", "60000", "0")
+
+    (row,) = cell(rows, "metasgd", "mimgnet_5shot")
+    mean, text = PAPER[("metasgd", "mimgnet_5shot")]
+    assert (row["ours"], row["paper"], row["iterations"]) == ("66.10 ± 0.20", text, "59000")
+    assert row["ours − paper"] == f"{66.10 - mean:+.2f}" == "+0.55"
+    assert row["orig. repo"] == "—"  # the README reports MAML and Meta-dropout only
+
+
+def test_missing_cells_are_shown_missing(tmp_path):
+    write_result(tmp_path, "a", 96.00, "omni_1shot")
+    rows = paper_rows(tmp_path)
+    cells = {(r["model"], r["setting"]) for r in rows}
+    assert len(rows) == len(cells) == 16
+    assert cells == {(m, s) for m in ("maml", "metasgd", "metadrop", "metasgd_metadrop") for s in SETTINGS}
+    missing = [r for r in rows if (r["model"], r["setting"]) != ("metadrop", "omni_1shot")]
+    assert len(missing) == 15
+    for r in missing:
+        assert r["ours"] == r["episodes"] == r["iterations"] == r["ours − paper"] == "—"
+        assert r["paper"] != "—"  # the published value is still shown
+
+
+def test_empty_folder_and_no_folder(tmp_path):
+    rows = paper_rows(tmp_path)
+    assert len(rows) == 16 and all(r["ours"] == "—" for r in rows)
+    with pytest.raises(report.ReportError, match="not a folder"):
+        report.report(str(tmp_path / "nope"))
+
+
+def test_several_seeds_give_rows_and_a_mean_row(tmp_path):
+    # Path order differs from seed order on purpose.
+    write_result(tmp_path, "a", 99.10, "omni_5shot", seed=1, n=600)
+    write_result(tmp_path, "b", 98.50, "omni_5shot", seed=0)
+    rows = cell(paper_rows(tmp_path), "metadrop", "omni_5shot")
+    assert [r["seed"] for r in rows] == ["0", "1", "mean of 2 (± sd)"]
+    assert [r["ours"] for r in rows[:2]] == ["98.50 ± 0.20", "99.10 ± 0.20"]
+    paper_mean, _ = PAPER[("metadrop", "omni_5shot")]
+    mean, sd = (98.50 + 99.10) / 2, abs(99.10 - 98.50) / math.sqrt(2)  # sample sd of two values
+    assert rows[2]["ours"] == f"{mean:.2f} ± {sd:.2f}" == "98.80 ± 0.42"
+    assert rows[2]["ours − paper"] == f"{mean - paper_mean:+.2f}" == "+0.07"
+    assert rows[0]["ours − paper"] == "-0.23" and rows[1]["ours − paper"] == "+0.37"
+    assert rows[2]["episodes"] == "1600"
+
+
+def test_results_without_paper_numbers_go_to_other_table(tmp_path):
+    write_result(tmp_path, "d", 80.0, "x", dataset="digits", way=5, shot=1)
+    write_result(tmp_path, "s", 90.0, "x", dataset="omniglot_small", way=5, shot=1)
+    write_result(tmp_path, "w", 97.0, "x", dataset="omniglot", way=5, shot=1)  # not Table 1's 20-way
+    write_result(tmp_path, "n", 95.0, "omni_1shot", noise="additive")  # no Table 1 row
+    t = tables(report.report(str(tmp_path)))
+    assert all(r["ours"] == "—" for r in t["Table 1: ours vs. published"])
+    other = t["Other results (no published numbers)"]
+    assert "paper" not in other[0] and "ours − paper" not in other[0]
+    got = {(r["model"], r["setting"], r["ours"]) for r in other}
+    assert got == {
+        ("metadrop", "digits_5way_1shot", "80.00 ± 0.20"),
+        ("metadrop", "omniglot_small_5way_1shot", "90.00 ± 0.20"),
+        ("metadrop", "omniglot_5way_1shot", "97.00 ± 0.20"),
+        ("maml+additive", "omni_1shot", "95.00 ± 0.20"),
+    }
+
+
+CONFIG = {"dataset": "omniglot", "way": 20, "shot": 1}
+BAD_FILES = [
+    ("{not json", "cannot read results"),
+    ("", "cannot read results"),
+    ("[1, 2]", "no 'config'"),
+    (json.dumps({"ci95": 0.1, "n": 10, "train_iters": 5, "config": CONFIG}), "mean"),
+    (
+        json.dumps({"mean": 1.0, "ci95": 0.1, "n": 10, "train_iters": 5, "config": {"way": 20}}),
+        "config.dataset",
+    ),
+    (json.dumps({"mean": "96", "ci95": 0.1, "n": True, "train_iters": 5, "config": CONFIG}), "mean, n"),
+]
+
+
+@pytest.mark.parametrize("content, message", BAD_FILES)
+def test_bad_results_file_is_an_error_naming_it(tmp_path, capsys, content, message):
+    write_result(tmp_path, "good", 96.0)
+    bad = tmp_path / "bad" / "results.json"
+    bad.parent.mkdir()
+    bad.write_text(content)
+    with pytest.raises(report.ReportError, match=message) as e:
+        report.report(str(tmp_path))
+    assert str(bad) in str(e.value)
+    assert report.main([str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert str(bad) in captured.err and captured.out == ""
+
+
+def test_markdown_file_and_no_tensorflow(tmp_path):
+    write_result(tmp_path / "res", "a", 96.0)
+    out = tmp_path / "table.md"
+    code = (
+        "import sys, report; rc = report.main(sys.argv[1:]); "
+        "assert 'tensorflow' not in sys.modules, 'report.py imported tensorflow'; sys.exit(rc)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "res"), "--markdown", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stderr
+    assert out.read_text() == p.stdout
+    assert "| metadrop | omni_1shot | 0 | 96.00 ± 0.20 |" in p.stdout
+
+
+def test_published_numbers_are_consistent():
+    with open(report.PUBLISHED) as f:
+        pub = json.load(f)
+    settings = set(pub["settings"])
+    assert settings == set(SETTINGS)
+    for name in ("table1", "readme_repo", "table2", "table3"):
+        assert pub[name]["source"]
+        for row in pub[name]["rows"].values():
+            assert {k for k in row if k in settings} == settings, row["label"]
+            for s in settings:
+                assert set(row[s]) == {"mean", "ci95"} and 0 < row[s]["ci95"] < 2 < row[s]["mean"] < 100
+    t1, t2, t3 = (pub[t]["rows"] for t in ("table1", "table2", "table3"))
+    assert set(t1) == {"maml", "metasgd", "metadrop", "metasgd_metadrop"}
+    # Tables 2 and 3 repeat Table 1's MAML and Meta-dropout rows.
+    for s in settings:
+        assert t1["maml"][s] == t2["none"][s] == t3["none"][s]
+        assert t1["metadrop"][s] == t2["metadrop"][s] == t3["metadrop"][s]
+    for (model, setting), (mean, text) in PAPER.items():
+        assert report.pm(t1[model][setting]["mean"], t1[model][setting]["ci95"]) == text
+        assert t1[model][setting]["mean"] == mean

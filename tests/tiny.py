@@ -1,0 +1,35 @@
+"""A tiny float64 model with batch norm and max-pool, for exact gradient checks."""
+
+import numpy as np
+import tensorflow as tf
+
+import noise
+from model import Arch, Model
+
+ARCH = Arch(hw=8, channels=1, filters=3, way=3, n_blocks=2, dtype=tf.float64)
+
+
+def episodes(n_tasks: int, shot: int = 2, query: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    eye = np.eye(ARCH.way)
+    return {
+        "xtr": rng.random((n_tasks, ARCH.way * shot, ARCH.x_dim)),
+        "ytr": np.tile(np.repeat(eye, shot, 0), (n_tasks, 1, 1)),
+        "xte": rng.random((n_tasks, ARCH.way * query, ARCH.x_dim)),
+        "yte": np.tile(np.repeat(eye, query, 0), (n_tasks, 1, 1)),
+    }
+
+
+def build(noise_name: str = "metadrop", n_steps: int = 2, inner_lr: float = 0.5, **kw) -> Model:
+    """A Model in a fresh default graph (call inside `with tf.Graph().as_default()`)."""
+    tf.compat.v1.set_random_seed(1)
+    model = Model(ARCH, noise.get(noise_name), inner_lr, n_steps, **kw)
+    return model
+
+
+def randomize(sess: tf.compat.v1.Session, params: list[tf.Variable], scale: float = 0.3) -> None:
+    """Move every parameter away from its initial value (zeros would hide bias terms)."""
+    rng = np.random.default_rng(7)
+    for p in params:
+        v = sess.run(p)
+        p.load(v + scale * rng.standard_normal(v.shape), sess)
