@@ -14,9 +14,9 @@ BN_EPS = 1e-3
 def variable(name: str, shape: list[int], init: str, dtype: tf.DType) -> tf.Variable:
     """A weight of the paper's Section 4 setup: conv kernels truncated-normal(0.02), dense normal(0.02)."""
     initializers = {
-        "conv": tf.compat.v1.truncated_normal_initializer(stddev=0.02, dtype=dtype),
-        "dense": tf.compat.v1.random_normal_initializer(stddev=0.02, dtype=dtype),
-        "zeros": tf.compat.v1.zeros_initializer(dtype=dtype),
+        "conv": tf.compat.v1.truncated_normal_initializer(stddev=0.02),
+        "dense": tf.compat.v1.random_normal_initializer(stddev=0.02),
+        "zeros": tf.compat.v1.zeros_initializer(),
     }
     return tf.compat.v1.get_variable(name, shape, dtype=dtype, initializer=initializers[init])
 

@@ -6,6 +6,7 @@ Each dataset is one module with `load(root) -> Dataset`; register it in DATASETS
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,9 @@ SPLITS = ("train", "val", "test")
 # name -> module of this package that loads it
 DATASETS = {
     "digits": "data.digits",
+    "omniglot": "data.omniglot",
+    "omniglot_small": "data.omniglot_small",
+    "mimgnet": "data.mimgnet",
 }
 
 
@@ -27,7 +31,7 @@ class Dataset:
     name: str
     shape: tuple[int, int, int]  # H, W, C of one image
     filters: int  # conv width of the paper's network for this data (Section 4)
-    splits: dict[str, np.ndarray]  # SPLITS -> [classes, examples, H*W*C] float32 in [0, 1]
+    splits: Mapping[str, np.ndarray]  # SPLITS -> [classes, examples, H*W*C] float32 in [0, 1]
 
     def split(self, name: str) -> np.ndarray:
         return self.splits[name]

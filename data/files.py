@@ -1,0 +1,146 @@
+"""Files of prepared datasets: downloads, checksums, and .npy splits written whole or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from data import DataError, default_root
+
+CHUNK = 1 << 20  # bytes per read while downloading or hashing
+TIMEOUT = 60  # seconds without a byte from the server before giving up
+
+
+def command(name: str, root: str, source: str | None = None) -> str:
+    """The get_data.py command that prepares dataset `name` in `root`."""
+    cmd = f"python get_data.py --dataset {name}"
+    if os.path.normpath(root) != os.path.normpath(default_root(name)):
+        cmd += f" --data_root {root}"
+    if source is not None:
+        cmd += f" --source {source}"
+    return cmd
+
+
+def file_hash(path: str, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic(path: str) -> Iterator[str]:
+    """A temporary path to write; it becomes `path` only if the block completes, else it is removed."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.part{os.getpid()}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def fetch(url: str, dest: str, md5: str | None, retry: str) -> None:
+    """Download url to dest, unless dest is already there (with the right MD5).
+
+    The bytes go to a temporary file that becomes dest only when complete (Content-Length) and
+    matching md5, so an interrupted or failed download leaves nothing behind. `retry` is the
+    command named in error messages.
+    """
+    import requests
+    from tqdm import tqdm
+
+    name = os.path.basename(dest)
+    if os.path.exists(dest):
+        if md5 is None or file_hash(dest, "md5") == md5:
+            print(f"{dest}: already downloaded")
+            return
+        print(f"{dest}: checksum mismatch, downloading it again")
+    with atomic(dest) as tmp:
+        digest = hashlib.md5()
+        size = 0
+        try:
+            # identity encoding: Content-Length then counts the bytes we write
+            identity = {"Accept-Encoding": "identity"}
+            with requests.get(url, stream=True, timeout=TIMEOUT, headers=identity) as r:
+                if r.status_code != 200:
+                    raise DataError(
+                        f"downloading {name} from {url} failed: HTTP {r.status_code} {r.reason}; "
+                        f"check the URL (see --source) or try `{retry}` again later"
+                    )
+                total = int(r.headers.get("Content-Length", 0)) or None
+                with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=name) as bar:
+                    for chunk in r.iter_content(CHUNK):
+                        f.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        bar.update(len(chunk))
+        except requests.exceptions.ChunkedEncodingError as e:  # the connection closed early
+            raise DataError(
+                f"the download of {name} from {url} was cut short after {size} bytes ({e}); "
+                f"nothing was kept: run `{retry}` again"
+            ) from e
+        except requests.RequestException as e:
+            raise DataError(
+                f"network error while downloading {name} from {url} ({e}); nothing was kept: "
+                f"check your connection and run `{retry}` again"
+            ) from e
+        except OSError as e:
+            raise DataError(f"could not write {tmp} ({e}): free disk space or choose --data_root") from e
+        if total is not None and size != total:  # urllib3 1.x does not check Content-Length
+            raise DataError(
+                f"the download of {name} from {url} was cut short ({size} of {total} bytes); "
+                f"nothing was kept: run `{retry}` again"
+            )
+        if md5 is not None and digest.hexdigest() != md5:
+            raise DataError(
+                f"{name} from {url} is corrupt (MD5 {digest.hexdigest()}, expected {md5}); nothing was "
+                f"kept: run `{retry}` again, and if this repeats the server holds another file"
+            )
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    """np.save, but the file appears only once it is complete."""
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def write_npy(path: str, dtype: type, shape: tuple[int, ...], fill: Callable[[np.ndarray], None]) -> None:
+    """Like save_npy for arrays too big to hold twice: fill(out) writes into a memory-mapped file."""
+    with atomic(path) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        fill(out)
+        out.flush()
+        del out
+
+
+def ready(open_splits: Callable[[], object]) -> bool:
+    """Whether a dataset's prepared splits open (so get_data.py has nothing to do)."""
+    try:
+        open_splits()
+    except DataError:
+        return False
+    return True
+
+
+def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry: str) -> np.ndarray:
+    """A read-only memory map of a prepared split with this shape (any same-size shape is reshaped,
+    as the original code did) and one of these dtypes; DataError naming `retry` if it is not."""
+    redo = f"delete it and run: {retry}"
+    if not os.path.exists(path):
+        raise DataError(f"{path} is missing; run: {retry}")
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{path} is not a readable .npy file ({e}); {redo}") from e
+    if arr.size != int(np.prod(shape)):
+        raise DataError(f"{path} holds an array of shape {arr.shape}, expected {shape}; {redo}")
+    if arr.dtype.name not in dtypes:
+        raise DataError(f"{path} holds {arr.dtype} values, expected {' or '.join(dtypes)}; {redo}")
+    return arr.reshape(shape)

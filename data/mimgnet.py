@@ -1,0 +1,138 @@
+"""miniImageNet (Vinyals et al., 2016) with the class split of Ravi & Larochelle (2017).
+
+Source: mini-imagenet-cache-{train,validation,test}.pkl, the widely used pickles of Ren et al.
+(2018, github.com/renmengye/few-shot-ssl-public) as mirrored by learn2learn on Zenodo
+(record 7978538). Each holds image_data, uint8 [N, 84, 84, 3], and class_dict, {ImageNet wnid:
+[indices]}: 64 / 16 / 20 classes of 600 images. They are read by an unpickler that builds numpy
+arrays and nothing else, converted to train.npy, val.npy and test.npy, uint8 [classes, 600,
+84*84*3] with classes sorted by wnid, and deleted. Pickles already in the data root are used
+without downloading. A split becomes float32 (/255) the first time a run uses it, so a run holds
+only the splits it needs (train 3.3 GB, val 0.8 GB, test 1.0 GB).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import pickle
+from collections.abc import Iterator, Mapping
+
+import numpy as np
+
+from data import DataError, Dataset
+from data.files import command, fetch, open_split, ready, write_npy
+
+BASE_URL = "https://zenodo.org/records/7978538/files"
+URL_ENV = "METADROP_MIMGNET_URL"  # overrides BASE_URL (a mirror, or a test server)
+FILES = {
+    "train": "mini-imagenet-cache-train.pkl",
+    "val": "mini-imagenet-cache-validation.pkl",
+    "test": "mini-imagenet-cache-test.pkl",
+}
+CLASSES = {"train": 64, "val": 16, "test": 20}
+EXAMPLES = 600
+SHAPE = (84, 84, 3)
+FILTERS = 32  # conv width for miniImageNet (Section 4)
+
+# what a pickled dict of numpy arrays may refer to (numpy 1 and 2 module names)
+PICKLE_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays, dicts and lists; refuses anything that could run code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        canonical = module.replace("numpy._core", "numpy.core", 1)
+        if (canonical, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a miniImageNet cache does not")
+        return getattr(importlib.import_module(canonical.replace("numpy.core", "numpy._core", 1)), name)
+
+
+def _dim() -> int:
+    return int(np.prod(SHAPE))
+
+
+def _path(root: str, split: str) -> str:
+    return os.path.join(root, f"{split}.npy")
+
+
+def _open(root: str, split: str, retry: str) -> np.ndarray:
+    return open_split(_path(root, split), (CLASSES[split], EXAMPLES, _dim()), ("uint8",), retry)
+
+
+def _convert(pkl: str, split: str, npy: str, retry: str) -> None:
+    """One cache pickle -> [classes, 600, 84*84*3] uint8, classes sorted by wnid."""
+    try:
+        with open(pkl, "rb") as f:
+            cache = _ArraysOnly(f, encoding="latin1").load()
+        images, classes = cache["image_data"], cache["class_dict"]
+        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == SHAPE):
+            raise ValueError(f"image_data is not uint8 [N, {', '.join(map(str, SHAPE))}]")
+        if len(classes) != CLASSES[split]:
+            raise ValueError(f"{len(classes)} classes, not {CLASSES[split]}")
+        index = np.array([classes[wnid] for wnid in sorted(classes)], dtype=np.int64)
+        if index.shape != (CLASSES[split], EXAMPLES) or not 0 <= index.min() <= index.max() < len(images):
+            raise ValueError(f"class_dict does not give {EXAMPLES} images of image_data to every class")
+    except Exception as e:  # anything a damaged or foreign pickle can raise
+        os.remove(pkl)
+        raise DataError(
+            f"{pkl} is not a miniImageNet cache ({type(e).__name__}: {e}); it was deleted: run `{retry}` "
+            "again, and if this repeats the server holds another file"
+        ) from e
+
+    def fill(out: np.ndarray) -> None:
+        for c, idx in enumerate(index):
+            out[c] = images[idx].reshape(EXAMPLES, -1)
+
+    write_npy(npy, np.uint8, index.shape + (_dim(),), fill)
+    os.remove(pkl)
+
+
+def prepare(root: str, source: str | None) -> None:
+    """Download (source: base URL, default BASE_URL or $METADROP_MIMGNET_URL) and convert each split."""
+    retry = command("mimgnet", root, source)
+    base = (source or os.environ.get(URL_ENV) or BASE_URL).rstrip("/")
+    for split, name in FILES.items():
+        npy = _path(root, split)
+        if ready(functools.partial(_open, root, split, retry)):
+            print(f"{npy}: already prepared")
+            continue
+        pkl = os.path.join(root, name)
+        fetch(f"{base}/{name}", pkl, None, retry)
+        _convert(pkl, split, npy, retry)
+        print(f"{npy}: ready")
+
+
+class _Splits(Mapping[str, np.ndarray]):
+    """uint8 splits made float32 in [0, 1] on first use, then kept."""
+
+    def __init__(self, raw: dict[str, np.ndarray]) -> None:
+        self._raw, self._done = raw, {}
+
+    def __getitem__(self, split: str) -> np.ndarray:
+        if split not in self._done:
+            x = self._raw[split].astype(np.float32)
+            x /= 255
+            self._done[split] = x
+        return self._done[split]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def load(root: str) -> Dataset:
+    retry = command("mimgnet", root)
+    raw = {s: _open(root, s, retry) for s in CLASSES}
+    return Dataset("mimgnet", SHAPE, FILTERS, _Splits(raw))

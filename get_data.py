@@ -1,0 +1,82 @@
+"""Prepare a dataset for main.py, and optionally write a file of fixed evaluation episodes.
+
+    python get_data.py --dataset omniglot         # official Omniglot archives -> ./data/omniglot
+    python get_data.py --dataset mimgnet          # miniImageNet (Ravi & Larochelle split) -> ./data/mimgnet
+    python get_data.py --dataset omniglot_small   # ../shared/data/omniglot -> ./data/omniglot_small
+    python get_data.py --dataset omniglot_small --episodes eps.npz --split test --way 5 --shot 1 \\
+        --query 15 --n_episodes 1000 --seed 0
+
+A re-run skips whatever is already complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+EPISODE_FLAGS = {"split": "test", "way": 20, "shot": 1, "query": 15, "n_episodes": 1000, "seed": 0}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from data import DATASETS, SPLITS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="omniglot")
+    p.add_argument("--data_root", default=None, help="where the prepared data go (default ./data/<dataset>)")
+    p.add_argument(
+        "--source",
+        default=None,
+        help="where the raw files come from: a base URL for omniglot and mimgnet (default: their "
+        "official source, or $METADROP_OMNIGLOT_URL / $METADROP_MIMGNET_URL), a folder for "
+        "omniglot_small (default ../shared/data/omniglot)",
+    )
+    e = p.add_argument_group("fixed evaluation episodes (for main.py --mode meta_test --episodes FILE)")
+    e.add_argument("--episodes", metavar="FILE.npz", default=None, help="write episodes to this file")
+    e.add_argument("--split", choices=SPLITS, help=f"default {EPISODE_FLAGS['split']}")
+    for name in ("way", "shot", "query", "n_episodes"):
+        e.add_argument(f"--{name}", type=int, help=f"default {EPISODE_FLAGS[name]}")
+    e.add_argument("--seed", type=int, help="seeds numpy's default_rng (default 0)")
+    args = p.parse_args(argv)
+    given = [f"--{k}" for k in EPISODE_FLAGS if getattr(args, k) is not None]
+    if args.episodes is None and given:
+        p.error(f"{', '.join(given)}: only with --episodes FILE.npz")
+    for k, default in EPISODE_FLAGS.items():
+        if getattr(args, k) is None:
+            setattr(args, k, default)
+    for k in ("way", "shot", "query", "n_episodes"):
+        if getattr(args, k) < 1:
+            p.error(f"--{k} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    import data
+    from data.episodes import write_file
+
+    args = parse_args(argv)
+    root = args.data_root or data.default_root(args.dataset)
+    module = importlib.import_module(data.DATASETS[args.dataset])
+    try:
+        if hasattr(module, "prepare"):
+            module.prepare(root, args.source)
+        elif args.source is not None:
+            raise data.DataError(f"--source: {args.dataset} has no raw files to fetch")
+        else:
+            print(f"{args.dataset} needs no preparation")
+        if args.episodes:
+            split = data.load(args.dataset, root).split(args.split)
+            meta = {"dataset": args.dataset, **{k: getattr(args, k) for k in EPISODE_FLAGS}}
+            write_file(
+                args.episodes, split, args.way, args.shot, args.query, args.n_episodes, args.seed, meta
+            )
+            print(f"{args.episodes}: {args.n_episodes} episodes ({os.path.getsize(args.episodes)} bytes)")
+    except data.DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
