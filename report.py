@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data.files import atomic
+
 PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
 MISSING = "—"
 RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations"]
@@ -166,6 +168,7 @@ def report(root: str, published: Path = PUBLISHED) -> str:
         r = load_result(path, settings)
         found.setdefault((r.model, r.setting), []).append(r)
 
+    n_results = sum(len(runs) for runs in found.values())
     paper_rows = []
     for setting in settings:
         for model in table1["rows"]:
@@ -179,20 +182,23 @@ def report(root: str, published: Path = PUBLISHED) -> str:
             runs = found.pop((model, setting), [])
             rows = cell_rows(runs, root, paper["mean"]) or [dict.fromkeys(PAPER_COLUMNS, MISSING)]
             paper_rows += [{**row, **extra} for row in rows]
+    n_paper = n_results - sum(len(runs) for runs in found.values())
     other_rows = [
         {**row, "model": model, "setting": setting}
         for (model, setting), runs in sorted(found.items())
         for row in cell_rows(runs, root)
     ]
 
-    out = [
-        "## Table 1: ours vs. published",
-        "",
-        f"paper = {table1['source']}; orig. repo = {repo['source']}. "
-        "Accuracy in %, mean ± 95% interval over episodes (mean-over-runs rows: ± sd across runs).",
-        "",
-        table(PAPER_COLUMNS, paper_rows),
-    ]
+    out = []
+    if n_paper:  # Table 1 appears once there is a result for one of its cells
+        out += [
+            "## Table 1: ours vs. published",
+            "",
+            f"paper = {table1['source']}; orig. repo = {repo['source']}. "
+            "Accuracy in %, mean ± 95% interval over episodes (mean-over-runs rows: ± sd across runs).",
+            "",
+            table(PAPER_COLUMNS, paper_rows),
+        ]
     if other_rows:
         out += [
             "",
@@ -200,14 +206,9 @@ def report(root: str, published: Path = PUBLISHED) -> str:
             "",
             table(OTHER_COLUMNS, other_rows),
         ]
+    if not out:
+        out = [f"No results.json under {root}: run main.py --mode meta_test first."]
     return "\n".join(out) + "\n"
-
-
-def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text, end="")
     if args.markdown:
         try:
-            write_atomic(args.markdown, text)
+            with atomic(args.markdown) as tmp, open(tmp, "w") as f:
+                f.write(text)
         except OSError as e:
             print(f"error: cannot write --markdown {args.markdown}: {e}", file=sys.stderr)
             return 2
