@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from data.files import atomic
+
 if TYPE_CHECKING:
     from tensorflow.compat.v1 import Session
 
@@ -98,14 +100,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write a file whole or not at all."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def write_json(path: str, obj: dict) -> None:
+    """Write a JSON file whole or not at all."""
+    with atomic(path) as tmp, open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 
 def ci95(acc: np.ndarray) -> tuple[float, float]:
@@ -223,7 +222,7 @@ def meta_train(args: argparse.Namespace) -> None:
                 f"{[saved.get(k) for k in diff]} there, {[config[k] for k in diff]} now); "
                 "use another --savedir or the same flags to resume"
             )
-    write_atomic(config_path, json.dumps(config, indent=2) + "\n")
+    write_json(config_path, config)
 
     with r.graph.as_default():
         ph = model.placeholders(args.metabatch, "train")
@@ -316,7 +315,94 @@ def meta_test(args: argparse.Namespace) -> None:
         f"{line} ({len(accs)} episodes from {source}, {args.n_test_mc_samp} MC samples, checkpoint {latest})",
     )
     result = {"mean": mean, "ci95": ci, "n": len(accs), "train_iters": iters, "config": vars(args)}
-    write_atomic(os.path.join(args.savedir, "results.json"), json.dumps(result, indent=2) + "\n")
+    write_json(os.path.join(args.savedir, "results.json"), result)
+
+
+N_EXPORT_TASKS = 10  # two-way meta-test tasks traced by --mode export
+N_PERTURBED = 10  # noisy feature samples of each training example per step
+N_FMAP_SAMPLES = 2  # noise samples of the feature maps (Figure 8: "With Noise1", "With Noise2")
+N_FMAP_PER_CLASS = 3  # query images per class whose feature maps are kept
+
+
+def export(args: argparse.Namespace) -> None:
+    """Trace the inner loop on two-way meta-test tasks into savedir/export.npz for plot.py.
+
+    Each task is a two-way episode (--shot, --query) of the test split; its two classes take two
+    random columns c1, c2 of the meta-learned last layer (Appendix C), and only this two-way
+    classifier is adapted, with --n_test_mc_samp noise samples per step (Figure 4: only the two
+    classes' examples take part). Arrays, with T tasks, K = --n_steps and F features:
+    htr [T, K+1, 2*shot, F], hte [T, K+1, 2*query, F] (deterministic features before the first and
+    after every step), htr_samp [T, K+1, S, 2*shot, F] (S = 10 noisy samples; 0 for MAML),
+    w [T, K+1, F, 2], b [T, K+1, 2] (columns c1, c2), ytr [T, 2*shot], yte [T, 2*query]
+    (0 = c1, 1 = c2), cols [T, 2] = (c1, c2); for Figure 8, fmap_x [n, H, W, C] query images of the
+    first task and fmap<l> [1+S', n, h, w, C] (l = 1..4) the output of conv block l under the
+    meta-learned theta: index 0 without noise, then S' = 2 noise samples (0 for MAML), with the
+    batch-norm statistics of that task's whole query set; fmap_idx their rows in hte[0, 0];
+    meta, a JSON string of the settings.
+    """
+    from tqdm import tqdm
+
+    from data.episodes import sample
+
+    saved = read_config(args.savedir)
+    diff = [k for k in ("dataset", "way", "noise", "metasgd") if saved.get(k) != getattr(args, k)]
+    if diff:
+        raise UsageError(
+            f"{args.savedir} was trained with other settings ({', '.join(diff)}: "
+            f"{[saved.get(k) for k in diff]} there, {[getattr(args, k) for k in diff]} now); "
+            "export with the flags of the training run"
+        )
+    ckpt_dir = os.path.join(args.savedir, "ckpt")
+    r = Runner(args, ("test",))
+    tf, model = r.tf, r.model
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    if not latest:
+        raise UsageError(f"no checkpoint in {ckpt_dir}: run --mode meta_train with this --savedir first")
+    a = model.arch
+    with r.graph.as_default():
+        ph = {
+            k: tf.compat.v1.placeholder(a.dtype, [None, a.x_dim if k[0] == "x" else 2], name=f"export_{k}")
+            for k in ("xtr", "ytr", "xte")
+        }
+        cols = tf.compat.v1.placeholder(tf.int32, [2], name="export_cols")
+        trace = model.trace(ph["xtr"], ph["ytr"], ph["xte"], cols, args.n_test_mc_samp, N_PERTURBED)
+        fmaps = [model.blocks(ph["xte"], model.theta)]
+        if model.noise.stochastic:
+            fmaps.append(model.blocks(ph["xte"], model.theta, N_FMAP_SAMPLES, stochastic=True))
+        saver = tf.compat.v1.train.Saver(var_list=model.meta_params + [r.step])
+    rng = np.random.default_rng([args.seed, 4])
+    split = r.dataset.split("test")
+    feeds, labels = [], []
+    for _ in range(N_EXPORT_TASKS):
+        xtr, ytr, xte, yte = sample(split, 2, args.shot, args.query, rng)
+        c = rng.choice(args.way, 2, replace=False)
+        seed = rng.integers(2**31 - 1, size=2)
+        feeds.append({ph["xtr"]: xtr, ph["ytr"]: ytr, ph["xte"]: xte, cols: c, model.noise_seed: seed})
+        labels.append({"ytr": ytr.argmax(1), "yte": yte.argmax(1), "cols": c})
+    with r.session() as sess:
+        saver.restore(sess, latest)
+        traced = [{**sess.run(trace, feed), **lab} for feed, lab in zip(tqdm(feeds, desc="export"), labels)]
+        fmaps_out = sess.run(fmaps, feeds[0])  # Figure 8: the first task's query images
+        iters = int(sess.run(r.step))
+    arrays = {k: np.stack([t[k] for t in traced]) for k in traced[0]}
+    xte = feeds[0][ph["xte"]]
+    idx = np.array([c * args.query + j for c in range(2) for j in range(min(N_FMAP_PER_CLASS, args.query))])
+    arrays["fmap_idx"] = idx
+    arrays["fmap_x"] = xte[idx].reshape(-1, a.hw, a.hw, a.channels)
+    for l in range(a.n_blocks):  # [samples * images, h, w, C] -> [samples, kept images, h, w, C]
+        parts = [fm[l].reshape(-1, len(xte), *fm[l].shape[1:])[:, idx] for fm in fmaps_out]
+        arrays[f"fmap{l + 1}"] = np.concatenate(parts)
+    meta = {
+        **{k: getattr(args, k) for k in ("dataset", "noise", "way", "shot", "query", "n_steps")},
+        **{k: getattr(args, k) for k in ("inner_lr", "n_test_mc_samp", "metasgd", "seed")},
+        "checkpoint": latest,
+        "train_iters": iters,
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    path = os.path.join(args.savedir, "export.npz")
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    print(f"wrote {path}: {N_EXPORT_TASKS} two-way tasks, {args.n_steps} inner steps (checkpoint {latest})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.mode == "meta_test":
             meta_test(args)
         else:
-            raise UsageError("--mode export is not implemented yet")
+            export(args)
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -98,25 +98,37 @@ class Model:
         seed = tf.random.experimental.stateless_fold_in(self.noise_seed, self._draws)
         return tf.random.stateless_normal(shape, seed=seed, dtype=self.arch.dtype)
 
-    def forward(
+    def blocks(
         self, x: tf.Tensor, theta: Params, n_samp: int = 1, stochastic: bool = False
-    ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Features and logits of x [N, D]; with n_samp > 1, n_samp noisy passes stacked: [n_samp*N, .]."""
+    ) -> list[tf.Tensor]:
+        """Each conv block's output h^(l) [n_samp*N, h, w, C] for x [N, D] (Eq. 6, then BN, ReLU, pool)."""
         a = self.arch
         eps = self._eps if stochastic and self.noise.stochastic else None
         h = tf.reshape(x, [-1, a.hw, a.hw, a.channels])
         if n_samp > 1:
             h = tf.tile(h, [n_samp, 1, 1, 1])
+        out = []
         for l in range(a.n_blocks):
             f = conv2d(h, theta[f"conv{l}_w"], theta[f"conv{l}_b"])
             f = self.noise.conv(self.phi, l, h, f, eps)
             h = max_pool(tf.nn.relu(batch_norm(f, self.bn[l], groups=n_samp)))
-        h = tf.reshape(h, [-1, a.feat_dim])
+            out.append(h)
+        return out
+
+    def forward(
+        self, x: tf.Tensor, theta: Params, n_samp: int = 1, stochastic: bool = False
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Features and logits of x [N, D]; with n_samp > 1, n_samp noisy passes stacked: [n_samp*N, .]."""
+        h = tf.reshape(self.blocks(x, theta, n_samp, stochastic)[-1], [-1, self.arch.feat_dim])
         logits = dense(h, theta["dense_w"], theta["dense_b"])
+        eps = self._eps if stochastic and self.noise.stochastic else None
         return h, self.noise.dense(self.phi, h, logits, eps)
 
-    def inner_step(self, theta: Params, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int) -> Params:
+    def inner_step(
+        self, theta: Params, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int, lr: dict | None = None
+    ) -> Params:
         """One SGD step on the training loss averaged over n_samp noise samples (Eq. 3)."""
+        lr = self.lr if lr is None else lr
         if not self.noise.stochastic:
             n_samp = 1
         _, logits = self.forward(xtr, theta, n_samp, stochastic=True)
@@ -124,7 +136,7 @@ class Model:
         grads = tf.gradients(loss, list(theta.values()))
         if self.first_order:
             grads = [tf.stop_gradient(g) for g in grads]
-        return {k: w - self.lr[k] * g for (k, w), g in zip(theta.items(), grads)}
+        return {k: w - lr[k] * g for (k, w), g in zip(theta.items(), grads)}
 
     def adapt(self, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int) -> Params:
         """theta* after n_steps inner steps (Algorithm 1 lines 4-9, Algorithm 2 lines 4-9)."""
@@ -165,3 +177,45 @@ class Model:
         grads = [tf.clip_by_value(g, -CLIP, CLIP) for g in tf.gradients(loss, params)]
         opt = tf.compat.v1.train.AdamOptimizer(meta_lr)
         return opt.apply_gradients(zip(grads, params), global_step=step)
+
+    def trace(
+        self,
+        xtr: tf.Tensor,
+        ytr: tf.Tensor,
+        xte: tf.Tensor,
+        cols: tf.Tensor,
+        n_samp: int,
+        n_perturbed: int = 10,
+    ) -> dict[str, tf.Tensor]:
+        """The inner loop of a two-way task on the last layer's columns `cols` [2] only (Appendix C).
+
+        ytr [N, 2] is one-hot over (cols[0], cols[1]); each inner step averages n_samp noise samples
+        (Eq. 3). For k = 0..n_steps (before the first and after every step), stacked on axis 0:
+        htr [N, F] and hte [M, F] deterministic last-layer features (a = mu, Eq. 4); htr_samp
+        [n_perturbed, N, F] noisy features of xtr (zero samples without a stochastic perturbation);
+        w [F, 2] and b [2], the two columns of the adapted last layer.
+        """
+        theta = dict(self.theta)
+        for k in ("dense_w", "dense_b"):
+            theta[k] = tf.gather(theta[k], cols, axis=-1)
+        # Meta-SGD's dense step sizes are per column: restrict them too.
+        lr = {
+            k: v if isinstance(v, float) or k[:5] != "dense" else tf.gather(v, cols, axis=-1)
+            for k, v in self.lr.items()
+        }
+        thetas = [theta]
+        for _ in range(self.n_steps):
+            thetas.append(self.inner_step(thetas[-1], xtr, ytr, n_samp, lr))
+        feat = self.arch.feat_dim
+        out: dict[str, list[tf.Tensor]] = {k: [] for k in ("htr", "hte", "htr_samp", "w", "b")}
+        for theta in thetas:
+            out["htr"].append(self.forward(xtr, theta)[0])
+            out["hte"].append(self.forward(xte, theta)[0])
+            if self.noise.stochastic:
+                h, _ = self.forward(xtr, theta, n_perturbed, stochastic=True)
+                out["htr_samp"].append(tf.reshape(h, [n_perturbed, -1, feat]))
+            else:
+                out["htr_samp"].append(tf.zeros(tf.stack([0, tf.shape(xtr)[0], feat]), self.arch.dtype))
+            out["w"].append(theta["dense_w"])
+            out["b"].append(theta["dense_b"])
+        return {k: tf.stack(v) for k, v in out.items()}

@@ -1,0 +1,250 @@
+"""Decision boundaries (Figure 4, Appendix C) and stochastic feature maps (Figure 8) from export.npz.
+
+`python main.py ... --mode export` traces the inner loop on 10 two-way meta-test tasks into
+savedir/export.npz: each task's two classes take two random columns c1, c2 of the meta-learned
+last layer, and only that two-way classifier is adapted (Figure 4: only the two classes' examples
+take part in the inner optimization). This script reads the file; it needs no TensorFlow.
+
+    python plot.py --savedir DIR               # DIR/plot/step<k>/<task>.png, k = 0..n_steps
+    python plot.py --savedir DIR --features    # DIR/plot/features/layer<l>_channel<c>.png
+
+Decision boundary (Appendix C): with w = w_c1 - w_c2 and b = b_c1 - b_c2 of the adapted last
+layer, the two logits are equal on the hyperplane h.w + b = 0 (Eq. 11). A feature h is drawn at
+x = h.u, u = w / |w| (Eq. 12), and y = a 1-D t-SNE (scikit-learn) of the remainder h - x u, fitted
+jointly to the training, perturbed training and test points of the step (Eq. 13); the boundary is
+the vertical line x = -b / |w| (Eq. 14), class c1 to its right. Step 0 is the meta-learned
+initialisation, step k the classifier after k inner steps. MAML exports have no perturbed points.
+
+Feature maps (Figure 8): for a few query images of the first exported task, one channel of conv
+block l's output (after batch norm, ReLU and pooling; meta-learned theta, batch-norm statistics of
+that task's query set) without noise (a = mu) and with two noise samples, on one colour scale per
+row and channel. Meta-dropout exports only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import zipfile
+
+import numpy as np
+
+TRACE_KEYS = ("htr", "hte", "htr_samp", "w", "b", "ytr", "yte", "cols")
+COLORS = ("firebrick", "royalblue")  # classes c1, c2
+
+
+class PlotError(Exception):
+    """Bad flags or export file; the message says what to do."""
+
+
+def unit_normal(w: np.ndarray) -> np.ndarray:
+    """u = (w_c1 - w_c2) / |w_c1 - w_c2| for the two columns w [F, 2] (Eq. 12)."""
+    d = w[:, 0] - w[:, 1]
+    norm = np.linalg.norm(d)
+    if norm == 0:
+        raise ValueError("the two columns of w are equal: there is no decision hyperplane")
+    return d / norm
+
+
+def boundary_x(w: np.ndarray, b: np.ndarray) -> float:
+    """x-coordinate of the hyperplane h.(w_c1 - w_c2) + (b_c1 - b_c2) = 0 (Eq. 11, 14)."""
+    return float(-(b[0] - b[1]) / np.linalg.norm(w[:, 0] - w[:, 1]))
+
+
+def project(h: np.ndarray, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x = h.u [N] (Eq. 12) and what remains of h [N, F] after removing that component (Eq. 13)."""
+    x = h @ u
+    return x, h - np.outer(x, u)
+
+
+def embed(h: np.ndarray, w: np.ndarray, perplexity: float, max_iter: int, seed: int) -> np.ndarray:
+    """2-D coordinates [N, 2] of features h [N, F]: the projection on u and a t-SNE of the rest."""
+    from sklearn.manifold import TSNE
+
+    x, rest = project(h, unit_normal(w))
+    # t-SNE needs perplexity < number of points; (N - 1) / 3 keeps 3 * perplexity neighbours.
+    perplexity = min(perplexity, max(1.0, (len(h) - 1) / 3))
+    # Exact t-SNE: a figure has at most a few hundred points, where it is faster than Barnes-Hut.
+    tsne = TSNE(1, perplexity=perplexity, max_iter=max_iter, init="random", method="exact", random_state=seed)
+    return np.stack([x, tsne.fit_transform(rest)[:, 0]], axis=1)
+
+
+def load_export(savedir: str) -> tuple[dict[str, np.ndarray], dict]:
+    path = os.path.join(savedir, "export.npz")
+    if not os.path.isfile(path):
+        raise PlotError(f"no {path}: run main.py --mode export with this --savedir first")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise PlotError(f"{path} is not a readable .npz file ({e}); run main.py --mode export again") from e
+    missing = [k for k in (*TRACE_KEYS, "meta") if k not in arrays]
+    if missing:
+        raise PlotError(f"{path} lacks {', '.join(missing)}: write it again with main.py --mode export")
+    return arrays, json.loads(str(arrays["meta"]))
+
+
+def save_png(fig: object, path: str) -> None:
+    """Save a figure whole or not at all."""
+    import matplotlib.pyplot as plt
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def plot_step(ex: dict[str, np.ndarray], meta: dict, t: int, k: int, args: argparse.Namespace) -> str:
+    """The figure of task t after k inner steps; returns its path."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    htr, hte, samp = ex["htr"][t, k], ex["hte"][t, k], ex["htr_samp"][t, k]  # samp [S, N, F]
+    w, b, ytr, yte = ex["w"][t, k], ex["b"][t, k], ex["ytr"][t], ex["yte"][t]
+    n_tr, n_te = len(htr), len(hte)
+    xy = embed(
+        np.concatenate([htr, hte, samp.reshape(-1, htr.shape[1])]), w, args.perplexity, args.tsne_iter, t
+    )
+    xy_tr, xy_te, xy_samp = xy[:n_tr], xy[n_tr : n_tr + n_te], xy[n_tr + n_te :]
+    y_samp = np.tile(ytr, len(samp))
+    acc = np.mean(np.argmax(hte @ w + b, axis=1) == yte)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for c in range(2):
+        kw = {"color": COLORS[c], "edgecolors": "black", "linewidths": 0.6}
+        ax.scatter(*xy_samp[y_samp == c].T, s=40, alpha=0.3, zorder=1, **kw)
+        ax.scatter(*xy_te[yte == c].T, s=110, marker="*", zorder=2, **kw)
+        ax.scatter(*xy_tr[ytr == c].T, s=120, marker="o", zorder=3, **kw)
+    ax.axvline(boundary_x(w, b), color="black", zorder=0)
+
+    def marker(m: str, size: float, face: str = "white", alpha: float = 1.0) -> Line2D:
+        return Line2D(
+            [],
+            [],
+            marker=m,
+            linestyle="none",
+            markersize=size,
+            markerfacecolor=face,
+            color="black",
+            alpha=alpha,
+        )
+
+    handles = [marker("o", 10, COLORS[0]), marker("o", 10, COLORS[1]), marker("o", 10), marker("*", 12)]
+    handles.append(Line2D([], [], color="black"))
+    c1, c2 = ex["cols"][t]
+    labels = [f"class c1 (column {c1})", f"class c2 (column {c2})", "train", "test", "decision boundary"]
+    if len(samp):
+        handles.insert(3, marker("o", 7, alpha=0.3))
+        labels.insert(3, "perturbed train")
+    ax.legend(handles, labels, loc="best", fontsize=8, framealpha=0.8)
+    ax.set_xlabel("projection on the normal of the decision hyperplane (Eq. 12)")
+    ax.set_ylabel("t-SNE of the remainder (Eq. 13)")
+    ax.set_yticks([])
+    model = {"none": "MAML", "metadrop": "Meta-dropout"}.get(meta["noise"], meta["noise"])
+    ax.set_title(f"{model}, {meta['dataset']}: task {t}, step {k}, test accuracy {100 * acc:.0f}%")
+    path = os.path.join(args.savedir, "plot", f"step{k}", f"{t}.png")
+    save_png(fig, path)
+    return path
+
+
+def plot_boundaries(ex: dict[str, np.ndarray], meta: dict, args: argparse.Namespace) -> list[str]:
+    from tqdm import tqdm
+
+    n_tasks, n_steps = ex["htr"].shape[:2]
+    if args.tasks is not None:
+        n_tasks = min(n_tasks, args.tasks)
+    return [
+        plot_step(ex, meta, t, k, args) for t in tqdm(range(n_tasks), desc="tasks") for k in range(n_steps)
+    ]
+
+
+def plot_features(ex: dict[str, np.ndarray], meta: dict, args: argparse.Namespace) -> str:
+    """Figure 8: per image, the input, then per channel its activation without and with noise."""
+    import matplotlib.pyplot as plt
+
+    key = f"fmap{args.layer}"
+    layers = sorted(int(k[4:]) for k in ex if k.startswith("fmap") and k[4:].isdigit())
+    if key not in ex:
+        raise PlotError(f"--layer {args.layer}: export.npz holds layers {layers}")
+    fmap = ex[key]  # [1 + samples, images, h, w, C]
+    if len(fmap) < 2:
+        raise PlotError(
+            f"export.npz holds no noise samples ({meta['noise']}): --features needs a Meta-dropout export"
+        )
+    bad = [c for c in args.channels if not 0 <= c < fmap.shape[-1]]
+    if bad:
+        raise PlotError(f"--channels {bad}: layer {args.layer} has channels 0..{fmap.shape[-1] - 1}")
+    images = ex["fmap_x"]
+    n_img, n_samp = fmap.shape[1], len(fmap) - 1
+    cols = 1 + len(args.channels) * (1 + n_samp)
+    fig, axes = plt.subplots(n_img, cols, figsize=(1.4 * cols, 1.4 * n_img), squeeze=False)
+    titles = ["image"]
+    for c in args.channels:
+        titles += [f"ch {c}\nno noise"] + [f"ch {c}\nnoise {s + 1}" for s in range(n_samp)]
+    for i in range(n_img):
+        img = images[i]
+        axes[i, 0].imshow(
+            img[..., 0] if img.shape[-1] == 1 else img, cmap="gray_r" if img.shape[-1] == 1 else None
+        )
+        for j, c in enumerate(args.channels):
+            maps = fmap[:, i, :, :, c]
+            vmax = max(float(maps.max()), 1e-12)  # one scale for the clean and noisy maps (ReLU: >= 0)
+            for s in range(1 + n_samp):
+                axes[i, 1 + j * (1 + n_samp) + s].imshow(maps[s], cmap="viridis", vmin=0, vmax=vmax)
+    for j, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if j < cols:
+            ax.set_title(titles[j], fontsize=8)
+    fig.suptitle(
+        f"{meta['dataset']}, layer {args.layer}: activations without and with Meta-dropout noise", fontsize=9
+    )
+    channels = "-".join(map(str, args.channels))
+    path = os.path.join(args.savedir, "plot", "features", f"layer{args.layer}_channel{channels}.png")
+    save_png(fig, path)
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--savedir", required=True, help="the --savedir of main.py --mode export")
+    p.add_argument("--features", action="store_true", help="plot feature maps (Figure 8) instead")
+    p.add_argument("--layer", type=int, default=1, help="--features: conv block, 1 = first")
+    p.add_argument("--channels", type=int, nargs="+", default=[0, 1], help="--features: channels to show")
+    p.add_argument("--tasks", type=int, default=None, help="plot only the first N tasks")
+    p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (capped by the points)")
+    p.add_argument("--tsne_iter", type=int, default=1000, help="t-SNE iterations (at least 250)")
+    args = p.parse_args(argv)
+    if args.tsne_iter < 250:
+        p.error("--tsne_iter must be at least 250 (scikit-learn's minimum)")
+    if args.perplexity <= 0:
+        p.error("--perplexity must be positive")
+    if args.tasks is not None and args.tasks < 1:
+        p.error("--tasks must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    try:
+        ex, meta = load_export(args.savedir)
+        paths = [plot_features(ex, meta, args)] if args.features else plot_boundaries(ex, meta, args)
+    except PlotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {paths[0]}" if args.features else f"wrote {len(paths)} figures under {args.savedir}/plot")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
