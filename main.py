@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data.files import atomic
+from data.prefetch import Prefetcher
 
 if TYPE_CHECKING:
     from tensorflow.compat.v1 import Session
@@ -184,12 +185,23 @@ def from_file(episodes: Batch, metabatch: int) -> Iterator[Batch]:
 
 
 def evaluate(
-    sess: Session, run: Evaluator, batches: Iterator[Batch], n: int, rng: np.random.Generator
+    sess: Session,
+    run: Evaluator,
+    batches: Iterator[Batch],
+    n: int,
+    rng: np.random.Generator,
+    desc: str | None = None,
 ) -> np.ndarray:
-    """Accuracies of the first n episodes of `batches`, noise seeded from rng."""
+    """Accuracies of the first n episodes of `batches` (prepared in the background), noise seeded
+    from rng; a progress bar when `desc` is given."""
+    from tqdm import tqdm
+
     accs: list[float] = []
-    while len(accs) < n:
-        accs.extend(run(sess, next(batches), rng.integers(2**31 - 1, size=2)))
+    with Prefetcher(batches) as ahead, tqdm(total=n, desc=desc, disable=desc is None) as bar:
+        while len(accs) < n:
+            out = run(sess, next(ahead), rng.integers(2**31 - 1, size=2))
+            accs.extend(out)
+            bar.update(min(len(out), n - bar.n))
     return np.array(accs[:n])
 
 
@@ -255,13 +267,18 @@ def meta_train(args: argparse.Namespace) -> None:
         window: list[tuple[float, float]] = []
         bar = tqdm(range(start, args.n_train_iters), initial=start, total=args.n_train_iters)
         t0 = time.time()
-        for it in bar:
-            rng = np.random.default_rng([args.seed, 0, it])  # iteration `it` is the same on resume
-            batch = sample_batch(
-                r.dataset.split("train"), args.metabatch, args.way, args.shot, args.query, rng
-            )
+        train_split = r.dataset.split("train")
+
+        def episodes(it: int) -> Batch:
+            """Iteration `it`'s meta-batch and noise seed: the same on resume."""
+            rng = np.random.default_rng([args.seed, 0, it])
+            batch = sample_batch(train_split, args.metabatch, args.way, args.shot, args.query, rng)
+            return {**batch, "noise_seed": rng.integers(2**31 - 1, size=2)}
+
+        ahead = Prefetcher(episodes(it) for it in range(start, args.n_train_iters))
+        for it, batch in zip(bar, ahead):
             feed = {ph[k]: batch[k] for k in ph}
-            feed[model.noise_seed] = rng.integers(2**31 - 1, size=2)
+            feed[model.noise_seed] = batch["noise_seed"]
             _, l_, a_ = sess.run([train_op, loss, acc], feed)
             window.append((float(l_), float(np.mean(a_))))
             step = it + 1
@@ -280,6 +297,7 @@ def meta_train(args: argparse.Namespace) -> None:
                 scalars(step, val_acc=mean)
             if step % args.save_freq == 0 or step == args.n_train_iters:
                 saver.save(sess, os.path.join(ckpt_dir, "model"), global_step=step)
+        ahead.close()
     writer.close()
 
 
@@ -306,7 +324,7 @@ def meta_test(args: argparse.Namespace) -> None:
     with r.session() as sess:
         saver.restore(sess, latest)
         iters = int(sess.run(r.step))
-        accs = evaluate(sess, run, batches, n, np.random.default_rng([args.seed, 3]))
+        accs = evaluate(sess, run, batches, n, np.random.default_rng([args.seed, 3]), desc="meta_test")
     mean, ci = ci95(accs)
     line = f"accuracy: {mean:.2f} +- {ci:.2f}"
     print(line)
