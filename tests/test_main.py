@@ -18,7 +18,7 @@ TINY = ["--dataset", "digits", "--way", "5", "--shot", "1", "--query", "5", "--n
 
 def run_main(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=1800
     )
     if check:
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -79,7 +79,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
         [sys.executable, "main.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     ckpt = savedir / "ckpt" / "checkpoint"
-    deadline = time.time() + 300
+    deadline = time.time() + 900
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
