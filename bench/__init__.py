@@ -1,0 +1,1 @@
+"""Benchmark of meta-training speed against a PyTorch reference (benchmark-only; see bench.py)."""

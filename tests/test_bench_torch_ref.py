@@ -1,0 +1,234 @@
+"""The benchmark's models compute what model.py computes, on the same weights and noise: the PyTorch
+reference (bench/torch_ref.py; skipped without PyTorch) and the fused batch norm (bench/fused_bn.py);
+and the benchmark's input pipeline (data/prefetch.py) overlaps sampling with the graph's run."""
+
+import contextlib
+import functools
+import itertools
+import threading
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tiny import ARCH, episodes, randomize
+
+import model as model_module
+import noise
+from bench import fused_bn
+from data.prefetch import Prefetcher
+from model import Arch, Model
+
+try:
+    import torch
+
+    from bench import torch_ref
+    from bench.torch_ref import TorchMetaDrop, as_torch, from_tf
+except ImportError:
+    torch = None
+needs_torch = pytest.mark.skipif(
+    torch is None, reason="PyTorch is a benchmark-only dependency: pip install -r bench/requirements.txt"
+)
+
+SEED = np.array([5, 6])
+INNER_LR, N_STEPS, META_LR = 0.5, 2, 0.01
+SIDE = ARCH.hw // 2**ARCH.n_blocks
+CLIP = 0.05
+ADAM_EPS = 1e-30
+CONFIG = tf.compat.v1.ConfigProto()
+CONFIG.graph_options.rewrite_options.disable_meta_optimizer = True  # grappler: ~20 s here, no use
+
+
+class Recording(Model):
+    """Keeps every noise tensor it draws, in the order the graph is built."""
+
+    def __init__(self, *args, **kw) -> None:
+        self.draws: list[tf.Tensor] = []
+        super().__init__(*args, **kw)
+
+    def _eps(self, shape):
+        e = super()._eps(shape)
+        self.draws.append(e)
+        return e
+
+
+def replay(draws: list[np.ndarray]):
+    """eps for the torch model: TensorFlow's draws in order, NHWC -> NCHW."""
+    it = iter(draws)
+
+    def eps(shape):
+        e = next(it)
+        e = e.transpose(0, 3, 1, 2) if e.ndim == 4 else e
+        assert e.shape == tuple(shape)
+        return torch.from_numpy(np.ascontiguousarray(e))
+
+    return eps
+
+
+def torch_twin(model: Model, sess, noise_name: str) -> TorchMetaDrop:
+    ref = TorchMetaDrop(
+        ARCH.hw,
+        ARCH.channels,
+        ARCH.filters,
+        ARCH.way,
+        noise=noise_name == "metadrop",
+        inner_lr=INNER_LR,
+        n_steps=N_STEPS,
+        meta_lr=META_LR,
+        adam_eps=ADAM_EPS,
+        n_blocks=ARCH.n_blocks,
+        dtype=torch.float64,
+    )
+    ref.load_tf(from_tf(*sess.run([model.theta, model.bn, model.phi]), side=SIDE))
+    return ref
+
+
+def tf_named(model: Model, values: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Values in model.meta_params order, in the torch layout under from_tf's keys."""
+    n, m = len(model.theta), len(model.bn)
+    theta = dict(zip(model.theta, values[:n]))
+    phi = dict(zip(model.phi, values[n + m :]))
+    return from_tf(theta, values[n : n + m], phi, side=SIDE)
+
+
+def torch_named(ref: TorchMetaDrop, grads: bool) -> dict[str, np.ndarray]:
+    pairs = [(f"theta/{k}", p) for k, p in ref.theta.items()] + [(f"phi/{k}", p) for k, p in ref.phi.items()]
+    pairs += [(f"bn/{l}", p) for l, p in enumerate(ref.bn)]
+    return {k: (p.grad if grads else p).detach().numpy() for k, p in pairs}
+
+
+@needs_torch
+@pytest.mark.parametrize("noise_name", ["none", "metadrop"])
+def test_meta_gradients_and_adam_steps_match(noise_name, monkeypatch):
+    # A clip small enough to bind on this tiny model, so that the clipping is compared too.
+    monkeypatch.setattr(model_module, "CLIP", CLIP)
+    monkeypatch.setattr(torch_ref, "CLIP", CLIP)
+    # Adam's epsilon sits at different places in the two libraries; make it negligible in both.
+    adam = functools.partial(tf.compat.v1.train.AdamOptimizer, epsilon=ADAM_EPS)
+    monkeypatch.setattr(tf.compat.v1.train, "AdamOptimizer", adam)
+    batch = episodes(2)
+    with tf.Graph().as_default():
+        model = Recording(ARCH, noise.get(noise_name), INNER_LR, N_STEPS)
+        ph = model.placeholders(2, "t")
+        loss, acc = model.meta_batch(ph, 1)
+        grads = tf.gradients(loss, model.meta_params)
+        train = model.train_op(loss, META_LR, tf.compat.v1.train.get_or_create_global_step())
+        feed = {ph[k]: v for k, v in batch.items()}
+        feed[model.noise_seed] = SEED
+        with tf.compat.v1.Session(config=CONFIG) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            randomize(sess, model.meta_params, scale=0.5)
+            ref = torch_twin(model, sess, noise_name)
+            l_tf, a_tf, g_tf, draws = sess.run([loss, acc, grads, model.draws], feed)
+            for _ in range(2):
+                sess.run(train, feed)
+            after = tf_named(model, sess.run(model.meta_params))
+    assert len(draws) == (2 * N_STEPS * (ARCH.n_blocks + 1) if noise_name == "metadrop" else 0)
+    tb = as_torch(batch)
+    l_pt, a_pt = ref.meta_gradients(tb, replay(draws))
+    np.testing.assert_allclose(l_pt, l_tf, rtol=1e-10)
+    np.testing.assert_allclose(a_pt, a_tf)
+    g_ref, g_pt = tf_named(model, g_tf), torch_named(ref, grads=True)
+    assert sorted(g_pt) == sorted(g_ref)
+    for k in g_ref:
+        np.testing.assert_allclose(g_pt[k], g_ref[k], rtol=1e-8, atol=1e-12, err_msg=k)
+    # Two Adam steps (the first is lr * sign(g), whatever the clip); the clip binds on some elements.
+    assert any((np.abs(g) > CLIP).any() for g in g_tf) and any((np.abs(g) < CLIP).any() for g in g_tf)
+    for _ in range(2):
+        ref.train_step(tb, replay(draws))
+    now = torch_named(ref, grads=False)
+    # In MAML a conv bias is cancelled by the batch norm that follows: its gradient is rounding noise,
+    # which Adam (with a negligible epsilon) turns into steps of random sign. Those are left out.
+    dead = {k for k, g in g_ref.items() if (np.abs(g) < 1e-12).any()}
+    assert dead == (set() if noise_name == "metadrop" else {f"theta/conv{l}_b" for l in range(ARCH.n_blocks)})
+    for k in sorted(set(after) - dead):
+        # TensorFlow keeps Adam's beta powers in float32: parameters agree to ~1e-8, the steps are ~1e-2.
+        np.testing.assert_allclose(now[k], after[k], rtol=0, atol=1e-6, err_msg=k)
+
+
+@needs_torch
+def test_inner_loop_with_several_noise_samples_matches():
+    # n_samp > 1 stacks the samples; batch norm keeps one set of statistics per sample.
+    batch = episodes(1)
+    with tf.Graph().as_default():
+        model = Recording(ARCH, noise.get("metadrop"), INNER_LR, N_STEPS)
+        ph = model.placeholders(1, "t")
+        theta_star = model.adapt(ph["xtr"][0], ph["ytr"][0], n_samp=3)
+        with tf.compat.v1.Session(config=CONFIG) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            randomize(sess, model.meta_params, scale=0.5)
+            ref = torch_twin(model, sess, "metadrop")
+            feed = {ph[k]: v for k, v in batch.items()}
+            feed[model.noise_seed] = SEED
+            t_tf, draws = sess.run([theta_star, model.draws], feed)
+    tb = as_torch(batch)
+    t_pt = ref.adapt(tb["xtr"][0], tb["ytr"][0], 3, replay(draws), create_graph=False)
+    expected = from_tf(t_tf, [], {}, side=SIDE)
+    for k, v in t_pt.items():
+        np.testing.assert_allclose(v.detach().numpy(), expected[f"theta/{k}"], rtol=1e-9, err_msg=k)
+
+
+def test_fused_batch_norm_matches_layers_batch_norm():
+    # float32 (FusedBatchNormV3 has no float64 kernel): equal up to float32 rounding, through 2 inner steps.
+    arch = Arch(hw=8, channels=1, filters=3, way=3, n_blocks=2, dtype=tf.float32)
+    batch = {k: v.astype(np.float32) for k, v in episodes(2).items()}
+    out = []
+    for patch in (contextlib.nullcontext, fused_bn.patched):
+        with tf.Graph().as_default(), patch():
+            tf.compat.v1.set_random_seed(1)
+            model = Model(arch, noise.get("metadrop"), INNER_LR, N_STEPS)
+            ph = model.placeholders(2, "t")
+            loss, _ = model.meta_batch(ph, 1)
+            grads = tf.gradients(loss, model.meta_params)
+            n_fused = sum(
+                op.type.startswith("FusedBatchNorm")
+                for op in tf.compat.v1.get_default_graph().get_operations()
+            )
+            with tf.compat.v1.Session(config=CONFIG) as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                randomize(sess, model.meta_params, scale=0.5)
+                feed = {ph[k]: v for k, v in batch.items()}
+                feed[model.noise_seed] = SEED
+                out.append((n_fused, *sess.run([loss, grads], feed)))
+    (n_ref, l_ref, g_ref), (n_f, l_f, g_f) = out
+    assert n_ref == 0 and n_f > 0
+    np.testing.assert_allclose(l_f, l_ref, rtol=1e-5)
+    for g, gr, p in zip(g_f, g_ref, model.meta_params):
+        np.testing.assert_allclose(g, gr, rtol=1e-3, atol=1e-4 * np.abs(gr).max(), err_msg=p.name)
+
+
+def test_prefetcher_prepares_the_next_item_while_the_current_one_is_used():
+    prepared = [threading.Event() for _ in range(4)]
+
+    def items():
+        for i in range(4):
+            yield i
+            prepared[i].set()  # the generator resumes only when item i + 1 is asked for
+
+    with Prefetcher(items(), depth=1) as source:
+        first = next(source)
+        # Still holding item 0, the consumer finds item 1 being prepared behind its back.
+        assert first == 0 and prepared[0].wait(timeout=10)
+        assert list(source) == [1, 2, 3]
+
+
+def test_prefetcher_raises_the_producers_error_at_its_place_and_stops():
+    def items():
+        yield from (0, 1)
+        raise ValueError("bad episode")
+
+    source = Prefetcher(items(), depth=2)
+    assert [next(source), next(source)] == [0, 1]
+    with pytest.raises(ValueError, match="bad episode"):
+        next(source)
+    with pytest.raises(StopIteration):
+        next(source)
+    source.close()
+
+
+def test_prefetcher_close_stops_an_endless_producer():
+    source = Prefetcher(itertools.count(), depth=2)
+    assert next(source) == 0
+    source.close()
+    assert not source._thread.is_alive()
+    with pytest.raises(ValueError, match="depth"):
+        Prefetcher([], depth=0)
