@@ -2,6 +2,8 @@
 reference (bench/torch_ref.py; skipped without PyTorch) and the fused batch norm (bench/fused_bn.py);
 and the benchmark's input pipeline (data/prefetch.py) overlaps sampling with the graph's run."""
 
+from __future__ import annotations
+
 import contextlib
 import functools
 import itertools
