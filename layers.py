@@ -30,8 +30,20 @@ def batch_norm(x: tf.Tensor, offset: tf.Tensor, groups: int) -> tf.Tensor:
     """Transductive batch norm (statistics of the batch at hand, as in MAML), offset only.
 
     The batch holds `groups` independent forward passes (one per Monte-Carlo sample), stacked along
-    axis 0; each gets its own statistics, as if run alone.
+    axis 0; each gets its own statistics, as if run alone. One group of float32/16 values runs as one
+    FusedBatchNormV3 kernel (1.4x faster meta-training, bench/RESULTS.md), whose gradient TensorFlow
+    differentiates again exactly (tests/test_gradients.py checks it against the explicit version).
     """
+    if groups != 1 or x.dtype == tf.float64:  # the fused kernel has no groups and no float64
+        return explicit_batch_norm(x, offset, groups)
+    y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        x, tf.ones_like(offset), offset, epsilon=BN_EPS, is_training=True
+    )
+    return y
+
+
+def explicit_batch_norm(x: tf.Tensor, offset: tf.Tensor, groups: int) -> tf.Tensor:
+    """batch_norm spelled out: the mean, then the mean of squared deviations, per group."""
     shape = tf.shape(x)
     xg = tf.reshape(x, [groups, -1, shape[-1]])
     mean = tf.reduce_mean(xg, axis=1, keepdims=True)

@@ -9,7 +9,7 @@ inner learning rates), MAML and Meta-Dropout, on synthetic inputs of the right s
   each measurement in a process of its own, with the same thread count, and our time over its time;
 - floating-point operations of one iteration (TensorFlow's profiler over the built graph, cross-
   checked with PyTorch's FlopCounterMode) and the achieved rate next to a large TensorFlow matmul;
-- with --levers, the speed levers of bench/RESULTS.md (static shapes, fused batch norm, grappler,
+- with --levers, the speed levers of bench/RESULTS.md (static shapes, explicit batch norm, grappler,
   threads, oneDNN, XLA, input overlap, grouped convolutions for batched tasks) on the Omniglot
   20-way 1-shot Meta-Dropout meta-train step.
 
@@ -97,7 +97,7 @@ class Options:
     xla: bool = False  # XLA auto-clustering of the whole graph (global_jit_level ON_1)
     onednn: bool = True  # TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS)
     static: bool = False  # placeholders of fully known shape (Model.placeholders leaves N as None)
-    fused_bn: bool = False  # batch norm as one FusedBatchNormV3 op (bench/fused_bn.py)
+    explicit_bn: bool = False  # layers.explicit_batch_norm everywhere, not the FusedBatchNormV3 kernel
     prefetch: bool = True  # the next meta-batch is sampled in a background thread (data/prefetch.py)
 
 
@@ -203,12 +203,15 @@ def tf_build(cfg: Config, model: str, mode: str, opt: Options, static: bool | No
     """The meta-train step (mode "train") or the meta-test accuracy ("test") as a graph."""
     import tensorflow as tf
 
+    import model as model_module
     import noise
-    from bench import fused_bn
+    from layers import explicit_batch_norm
     from model import Arch, Model
 
     graph = tf.Graph()
-    with graph.as_default(), fused_bn.patched() if opt.fused_bn else contextlib.nullcontext():
+    fused = model_module.batch_norm
+    model_module.batch_norm = explicit_batch_norm if opt.explicit_bn else fused
+    with graph.as_default():
         tf.compat.v1.set_random_seed(0)
         arch = Arch(hw=cfg.hw, channels=cfg.channels, filters=cfg.filters, way=cfg.way)
         m = Model(arch, noise.get(MODELS[model]), cfg.inner_lr, cfg.n_steps)
@@ -221,6 +224,7 @@ def tf_build(cfg: Config, model: str, mode: str, opt: Options, static: bool | No
         else:
             fetch = [m.meta_batch(ph, MC_SAMPLES)[1]]
         init = tf.compat.v1.global_variables_initializer()
+    model_module.batch_norm = fused
     return {"graph": graph, "model": m, "ph": ph, "fetch": fetch, "init": init, "n_tasks": n_tasks}
 
 
@@ -842,15 +846,14 @@ def _load(r: dict[str, Any]) -> str:
 # options). The predictions made before measuring, and the verdicts, are in bench/RESULTS.md.
 # In-process levers share one process, each variant with its own graph, session and thread pools.
 IN_PROCESS_LEVERS: list[tuple[str, str, Options]] = [
-    ("baseline", "main.py today: placeholders [T, None, D], layers.batch_norm, 2+2 threads", Options()),
+    ("baseline", "main.py today: placeholders [T, None, D], fused batch norm, 2+2 threads", Options()),
     ("baseline again", "nothing (an A/A control: the spread of the measurement itself)", Options()),
     ("static shapes", "placeholders with every dimension known", Options(static=True)),
     (
-        "fused batch norm",
-        "FusedBatchNormV3 for layers.batch_norm (bench/fused_bn.py)",
-        Options(fused_bn=True),
+        "explicit batch norm",
+        "mean, squared deviations, rsqrt as separate ops (before FusedBatchNormV3 was adopted)",
+        Options(explicit_bn=True),
     ),
-    ("static + fused", "both of the above", Options(static=True, fused_bn=True)),
     ("grappler on", "grappler's graph rewrites (main.py turns them off on CPU)", Options(grappler=True)),
     ("intra 2, inter 1", "one op at a time, each on both cores", Options(intra=2, inter=1)),
     ("intra 1, inter 2", "independent ops (e.g. the 4 tasks) side by side", Options(intra=1, inter=2)),
@@ -958,7 +961,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tf_options",
         nargs="*",
         default=[],
-        choices=("static", "fused_bn", "grappler"),
+        choices=("static", "explicit_bn", "grappler"),
         help="graph levers for an extra TensorFlow column, TF+ (see --levers)",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="PyTorch's device")

@@ -1,10 +1,9 @@
 """The benchmark's models compute what model.py computes, on the same weights and noise: the PyTorch
-reference (bench/torch_ref.py; skipped without PyTorch) and the fused batch norm (bench/fused_bn.py);
-and the benchmark's input pipeline (data/prefetch.py) overlaps sampling with the graph's run."""
+reference (bench/torch_ref.py; skipped without PyTorch); and the benchmark's input pipeline
+(data/prefetch.py) overlaps sampling with the graph's run."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import threading
@@ -16,9 +15,8 @@ from tiny import ARCH, episodes, randomize
 
 import model as model_module
 import noise
-from bench import fused_bn
 from data.prefetch import Prefetcher
-from model import Arch, Model
+from model import Model
 
 try:
     import torch
@@ -167,35 +165,6 @@ def test_inner_loop_with_several_noise_samples_matches():
     expected = from_tf(t_tf, [], {}, side=SIDE)
     for k, v in t_pt.items():
         np.testing.assert_allclose(v.detach().numpy(), expected[f"theta/{k}"], rtol=1e-9, err_msg=k)
-
-
-def test_fused_batch_norm_matches_layers_batch_norm():
-    # float32 (FusedBatchNormV3 has no float64 kernel): equal up to float32 rounding, through 2 inner steps.
-    arch = Arch(hw=8, channels=1, filters=3, way=3, n_blocks=2, dtype=tf.float32)
-    batch = {k: v.astype(np.float32) for k, v in episodes(2).items()}
-    out = []
-    for patch in (contextlib.nullcontext, fused_bn.patched):
-        with tf.Graph().as_default(), patch():
-            tf.compat.v1.set_random_seed(1)
-            model = Model(arch, noise.get("metadrop"), INNER_LR, N_STEPS)
-            ph = model.placeholders(2, "t")
-            loss, _ = model.meta_batch(ph, 1)
-            grads = tf.gradients(loss, model.meta_params)
-            n_fused = sum(
-                op.type.startswith("FusedBatchNorm")
-                for op in tf.compat.v1.get_default_graph().get_operations()
-            )
-            with tf.compat.v1.Session(config=CONFIG) as sess:
-                sess.run(tf.compat.v1.global_variables_initializer())
-                randomize(sess, model.meta_params, scale=0.5)
-                feed = {ph[k]: v for k, v in batch.items()}
-                feed[model.noise_seed] = SEED
-                out.append((n_fused, *sess.run([loss, grads], feed)))
-    (n_ref, l_ref, g_ref), (n_f, l_f, g_f) = out
-    assert n_ref == 0 and n_f > 0
-    np.testing.assert_allclose(l_f, l_ref, rtol=1e-5)
-    for g, gr, p in zip(g_f, g_ref, model.meta_params):
-        np.testing.assert_allclose(g, gr, rtol=1e-3, atol=1e-4 * np.abs(gr).max(), err_msg=p.name)
 
 
 def test_prefetcher_prepares_the_next_item_while_the_current_one_is_used():
