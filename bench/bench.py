@@ -706,11 +706,13 @@ def cell_spec(
     }
 
 
-def passes(cfg: Config, mode: str) -> int:
-    """Images through the network (forward) in one meta-train iteration or meta-test episode."""
+def passes(cfg: Config, model: str, mode: str) -> int:
+    """Images through the network (forward) in one meta-train iteration or meta-test episode; MAML
+    has no noise, so its meta-test adapts on one copy of the support set."""
     if mode == "train":
         return cfg.metabatch * (cfg.n_steps * cfg.way * cfg.shot + cfg.way * cfg.query)
-    return cfg.n_steps * MC_SAMPLES * cfg.way * cfg.shot + cfg.way * cfg.query
+    samples = MC_SAMPLES if model == "metadrop" else 1
+    return cfg.n_steps * samples * cfg.way * cfg.shot + cfg.way * cfg.query
 
 
 def benchmark(args: argparse.Namespace) -> str:
@@ -815,7 +817,7 @@ def benchmark(args: argparse.Namespace) -> str:
     ]
     for config, model, mode in cells:
         cfg = quick(CONFIGS[config]) if args.quick else CONFIGS[config]
-        n = passes(cfg, mode)
+        n = passes(cfg, model, mode)
         fwd = forward_flops(cfg, model, n) / 1e9
         f = flops[config, model, mode]
         g_tf = f["tf"] / 1e9 if f["tf"] else None
@@ -843,7 +845,7 @@ def _load(r: dict[str, Any]) -> str:
 
 
 # Levers, measured on the Omniglot 20-way 1-shot Meta-Dropout meta-train step: (name, what changes,
-# options). The predictions made before measuring, and the verdicts, are in bench/RESULTS.md.
+# options). Why each was tried, and the verdicts, are in bench/RESULTS.md.
 # In-process levers share one process, each variant with its own graph, session and thread pools.
 IN_PROCESS_LEVERS: list[tuple[str, str, Options]] = [
     ("baseline", "main.py today: placeholders [T, None, D], fused batch norm, 2+2 threads", Options()),
