@@ -211,20 +211,22 @@ def tf_build(cfg: Config, model: str, mode: str, opt: Options, static: bool | No
     graph = tf.Graph()
     fused = model_module.batch_norm
     model_module.batch_norm = explicit_batch_norm if opt.explicit_bn else fused
-    with graph.as_default():
-        tf.compat.v1.set_random_seed(0)
-        arch = Arch(hw=cfg.hw, channels=cfg.channels, filters=cfg.filters, way=cfg.way)
-        m = Model(arch, noise.get(MODELS[model]), cfg.inner_lr, cfg.n_steps)
-        n_tasks = cfg.metabatch if mode == "train" else 1
-        static = opt.static if static is None else static
-        ph = static_placeholders(cfg, n_tasks) if static else m.placeholders(n_tasks, mode)
-        if mode == "train":
-            loss, _ = m.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
-            fetch = [m.train_op(loss, cfg.meta_lr, tf.compat.v1.train.get_or_create_global_step()), loss]
-        else:
-            fetch = [m.meta_batch(ph, MC_SAMPLES)[1]]
-        init = tf.compat.v1.global_variables_initializer()
-    model_module.batch_norm = fused
+    try:
+        with graph.as_default():
+            tf.compat.v1.set_random_seed(0)
+            arch = Arch(hw=cfg.hw, channels=cfg.channels, filters=cfg.filters, way=cfg.way)
+            m = Model(arch, noise.get(MODELS[model]), cfg.inner_lr, cfg.n_steps)
+            n_tasks = cfg.metabatch if mode == "train" else 1
+            static = opt.static if static is None else static
+            ph = static_placeholders(cfg, n_tasks) if static else m.placeholders(n_tasks, mode)
+            if mode == "train":
+                loss, _ = m.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
+                fetch = [m.train_op(loss, cfg.meta_lr, tf.compat.v1.train.get_or_create_global_step()), loss]
+            else:
+                fetch = [m.meta_batch(ph, MC_SAMPLES)[1]]
+            init = tf.compat.v1.global_variables_initializer()
+    finally:
+        model_module.batch_norm = fused
     return {"graph": graph, "model": m, "ph": ph, "fetch": fetch, "init": init, "n_tasks": n_tasks}
 
 
