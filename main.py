@@ -275,29 +275,29 @@ def meta_train(args: argparse.Namespace) -> None:
             batch = sample_batch(train_split, args.metabatch, args.way, args.shot, args.query, rng)
             return {**batch, "noise_seed": rng.integers(2**31 - 1, size=2)}
 
-        ahead = Prefetcher(episodes(it) for it in range(start, args.n_train_iters))
-        for it, batch in zip(bar, ahead):
-            feed = {ph[k]: batch[k] for k in ph}
-            feed[model.noise_seed] = batch["noise_seed"]
-            _, l_, a_ = sess.run([train_op, loss, acc], feed)
-            window.append((float(l_), float(np.mean(a_))))
-            step = it + 1
-            bar.set_postfix(loss=f"{l_:.3f}", acc=f"{100 * np.mean(a_):.1f}")
-            if step % args.log_freq == 0:
-                ml, ma = np.mean(window, axis=0)
-                window = []
-                log(train_log, f"iter {step} loss {ml:.4f} acc {100 * ma:.2f} ({time.time() - t0:.1f}s)")
-                scalars(step, train_loss=ml, train_acc=100 * ma)
-            if step % args.val_freq == 0 or step == args.n_train_iters:
-                # The same validation episodes every time: curves compare like with like.
-                val = sampled(val_split, args, np.random.default_rng([args.seed, 1]))
-                accs = evaluate(sess, validate, val, args.n_val_iters, np.random.default_rng([args.seed, 3]))
-                mean, ci = ci95(accs)
-                log(train_log, f"iter {step} val acc {mean:.2f} +- {ci:.2f}")
-                scalars(step, val_acc=mean)
-            if step % args.save_freq == 0 or step == args.n_train_iters:
-                saver.save(sess, os.path.join(ckpt_dir, "model"), global_step=step)
-        ahead.close()
+        with Prefetcher(episodes(it) for it in range(start, args.n_train_iters)) as ahead:
+            for it, batch in zip(bar, ahead):
+                feed = {ph[k]: batch[k] for k in ph}
+                feed[model.noise_seed] = batch["noise_seed"]
+                _, l_, a_ = sess.run([train_op, loss, acc], feed)
+                window.append((float(l_), float(np.mean(a_))))
+                step = it + 1
+                bar.set_postfix(loss=f"{l_:.3f}", acc=f"{100 * np.mean(a_):.1f}")
+                if step % args.log_freq == 0:
+                    ml, ma = np.mean(window, axis=0)
+                    window = []
+                    log(train_log, f"iter {step} loss {ml:.4f} acc {100 * ma:.2f} ({time.time() - t0:.1f}s)")
+                    scalars(step, train_loss=ml, train_acc=100 * ma)
+                if step % args.val_freq == 0 or step == args.n_train_iters:
+                    # The same validation episodes every time: curves compare like with like.
+                    val = sampled(val_split, args, np.random.default_rng([args.seed, 1]))
+                    noise_rng = np.random.default_rng([args.seed, 3])
+                    accs = evaluate(sess, validate, val, args.n_val_iters, noise_rng)
+                    mean, ci = ci95(accs)
+                    log(train_log, f"iter {step} val acc {mean:.2f} +- {ci:.2f}")
+                    scalars(step, val_acc=mean)
+                if step % args.save_freq == 0 or step == args.n_train_iters:
+                    saver.save(sess, os.path.join(ckpt_dir, "model"), global_step=step)
     writer.close()
 
 

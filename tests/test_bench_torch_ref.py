@@ -1,12 +1,9 @@
 """The benchmark's models compute what model.py computes, on the same weights and noise: the PyTorch
-reference (bench/torch_ref.py; skipped without PyTorch); and the benchmark's input pipeline
-(data/prefetch.py) overlaps sampling with the graph's run."""
+reference (bench/torch_ref.py; skipped without PyTorch)."""
 
 from __future__ import annotations
 
 import functools
-import itertools
-import threading
 
 import numpy as np
 import pytest
@@ -15,7 +12,6 @@ from tiny import ARCH, episodes, randomize
 
 import model as model_module
 import noise
-from data.prefetch import Prefetcher
 from model import Model
 
 try:
@@ -165,41 +161,3 @@ def test_inner_loop_with_several_noise_samples_matches():
     expected = from_tf(t_tf, [], {}, side=SIDE)
     for k, v in t_pt.items():
         np.testing.assert_allclose(v.detach().numpy(), expected[f"theta/{k}"], rtol=1e-9, err_msg=k)
-
-
-def test_prefetcher_prepares_the_next_item_while_the_current_one_is_used():
-    prepared = [threading.Event() for _ in range(4)]
-
-    def items():
-        for i in range(4):
-            yield i
-            prepared[i].set()  # the generator resumes only when item i + 1 is asked for
-
-    with Prefetcher(items(), depth=1) as source:
-        first = next(source)
-        # Still holding item 0, the consumer finds item 1 being prepared behind its back.
-        assert first == 0 and prepared[0].wait(timeout=10)
-        assert list(source) == [1, 2, 3]
-
-
-def test_prefetcher_raises_the_producers_error_at_its_place_and_stops():
-    def items():
-        yield from (0, 1)
-        raise ValueError("bad episode")
-
-    source = Prefetcher(items(), depth=2)
-    assert [next(source), next(source)] == [0, 1]
-    with pytest.raises(ValueError, match="bad episode"):
-        next(source)
-    with pytest.raises(StopIteration):
-        next(source)
-    source.close()
-
-
-def test_prefetcher_close_stops_an_endless_producer():
-    source = Prefetcher(itertools.count(), depth=2)
-    assert next(source) == 0
-    source.close()
-    assert not source._thread.is_alive()
-    with pytest.raises(ValueError, match="depth"):
-        Prefetcher([], depth=0)

@@ -22,6 +22,8 @@ def test_an_error_is_raised_at_its_item():
         assert next(p) == 1 and next(p) == 2
         with pytest.raises(ValueError, match="bad episode"):
             next(p)
+        with pytest.raises(StopIteration):  # and stops there
+            next(p)
 
 
 def test_next_item_is_prepared_while_the_current_one_is_used():
@@ -51,3 +53,8 @@ def test_close_stops_an_endless_producer():
     assert not p._thread.is_alive()
     with pytest.raises(StopIteration):
         next(p)
+
+
+def test_depth_must_be_positive():
+    with pytest.raises(ValueError, match="depth"):
+        Prefetcher([], depth=0)
