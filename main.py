@@ -157,7 +157,7 @@ class Runner:
 
     def evaluator(self, n_tasks: int) -> Evaluator:
         """A function running the inner loop with n_test_mc_samp samples (Algorithm 2)."""
-        ph = self.model.placeholders(n_tasks, "eval")
+        ph = self.model.placeholders(n_tasks, self.args.shot, self.args.query, "eval")
         _, acc = self.model.meta_batch(ph, self.args.n_test_mc_samp)
 
         def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
@@ -237,7 +237,7 @@ def meta_train(args: argparse.Namespace) -> None:
     write_json(config_path, config)
 
     with r.graph.as_default():
-        ph = model.placeholders(args.metabatch, "train")
+        ph = model.placeholders(args.metabatch, args.shot, args.query, "train")
         loss, acc = model.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
         train_op = model.train_op(loss, args.meta_lr, r.step)
         validate = r.evaluator(args.metabatch)

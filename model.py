@@ -153,12 +153,15 @@ class Model:
         _, logits = self.forward(xte, theta)
         return cross_entropy(logits, yte), accuracy(logits, yte)
 
-    def placeholders(self, n_tasks: int, name: str) -> dict[str, tf.Tensor]:
-        """xtr/ytr/xte/yte for a meta-batch of n_tasks episodes; labels are one-hot."""
+    def placeholders(self, n_tasks: int, shot: int, query: int, name: str) -> dict[str, tf.Tensor]:
+        """xtr/ytr/xte/yte for a meta-batch of n_tasks episodes with `shot` training and `query` test
+        examples per class; labels are one-hot. Every dimension is known, so gradients of
+        same-shape products need no broadcast reductions (1.1x faster meta-training, bench/RESULTS.md)."""
         a, dt = self.arch, self.arch.dtype
-        shapes = {"x": [n_tasks, None, a.x_dim], "y": [n_tasks, None, a.way]}
+        n = {"tr": a.way * shot, "te": a.way * query}
+        dim = {"x": a.x_dim, "y": a.way}
         return {
-            k: tf.compat.v1.placeholder(dt, shapes[k[0]], name=f"{name}_{k}")
+            k: tf.compat.v1.placeholder(dt, [n_tasks, n[k[1:]], dim[k[0]]], name=f"{name}_{k}")
             for k in ("xtr", "ytr", "xte", "yte")
         }
 

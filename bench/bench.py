@@ -9,9 +9,9 @@ inner learning rates), MAML and Meta-Dropout, on synthetic inputs of the right s
   each measurement in a process of its own, with the same thread count, and our time over its time;
 - floating-point operations of one iteration (TensorFlow's profiler over the built graph, cross-
   checked with PyTorch's FlopCounterMode) and the achieved rate next to a large TensorFlow matmul;
-- with --levers, the speed levers of bench/RESULTS.md (static shapes, explicit batch norm, grappler,
-  threads, oneDNN, XLA, input overlap, grouped convolutions for batched tasks) on the Omniglot
-  20-way 1-shot Meta-Dropout meta-train step.
+- with --levers, the speed levers of bench/RESULTS.md (dynamic shapes, broadcast biases, explicit
+  batch norm, grappler, threads, oneDNN, XLA, input overlap, grouped convolutions for batched
+  tasks) on the Omniglot 20-way 1-shot Meta-Dropout meta-train step.
 
 Results go to bench/RESULTS.md (the generated blocks only; the text around them is kept).
 
@@ -96,7 +96,8 @@ class Options:
     grappler: bool = False  # grappler's graph rewrites (main.py turns them off on CPU-only machines)
     xla: bool = False  # XLA auto-clustering of the whole graph (global_jit_level ON_1)
     onednn: bool = True  # TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS)
-    static: bool = False  # placeholders of fully known shape (Model.placeholders leaves N as None)
+    dynamic: bool = False  # placeholders [T, None, D], the episode size unknown (before static shapes)
+    broadcast_bias: bool = False  # biases added by a broadcast `+ b` (before BiasAdd was adopted)
     explicit_bn: bool = False  # layers.explicit_batch_norm everywhere, not the FusedBatchNormV3 kernel
     prefetch: bool = True  # the next meta-batch is sampled in a background thread (data/prefetch.py)
 
@@ -186,47 +187,70 @@ def session_config(opt: Options, threads: int) -> Any:
     return config
 
 
-def static_placeholders(cfg: Config, n_tasks: int) -> dict[str, Any]:
-    """xtr/ytr/xte/yte of a meta-batch with every dimension known when the graph is built."""
+def dynamic_placeholders(cfg: Config, n_tasks: int) -> dict[str, Any]:
+    """xtr/ytr/xte/yte of a meta-batch whose number of examples is left unknown (None)."""
     import tensorflow as tf
 
-    n = {"tr": cfg.way * cfg.shot, "te": cfg.way * cfg.query}
     return {
         k: tf.compat.v1.placeholder(
-            tf.float32, [n_tasks, n[k[1:]], cfg.x_dim if k[0] == "x" else cfg.way], name=f"static_{k}"
+            tf.float32, [n_tasks, None, cfg.x_dim if k[0] == "x" else cfg.way], name=f"dynamic_{k}"
         )
         for k in ("xtr", "ytr", "xte", "yte")
     }
 
 
-def tf_build(cfg: Config, model: str, mode: str, opt: Options, static: bool | None = None) -> dict[str, Any]:
-    """The meta-train step (mode "train") or the meta-test accuracy ("test") as a graph."""
+@contextlib.contextmanager
+def graph_levers(opt: Options) -> Iterator[None]:
+    """Swap in the layers a lever measures (the adopted ones' predecessors) while a graph is built."""
     import tensorflow as tf
 
     import model as model_module
     import noise
     from layers import explicit_batch_norm
+
+    def conv2d(x: Any, w: Any, b: Any) -> Any:
+        return tf.nn.conv2d(x, w, strides=1, padding="SAME") + b
+
+    def dense(x: Any, w: Any, b: Any) -> Any:
+        return tf.matmul(x, w) + b
+
+    swaps = [(model_module, "batch_norm", explicit_batch_norm)] if opt.explicit_bn else []
+    if opt.broadcast_bias:
+        swaps += [(m, "conv2d", conv2d) for m in (model_module, noise)]
+        swaps += [(m, "dense", dense) for m in (model_module, noise)]
+    saved = [(m, name, getattr(m, name)) for m, name, _ in swaps]
+    try:
+        for m, name, f in swaps:
+            setattr(m, name, f)
+        yield
+    finally:
+        for m, name, f in saved:
+            setattr(m, name, f)
+
+
+def tf_build(cfg: Config, model: str, mode: str, opt: Options) -> dict[str, Any]:
+    """The meta-train step (mode "train") or the meta-test accuracy ("test") as a graph."""
+    import tensorflow as tf
+
+    import noise
     from model import Arch, Model
 
     graph = tf.Graph()
-    fused = model_module.batch_norm
-    model_module.batch_norm = explicit_batch_norm if opt.explicit_bn else fused
-    try:
-        with graph.as_default():
-            tf.compat.v1.set_random_seed(0)
-            arch = Arch(hw=cfg.hw, channels=cfg.channels, filters=cfg.filters, way=cfg.way)
-            m = Model(arch, noise.get(MODELS[model]), cfg.inner_lr, cfg.n_steps)
-            n_tasks = cfg.metabatch if mode == "train" else 1
-            static = opt.static if static is None else static
-            ph = static_placeholders(cfg, n_tasks) if static else m.placeholders(n_tasks, mode)
-            if mode == "train":
-                loss, _ = m.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
-                fetch = [m.train_op(loss, cfg.meta_lr, tf.compat.v1.train.get_or_create_global_step()), loss]
-            else:
-                fetch = [m.meta_batch(ph, MC_SAMPLES)[1]]
-            init = tf.compat.v1.global_variables_initializer()
-    finally:
-        model_module.batch_norm = fused
+    with graph.as_default(), graph_levers(opt):
+        tf.compat.v1.set_random_seed(0)
+        arch = Arch(hw=cfg.hw, channels=cfg.channels, filters=cfg.filters, way=cfg.way)
+        m = Model(arch, noise.get(MODELS[model]), cfg.inner_lr, cfg.n_steps)
+        n_tasks = cfg.metabatch if mode == "train" else 1
+        if opt.dynamic:
+            ph = dynamic_placeholders(cfg, n_tasks)
+        else:
+            ph = m.placeholders(n_tasks, cfg.shot, cfg.query, mode)
+        if mode == "train":
+            loss, _ = m.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
+            fetch = [m.train_op(loss, cfg.meta_lr, tf.compat.v1.train.get_or_create_global_step()), loss]
+        else:
+            fetch = [m.meta_batch(ph, MC_SAMPLES)[1]]
+        init = tf.compat.v1.global_variables_initializer()
     return {"graph": graph, "model": m, "ph": ph, "fetch": fetch, "init": init, "n_tasks": n_tasks}
 
 
@@ -311,21 +335,30 @@ def interleave(steps: dict[str, tuple[Callable[[], float | None], float]], round
 
 
 def worker(spec: dict[str, Any]) -> None:
-    """A meta-train step kept ready in this process: "step" on stdin runs one and answers its time."""
+    """A meta-train step (TensorFlow, or PyTorch where spec["fw"] says "torch") kept ready in this
+    process: "step" on stdin runs one and answers its time."""
     opt = Options(**spec["options"])
     cfg = quick(CONFIGS[spec["config"]]) if spec["quick"] else CONFIGS[spec["config"]]
-    t = time.perf_counter()
-    g = tf_build(cfg, spec["model"], "train", opt)
-    build = time.perf_counter() - t
     split = synthetic_split(replace(cfg, split=(max(cfg.way, 100), cfg.split[1])))
-    batches = meta_batches(split, cfg, g["n_tasks"], seed=0)
-    with tf_session(g, opt, spec["threads"]) as sess, Prefetcher(batches, depth=2) as source:
-        print(f"READY {build}", flush=True)
+    batches = meta_batches(split, cfg, cfg.metabatch, seed=0)
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(Prefetcher(batches, depth=2))
+        t = time.perf_counter()
+        if spec.get("fw") == "torch":
+            import torch
+
+            torch.set_num_threads(spec["threads"])
+            step = torch_step(cfg, spec["model"], "train", "cpu", source)
+        else:
+            g = tf_build(cfg, spec["model"], "train", opt)
+            sess = stack.enter_context(tf_session(g, opt, spec["threads"]))
+            step = functools.partial(tf_step, sess, g, source)
+        print(f"READY {time.perf_counter() - t}", flush=True)
         for line in sys.stdin:
             if line.strip() != "step":
                 break
             t = time.perf_counter()
-            tf_step(sess, g, source)
+            step()
             print(f"TIME {time.perf_counter() - t}", flush=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps({"peak_rss_mib": rss}), flush=True)
@@ -401,41 +434,50 @@ class _Inline:
 def torch_cell(cell: Cell, cfg: Config) -> dict[str, Any]:
     import torch
 
+    torch.set_num_threads(cell.threads)
+    n_tasks = cfg.metabatch if cell.mode == "train" else 1
+    split = synthetic_split(cfg)
+    batches = meta_batches(split, cfg, n_tasks, seed=0)
+    with Prefetcher(batches, depth=2) if cell.options.prefetch else _Inline(batches) as source:
+        result = timed(torch_step(cfg, cell.model, cell.mode, cell.device, source), cell)
+    result["sample_s"] = sample_seconds(split, cfg, n_tasks)
+    result["torch_threads"] = torch.get_num_threads()
+    return result
+
+
+def torch_step(
+    cfg: Config, model: str, mode: str, device: str, source: Iterator[tuple[Batch, np.ndarray]]
+) -> Callable[[], None]:
+    """One meta-train iteration or meta-test episode of the PyTorch reference, on the next batch."""
+    import torch
+
     from bench.torch_ref import TorchMetaDrop, as_torch
 
-    torch.set_num_threads(cell.threads)
-    dev = torch.device(cell.device)
+    dev = torch.device(device)
     ref = TorchMetaDrop(
         cfg.hw,
         cfg.channels,
         cfg.filters,
         cfg.way,
-        noise=cell.model == "metadrop",
+        noise=model == "metadrop",
         inner_lr=cfg.inner_lr,
         n_steps=cfg.n_steps,
         meta_lr=cfg.meta_lr,
         device=dev,
     )
-    n_tasks = cfg.metabatch if cell.mode == "train" else 1
-    split = synthetic_split(cfg)
-    batches = meta_batches(split, cfg, n_tasks, seed=0)
-    with Prefetcher(batches, depth=2) if cell.options.prefetch else _Inline(batches) as source:
 
-        def step() -> None:
-            batch = {k: v.to(dev) for k, v in as_torch(next(source)[0]).items()}
-            if cell.mode == "train":
-                loss, _ = ref.train_step(batch)
-                if not np.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss {loss}")
-            else:
-                ref.evaluate(batch, MC_SAMPLES)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
+    def step() -> None:
+        batch = {k: v.to(dev) for k, v in as_torch(next(source)[0]).items()}
+        if mode == "train":
+            loss, _ = ref.train_step(batch)
+            if not np.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss}")
+        else:
+            ref.evaluate(batch, MC_SAMPLES)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
-        result = timed(step, cell)
-    result["sample_s"] = sample_seconds(split, cfg, n_tasks)
-    result["torch_threads"] = torch.get_num_threads()
-    return result
+    return step
 
 
 # ---------------------------------------------------------------- FLOPs and the ceiling
@@ -457,7 +499,7 @@ def tf_flops(cfg: Config, model: str, mode: str) -> int:
     """Float operations of the built graph, by TensorFlow's profiler (it needs static shapes)."""
     import tensorflow as tf
 
-    g = tf_build(cfg, model, mode, Options(), static=True)
+    g = tf_build(cfg, model, mode, Options())
     opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     opts["output"] = "none"
     return int(tf.compat.v1.profiler.profile(g["graph"], options=opts).total_float_ops)
@@ -555,6 +597,97 @@ def tf_ceiling(threads: int, n: int = 4096, repeats: int = 5) -> dict[str, float
     return {"median": flops / statistics.median(times) / 1e9, "best": flops / min(times) / 1e9}
 
 
+# ---------------------------------------------------------------- where the time goes
+
+
+def op_seconds(spec: dict[str, Any]) -> dict[str, Any]:
+    """Seconds per op type in one Omniglot 20-way 1-shot Meta-Dropout meta-train step, after two
+    warm-up steps. TensorFlow runs each op on one thread (intra-op 1, inter-op = threads), so its
+    op-seconds are core-seconds; PyTorch runs one op at a time on all threads (self CPU time)."""
+    cfg = quick(CONFIGS["omni20"]) if spec["quick"] else CONFIGS["omni20"]
+    batches = meta_batches(synthetic_split(cfg), cfg, cfg.metabatch, seed=0)
+    ops: dict[str, float] = {}
+    if spec["fw"] == "torch":
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        torch.set_num_threads(spec["threads"])
+        step = torch_step(cfg, "metadrop", "train", "cpu", batches)
+        step(), step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        for e in prof.key_averages():
+            if e.key.startswith("aten::"):
+                ops[e.key[len("aten::") :]] = e.self_cpu_time_total / 1e6
+        return {"ops": ops}
+    import tensorflow as tf
+
+    opt = Options(intra=1, inter=spec["threads"])
+    g = tf_build(cfg, "metadrop", "train", opt)
+    with tf_session(g, opt, spec["threads"]) as sess:
+        tf_step(sess, g, batches), tf_step(sess, g, batches)
+        batch, seed = next(batches)
+        feed = {g["ph"][k]: batch[k] for k in g["ph"]}
+        feed[g["model"].noise_seed] = seed
+        meta = tf.compat.v1.RunMetadata()
+        trace = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
+        sess.run(g["fetch"], feed, options=trace, run_metadata=meta)
+    for node in (n for d in meta.step_stats.dev_stats for n in d.node_stats):
+        if " = " in node.timeline_label:  # "name = Type(inputs)"
+            kind = node.timeline_label.split(" = ")[1].split("(")[0].replace("_MklNative", "")
+            ops[kind] = ops.get(kind, 0.0) + node.all_end_rel_micros / 1e6
+    return {"ops": ops}
+
+
+def op_table(ops: dict[str, float], n: int = 14) -> list[tuple[str, float, float]]:
+    """The n costliest op types (name, seconds, share of the total), then the rest as one row."""
+    total = sum(ops.values())
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:n]
+    rest = total - sum(v for _, v in top)
+    return [(k, v, v / total) for k, v in top] + [("(all other ops)", rest, rest / total)]
+
+
+def profile(args: argparse.Namespace) -> str:
+    """The 2x target measured paired (TensorFlow and PyTorch steps alternating, in two processes
+    kept ready, so that a change in the machine's speed weighs on both), and where the time goes."""
+    load0 = os.getloadavg()[0]
+    threads, rounds = args.threads[0], 2 if args.quick else args.rounds
+    base = {"config": "omni20", "model": "metadrop", "threads": threads, "quick": args.quick}
+    print("paired steps", flush=True)
+    pair = paired_processes(
+        {"TF": ({**base, "fw": "tf"}, Options()), "PT": ({**base, "fw": "torch"}, Options())}, rounds
+    )
+    print("op profiles", flush=True)
+    ops = {
+        fw: run_child({"kind": "ops", "fw": fw, "threads": threads, "quick": args.quick})
+        for fw in ("tf", "torch")
+    }
+    lines = header(args, [load0, os.getloadavg()[0]])
+    tf_s, pt_s = (pair[k].get("s_per_iter") for k in ("TF", "PT"))
+    ratio = pair["PT"].get("speedup")  # the median over rounds of TF time / PT time
+    lines += [
+        f"{CONFIGS['omni20'].title}, Meta-Dropout, meta-train step, {threads} threads for both frameworks:"
+        f" {rounds} rounds, each one TensorFlow step then one PyTorch step, in two processes kept ready.",
+        "",
+        "| TF s / step (median) | PT s / step (median) | TF/PT (median over rounds) | 2x target (<= 0.5) |",
+        "|---|---|---|---|",
+        f"| {fmt(tf_s, 3)} | {fmt(pt_s, 3)} | {fmt(ratio)} | {'met' if ratio and ratio <= 0.5 else 'not met'}"
+        " |",
+        "",
+        "Where the time goes in one step: seconds per op type. TensorFlow: each op on one thread"
+        f" (intra-op 1, inter-op {threads}), so the seconds are core-seconds and sum to about {threads}x"
+        " the step; PyTorch: self CPU time of its aten ops, run one at a time on all threads.",
+        "",
+    ]
+    tables = {fw: op_table(r.get("ops", {})) for fw, r in ops.items()}
+    lines += ["| TensorFlow op | s | share | PyTorch op | s | share |", "|---|---|---|---|---|---|"]
+    for (a, sa, pa), (b, sb, pb) in zip(tables["tf"], tables["torch"]):
+        lines.append(f"| {a} | {sa:.3f} | {100 * pa:.0f}% | {b} | {sb:.3f} | {100 * pb:.0f}% |")
+    totals = {fw: sum(r.get("ops", {}).values()) for fw, r in ops.items()}
+    lines += ["", f"Totals: TensorFlow {totals['tf']:.2f} core-s, PyTorch {totals['torch']:.2f} s."]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------- processes
 
 
@@ -575,6 +708,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         out = {"variants": tf_interleaved(spec)}
     elif kind == "grouped":
         out = {"probe": grouped_probe(spec["threads"], spec["quick"])}
+    elif kind == "ops":
+        out = op_seconds(spec)
     elif kind == "ceiling":
         out = tf_ceiling(spec["threads"], n=1024 if spec["quick"] else 4096)
     else:
@@ -850,9 +985,14 @@ def _load(r: dict[str, Any]) -> str:
 # options). Why each was tried, and the verdicts, are in bench/RESULTS.md.
 # In-process levers share one process, each variant with its own graph, session and thread pools.
 IN_PROCESS_LEVERS: list[tuple[str, str, Options]] = [
-    ("baseline", "main.py today: placeholders [T, None, D], fused batch norm, 2+2 threads", Options()),
+    (
+        "baseline",
+        "main.py today: placeholders of known shape, BiasAdd, fused batch norm, 2+2 threads",
+        Options(),
+    ),
     ("baseline again", "nothing (an A/A control: the spread of the measurement itself)", Options()),
-    ("static shapes", "placeholders with every dimension known", Options(static=True)),
+    ("dynamic shapes", "placeholders [T, None, D] (before static shapes)", Options(dynamic=True)),
+    ("broadcast bias", "biases added by `+ b` (before BiasAdd was adopted)", Options(broadcast_bias=True)),
     (
         "explicit batch norm",
         "mean, squared deviations, rsqrt as separate ops (before FusedBatchNormV3 was adopted)",
@@ -945,6 +1085,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller shapes and few repeats; prints only")
     p.add_argument("--levers", action="store_true", help="measure the lever table instead")
+    p.add_argument("--profile", action="store_true", help="the 2x target measured paired, and op profiles")
     p.add_argument("--only", nargs="*", default=None, help="with --levers: these levers only (by name)")
     p.add_argument(
         "--lever_timeout", type=float, default=1200, help="seconds before a lever's run is given up"
@@ -965,7 +1106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tf_options",
         nargs="*",
         default=[],
-        choices=("static", "explicit_bn", "grappler"),
+        choices=("dynamic", "broadcast_bias", "explicit_bn", "grappler"),
         help="graph levers for an extra TensorFlow column, TF+ (see --levers)",
     )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="PyTorch's device")
@@ -989,7 +1130,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(json.loads(args.worker))
         return 0
-    name, body = ("levers", levers(args)) if args.levers else ("main", benchmark(args))
+    if args.profile:
+        name, body = "profile", profile(args)
+    else:
+        name, body = ("levers", levers(args)) if args.levers else ("main", benchmark(args))
     print(body)
     if args.out:
         write_results(args.out, name, body)
