@@ -22,8 +22,9 @@ def variable(name: str, shape: list[int], init: str, dtype: tf.DType) -> tf.Vari
 
 
 def conv2d(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """3x3 convolution, stride 1, "SAME" padding, NHWC. The bias goes through BiasAdd, whose
-    gradient kernel (BiasAddGrad) sums over the batch 5x faster than a broadcast `+ b`'s reduce_sum."""
+    """3x3 convolution, stride 1, "SAME" padding, NHWC. The bias goes through BiasAdd: its gradient
+    kernel sums over the batch 5x faster than a broadcast `+ b`'s reduce_sum, and oneDNN fuses both
+    into the convolution's kernels (bench/RESULTS.md)."""
     return tf.nn.bias_add(tf.nn.conv2d(x, w, strides=1, padding="SAME"), b)
 
 

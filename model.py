@@ -156,7 +156,7 @@ class Model:
     def placeholders(self, n_tasks: int, shot: int, query: int, name: str) -> dict[str, tf.Tensor]:
         """xtr/ytr/xte/yte for a meta-batch of n_tasks episodes with `shot` training and `query` test
         examples per class; labels are one-hot. Every dimension is known, so gradients of
-        same-shape products need no broadcast reductions (1.1x faster meta-training, bench/RESULTS.md)."""
+        same-shape products need no broadcast reductions (bench/RESULTS.md, 'static placeholder shapes')."""
         a, dt = self.arch, self.arch.dtype
         n = {"tr": a.way * shot, "te": a.way * query}
         dim = {"x": a.x_dim, "y": a.way}

@@ -263,12 +263,12 @@ def tf_session(g: dict[str, Any], opt: Options, threads: int) -> Any:
     return sess
 
 
-def tf_step(sess: Any, g: dict[str, Any], source: Iterator[tuple[Batch, np.ndarray]]) -> None:
-    """One run of the graph on the next meta-batch."""
+def tf_step(sess: Any, g: dict[str, Any], source: Iterator[tuple[Batch, np.ndarray]], **run: Any) -> None:
+    """One run of the graph on the next meta-batch (`run`: more arguments of Session.run)."""
     batch, seed = next(source)
     feed = {g["ph"][k]: batch[k] for k in g["ph"]}
     feed[g["model"].noise_seed] = seed
-    out = sess.run(g["fetch"], feed)
+    out = sess.run(g["fetch"], feed, **run)
     if not np.isfinite(np.sum(out[-1])):
         raise FloatingPointError(f"non-finite output {out[-1]}")
 
@@ -626,12 +626,9 @@ def op_seconds(spec: dict[str, Any]) -> dict[str, Any]:
     g = tf_build(cfg, "metadrop", "train", opt)
     with tf_session(g, opt, spec["threads"]) as sess:
         tf_step(sess, g, batches), tf_step(sess, g, batches)
-        batch, seed = next(batches)
-        feed = {g["ph"][k]: batch[k] for k in g["ph"]}
-        feed[g["model"].noise_seed] = seed
         meta = tf.compat.v1.RunMetadata()
         trace = tf.compat.v1.RunOptions(trace_level=tf.compat.v1.RunOptions.FULL_TRACE)
-        sess.run(g["fetch"], feed, options=trace, run_metadata=meta)
+        tf_step(sess, g, batches, options=trace, run_metadata=meta)
     for node in (n for d in meta.step_stats.dev_stats for n in d.node_stats):
         if " = " in node.timeline_label:  # "name = Type(inputs)"
             kind = node.timeline_label.split(" = ")[1].split("(")[0].replace("_MklNative", "")
@@ -1084,8 +1081,9 @@ def levers(args: argparse.Namespace) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller shapes and few repeats; prints only")
-    p.add_argument("--levers", action="store_true", help="measure the lever table instead")
-    p.add_argument("--profile", action="store_true", help="the 2x target measured paired, and op profiles")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--levers", action="store_true", help="measure the lever table instead")
+    what.add_argument("--profile", action="store_true", help="the 2x target measured paired, and op profiles")
     p.add_argument("--only", nargs="*", default=None, help="with --levers: these levers only (by name)")
     p.add_argument(
         "--lever_timeout", type=float, default=1200, help="seconds before a lever's run is given up"
@@ -1132,8 +1130,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.profile:
         name, body = "profile", profile(args)
+    elif args.levers:
+        name, body = "levers", levers(args)
     else:
-        name, body = ("levers", levers(args)) if args.levers else ("main", benchmark(args))
+        name, body = "main", benchmark(args)
     print(body)
     if args.out:
         write_results(args.out, name, body)
