@@ -33,7 +33,7 @@ def batch_norm(x: tf.Tensor, offset: tf.Tensor, groups: int) -> tf.Tensor:
 
     The batch holds `groups` independent forward passes (one per Monte-Carlo sample), stacked along
     axis 0; each gets its own statistics, as if run alone. One group of float32/16 values runs as one
-    FusedBatchNormV3 kernel (1.1x faster meta-training, bench/RESULTS.md), whose gradient TensorFlow
+    FusedBatchNormV3 kernel (faster meta-training, bench/RESULTS.md), whose gradient TensorFlow
     differentiates again exactly (tests/test_gradients.py checks it against the explicit version).
     """
     if groups != 1 or x.dtype == tf.float64:  # the fused kernel has no groups and no float64

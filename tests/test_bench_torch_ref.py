@@ -8,7 +8,7 @@ import functools
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny import ARCH, episodes, randomize
+from tiny import ARCH, QUERY, SHOT, episodes, randomize
 
 import model as model_module
 import noise
@@ -104,7 +104,7 @@ def test_meta_gradients_and_adam_steps_match(noise_name, monkeypatch):
     batch = episodes(2)
     with tf.Graph().as_default():
         model = Recording(ARCH, noise.get(noise_name), INNER_LR, N_STEPS)
-        ph = model.placeholders(2, shot=2, query=3, name="t")
+        ph = model.placeholders(2, SHOT, QUERY, "t")
         loss, acc = model.meta_batch(ph, 1)
         grads = tf.gradients(loss, model.meta_params)
         train = model.train_op(loss, META_LR, tf.compat.v1.train.get_or_create_global_step())
@@ -147,7 +147,7 @@ def test_inner_loop_with_several_noise_samples_matches():
     batch = episodes(1)
     with tf.Graph().as_default():
         model = Recording(ARCH, noise.get("metadrop"), INNER_LR, N_STEPS)
-        ph = model.placeholders(1, shot=2, query=3, name="t")
+        ph = model.placeholders(1, SHOT, QUERY, "t")
         theta_star = model.adapt(ph["xtr"][0], ph["ytr"][0], n_samp=3)
         with tf.compat.v1.Session(config=CONFIG) as sess:
             sess.run(tf.compat.v1.global_variables_initializer())

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny import build, episodes, randomize
+from tiny import QUERY, SHOT, build, episodes, randomize
 
 import model as model_module
 import noise
@@ -16,7 +16,7 @@ SEED = np.array([3, 4])  # fixes every noise draw
 def fd_check(metasgd: bool, noise_name: str) -> None:
     with tf.Graph().as_default():
         model = build(noise_name, metasgd=metasgd, inner_lr=0.5 if not metasgd else 0.3)
-        ph = model.placeholders(2, shot=2, query=3, name="t")
+        ph = model.placeholders(2, SHOT, QUERY, "t")
         loss, _ = model.meta_batch(ph, n_samp=2)
         params = model.meta_params
         grads = tf.gradients(loss, params)
@@ -65,7 +65,7 @@ def phi_gradients(first_order: bool) -> tuple[dict, dict]:
     """phi's meta-gradient, and the part of it that does not pass through the inner loop."""
     with tf.Graph().as_default():
         model = build("metadrop", first_order=first_order)
-        ph = model.placeholders(1, shot=2, query=3, name="t")
+        ph = model.placeholders(1, SHOT, QUERY, "t")
         xte, yte = ph["xte"][0], ph["yte"][0]
         theta_star = model.adapt(ph["xtr"][0], ph["ytr"][0], n_samp=2)
         loss = cross_entropy(model.forward(xte, theta_star)[1], yte)
@@ -110,7 +110,7 @@ def test_fused_batch_norm_gives_the_explicit_meta_gradient(monkeypatch):
         with tf.Graph().as_default():
             tf.compat.v1.set_random_seed(1)
             model = Model(arch, noise.get("metadrop"), inner_lr=0.5, n_steps=2)
-            ph = model.placeholders(2, shot=2, query=3, name="t")
+            ph = model.placeholders(2, SHOT, QUERY, "t")
             loss, _ = model.meta_batch(ph, 1)
             grads = tf.gradients(loss, model.meta_params)
             ops = tf.compat.v1.get_default_graph().get_operations()

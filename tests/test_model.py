@@ -2,7 +2,7 @@
 
 import numpy as np
 import tensorflow as tf
-from tiny import ARCH, build, episodes, randomize
+from tiny import ARCH, QUERY, SHOT, build, episodes, randomize
 
 import noise
 
@@ -20,7 +20,7 @@ SEEDS = [np.array([1, 2]), np.array([5, 6]), np.array([1, 2])]
 def test_maml_is_deterministic():
     with tf.Graph().as_default():
         model = build("none")
-        ph = model.placeholders(2, shot=2, query=3, name="t")
+        ph = model.placeholders(2, SHOT, QUERY, "t")
         loss, acc = model.meta_batch(ph, n_samp=4)
         feed = {ph[k]: v for k, v in episodes(2).items()}
         a, b, c = run_with_seeds(model, [loss, model.adapt(ph["xtr"][0], ph["ytr"][0], 4)], feed, SEEDS)
@@ -32,7 +32,7 @@ def test_maml_is_deterministic():
 def test_metadrop_support_path_is_noisy_and_query_path_is_not():
     with tf.Graph().as_default():
         model = build("metadrop")
-        ph = model.placeholders(1, shot=2, query=3, name="t")
+        ph = model.placeholders(1, SHOT, QUERY, "t")
         x = ph["xtr"][0]
         support = model.forward(x, model.theta, n_samp=1, stochastic=True)[1]
         query = model.forward(x, model.theta)[1]

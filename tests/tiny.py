@@ -7,9 +7,10 @@ import noise
 from model import Arch, Model
 
 ARCH = Arch(hw=8, channels=1, filters=3, way=3, n_blocks=2, dtype=tf.float64)
+SHOT, QUERY = 2, 3  # training and test examples per class of `episodes`
 
 
-def episodes(n_tasks: int, shot: int = 2, query: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+def episodes(n_tasks: int, shot: int = SHOT, query: int = QUERY, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     eye = np.eye(ARCH.way)
     return {
