@@ -1,4 +1,9 @@
-"""Meta-train, meta-test (and export) Meta-Dropout or MAML: the original code's command line."""
+"""Meta-train, meta-test (and export) Meta-Dropout or MAML: the original code's command line.
+
+Layers, top to bottom: the command line (parse_args); the graph and session (Runner); the training
+loop (meta_train); evaluation (meta_test); export (its graph is model.export_graph). The savedir's
+settings, lock and checkpoints are in savedir.py.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,35 +19,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data.files import atomic
+from data.files import atomic, file_hash
 from data.prefetch import Prefetcher
+from savedir import Checkpoints, UsageError, check_settings, check_writable, locked, read_config
 
 if TYPE_CHECKING:
     from tensorflow.compat.v1 import Session
 
-MODES = ("meta_train", "meta_test", "export")
-# Settings a resumed run must share with the run that wrote its checkpoint.
-RESUME_KEYS = (
-    "metasgd",
-    "dataset",
-    "way",
-    "shot",
-    "query",
-    "metabatch",
-    "meta_lr",
-    "inner_lr",
-    "n_steps",
-    "noise",
-    "seed",
-)
+    from noise import Perturbation
 
+MODES = ("meta_train", "meta_test", "export")
+STOPPED = 130  # exit code after Ctrl-C (SIGINT), as shells report it
 
 Batch = dict[str, np.ndarray]  # xtr/ytr/xte/yte with a leading task axis
 Evaluator = Callable[["Session", Batch, np.ndarray], np.ndarray]
 
 
-class UsageError(Exception):
-    """Bad flags or savedir; the message says what to do."""
+class Stopped(Exception):
+    """Ctrl-C: the message says where the run stopped."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,8 +93,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
-    if args.n_steps < 0:
-        p.error("--n_steps must be at least 0")
+    if args.n_steps < 1:
+        # Without an inner step there is no adaptation, and Meta-dropout's noise (which acts only in
+        # the inner loop, Algorithm 1) would have nothing to perturb: refused for every model alike.
+        p.error("--n_steps must be at least 1 (the inner loop needs a step)")
+    for name in ("meta_lr", "inner_lr"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            p.error(f"--{name} must be a positive number, not {getattr(args, name)}")
+    if args.episodes is not None and args.mode != "meta_test":
+        p.error(f"--episodes is for --mode meta_test only (not {args.mode})")
     if args.savedir is None:
         p.error("--savedir is required")
     return args
@@ -119,31 +125,46 @@ def log(path: str, line: str) -> None:
         f.write(line + "\n")
 
 
-class Runner:
-    """The graph, session and data for one invocation."""
+# ---------------------------------------------------------------------------------------------
+# Graph and session
 
-    def __init__(self, args: argparse.Namespace, splits: tuple[str, ...]) -> None:
+
+def make_noise(args: argparse.Namespace) -> Perturbation:
+    """The perturbation of --noise (the one place it is built)."""
+    import noise
+
+    try:
+        return noise.get(args.noise)
+    except ValueError as e:
+        raise UsageError(f"--noise: {e}") from e
+
+
+class Runner:
+    """The graph, session and data for one invocation. `splits` are loaded and checked; with none
+    (fixed episodes from a file), the network's image shape comes from the training run's config."""
+
+    def __init__(self, args: argparse.Namespace, splits: tuple[str, ...], saved: dict | None = None) -> None:
         import tensorflow as tf
 
         import data
-        import noise
         from data.episodes import check
         from model import Arch, Model
 
         self.tf, self.args = tf, args
+        perturbation = make_noise(args)
         if splits:
             self.dataset = data.load(args.dataset, args.data_root)
             for s in splits:
                 check(self.dataset.split(s), args.way, args.shot, args.query, name=f"{args.dataset} {s}")
             shape, filters = self.dataset.shape, self.dataset.filters
-        else:  # fixed episodes from a file: the network's shape comes from the training run
-            saved = read_config(args.savedir)
+        else:
+            assert saved is not None
             shape, filters = saved["image_shape"], saved["filters"]
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.compat.v1.set_random_seed(args.seed)
             arch = Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way)
-            self.model = Model(arch, noise.get(args.noise), args.inner_lr, args.n_steps, metasgd=args.metasgd)
+            self.model = Model(arch, perturbation, args.inner_lr, args.n_steps, metasgd=args.metasgd)
             self.step = tf.compat.v1.train.get_or_create_global_step()
 
     def session(self) -> Session:
@@ -166,6 +187,133 @@ class Runner:
             return sess.run(acc, feed)
 
         return run
+
+    def restore(self, sess: Session) -> str:
+        """Load the meta-learned parameters of savedir's newest readable checkpoint."""
+        with self.graph.as_default():
+            saver = self.tf.compat.v1.train.Saver(var_list=self.model.meta_params + [self.step])
+        ckpts = Checkpoints(self.args.savedir)
+        path = ckpts.restore(saver, sess)
+        if path is None:
+            raise UsageError(f"no checkpoint in {ckpts.dir}: run --mode meta_train with this --savedir first")
+        return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loop
+
+
+def meta_train(args: argparse.Namespace) -> None:
+    check_writable(args.savedir)
+    with locked(args.savedir):
+        ckpts = Checkpoints(args.savedir)
+        ckpts.clean()
+        config_path = os.path.join(args.savedir, "config.json")
+        if ckpts.steps():
+            if not os.path.exists(config_path):
+                raise UsageError(
+                    f"{ckpts.dir} holds checkpoints but {config_path} is missing: restore it, or use "
+                    "another --savedir"
+                )
+            check_settings(read_config(args.savedir), args)
+        r = Runner(args, ("train", "val"))
+        write_json(
+            config_path, {**vars(args), "image_shape": list(r.dataset.shape), "filters": r.dataset.filters}
+        )
+        train(r, ckpts)
+
+
+def train(r: Runner, ckpts: Checkpoints) -> None:
+    """Meta-train from savedir's newest checkpoint (Algorithm 1), checkpointing as it goes."""
+    from tqdm import tqdm
+
+    from data.episodes import sample_batch
+
+    args, tf, model = r.args, r.tf, r.model
+    with r.graph.as_default():
+        ph = model.placeholders(args.metabatch, args.shot, args.query, "train")
+        loss, acc = model.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
+        train_op = model.train_op(loss, args.meta_lr, r.step)
+        validate = r.evaluator(args.metabatch)
+        saver = tf.compat.v1.train.Saver(max_to_keep=None)
+        init = tf.compat.v1.global_variables_initializer()
+        writer = tf.compat.v1.summary.FileWriter(args.savedir)
+    train_log = os.path.join(args.savedir, "meta_train.log")
+    train_split, val_split = r.dataset.split("train"), r.dataset.split("val")
+
+    def scalars(step: int, **values: float) -> None:
+        summary = tf.compat.v1.Summary(
+            value=[tf.compat.v1.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]
+        )
+        writer.add_summary(summary, step)
+        writer.flush()
+
+    def episodes(it: int) -> Batch:
+        """Iteration `it`'s meta-batch and noise seed: the same on resume."""
+        rng = np.random.default_rng([args.seed, 0, it])
+        batch = sample_batch(train_split, args.metabatch, args.way, args.shot, args.query, rng)
+        return {**batch, "noise_seed": rng.integers(2**31 - 1, size=2)}
+
+    with r.session() as sess:
+        sess.run(init)
+        latest = ckpts.restore(saver, sess)
+        start = saved = int(sess.run(r.step))
+        if latest:
+            log(train_log, f"resumed from iteration {start} ({os.path.relpath(latest, args.savedir)})")
+        if start >= args.n_train_iters:
+            print(f"{args.savedir}: already trained for {start} iterations")
+            writer.close()
+            return
+        window: list[tuple[float, float]] = []
+        bar = tqdm(range(start, args.n_train_iters), initial=start, total=args.n_train_iters)
+        t0 = time.time()
+        try:
+            with Prefetcher(episodes(it) for it in range(start, args.n_train_iters)) as ahead:
+                for it, batch in zip(bar, ahead):
+                    feed = {ph[k]: batch[k] for k in ph}
+                    feed[model.noise_seed] = batch["noise_seed"]
+                    _, l_, a_ = sess.run([train_op, loss, acc], feed)
+                    step = it + 1
+                    if not math.isfinite(l_):
+                        raise UsageError(
+                            f"the meta-training loss is {l_} at iteration {step}: the run diverged and "
+                            f"was stopped (its checkpoints up to iteration {saved} are kept); lower "
+                            "--meta_lr or --inner_lr and start again with another --savedir"
+                        )
+                    window.append((float(l_), float(np.mean(a_))))
+                    bar.set_postfix(loss=f"{l_:.3f}", acc=f"{100 * np.mean(a_):.1f}")
+                    if step % args.log_freq == 0:
+                        ml, ma = np.mean(window, axis=0)
+                        window = []
+                        log(
+                            train_log,
+                            f"iter {step} loss {ml:.4f} acc {100 * ma:.2f} ({time.time() - t0:.1f}s)",
+                        )
+                        scalars(step, train_loss=ml, train_acc=100 * ma)
+                    if step % args.val_freq == 0 or step == args.n_train_iters:
+                        # The same validation episodes every time: curves compare like with like.
+                        val = sampled(val_split, args, np.random.default_rng([args.seed, 1]))
+                        noise_rng = np.random.default_rng([args.seed, 3])
+                        accs = evaluate(sess, validate, val, args.n_val_iters, noise_rng)
+                        mean, ci = ci95(accs)
+                        log(train_log, f"iter {step} val acc {mean:.2f} +- {ci:.2f}")
+                        scalars(step, val_acc=mean)
+                    if step % args.save_freq == 0 or step == args.n_train_iters:
+                        ckpts.save(saver, sess, step)
+                        saved = step
+        except KeyboardInterrupt:
+            bar.close()
+            step = int(sess.run(r.step))  # the iterations that were applied
+            if step > saved:
+                ckpts.save(saver, sess, step)
+            log(train_log, f"stopped at iteration {step}")
+            raise Stopped(f"stopped at iteration {step}; re-run the same command to resume") from None
+        finally:
+            writer.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
 
 
 def sampled(split: np.ndarray, args: argparse.Namespace, rng: np.random.Generator) -> Iterator[Batch]:
@@ -205,135 +353,62 @@ def evaluate(
     return np.array(accs[:n])
 
 
-def read_config(savedir: str) -> dict:
-    path = os.path.join(savedir, "config.json")
-    if not os.path.exists(path):
-        raise UsageError(f"no {path}: run --mode meta_train with this --savedir first")
-    with open(path) as f:
-        return json.load(f)
-
-
-def meta_train(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
-    from data.episodes import sample_batch
-
-    r = Runner(args, ("train", "val"))
-    tf, model = r.tf, r.model
-    os.makedirs(args.savedir, exist_ok=True)
-    config_path = os.path.join(args.savedir, "config.json")
-    ckpt_dir = os.path.join(args.savedir, "ckpt")
-    config = {**vars(args), "image_shape": list(r.dataset.shape), "filters": r.dataset.filters}
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    if latest and os.path.exists(config_path):
-        saved = read_config(args.savedir)
-        diff = [k for k in RESUME_KEYS if saved.get(k) != config[k]]
-        if diff:
-            raise UsageError(
-                f"{args.savedir} holds a run with other settings ({', '.join(diff)}: "
-                f"{[saved.get(k) for k in diff]} there, {[config[k] for k in diff]} now); "
-                "use another --savedir or the same flags to resume"
-            )
-    write_json(config_path, config)
-
-    with r.graph.as_default():
-        ph = model.placeholders(args.metabatch, args.shot, args.query, "train")
-        loss, acc = model.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
-        train_op = model.train_op(loss, args.meta_lr, r.step)
-        validate = r.evaluator(args.metabatch)
-        saver = tf.compat.v1.train.Saver(max_to_keep=3)
-        init = tf.compat.v1.global_variables_initializer()
-        writer = tf.compat.v1.summary.FileWriter(args.savedir)
-    train_log = os.path.join(args.savedir, "meta_train.log")
-    val_split = r.dataset.split("val")
-
-    def scalars(step: int, **values: float) -> None:
-        summary = tf.compat.v1.Summary(
-            value=[tf.compat.v1.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]
-        )
-        writer.add_summary(summary, step)
-        writer.flush()
-
-    with r.session() as sess:
-        sess.run(init)
-        if latest:
-            saver.restore(sess, latest)
-        start = int(sess.run(r.step))
-        if latest:
-            log(train_log, f"resumed from iteration {start} ({latest})")
-        if start >= args.n_train_iters:
-            print(f"{args.savedir}: already trained for {start} iterations")
-            return
-        window: list[tuple[float, float]] = []
-        bar = tqdm(range(start, args.n_train_iters), initial=start, total=args.n_train_iters)
-        t0 = time.time()
-        train_split = r.dataset.split("train")
-
-        def episodes(it: int) -> Batch:
-            """Iteration `it`'s meta-batch and noise seed: the same on resume."""
-            rng = np.random.default_rng([args.seed, 0, it])
-            batch = sample_batch(train_split, args.metabatch, args.way, args.shot, args.query, rng)
-            return {**batch, "noise_seed": rng.integers(2**31 - 1, size=2)}
-
-        with Prefetcher(episodes(it) for it in range(start, args.n_train_iters)) as ahead:
-            for it, batch in zip(bar, ahead):
-                feed = {ph[k]: batch[k] for k in ph}
-                feed[model.noise_seed] = batch["noise_seed"]
-                _, l_, a_ = sess.run([train_op, loss, acc], feed)
-                window.append((float(l_), float(np.mean(a_))))
-                step = it + 1
-                bar.set_postfix(loss=f"{l_:.3f}", acc=f"{100 * np.mean(a_):.1f}")
-                if step % args.log_freq == 0:
-                    ml, ma = np.mean(window, axis=0)
-                    window = []
-                    log(train_log, f"iter {step} loss {ml:.4f} acc {100 * ma:.2f} ({time.time() - t0:.1f}s)")
-                    scalars(step, train_loss=ml, train_acc=100 * ma)
-                if step % args.val_freq == 0 or step == args.n_train_iters:
-                    # The same validation episodes every time: curves compare like with like.
-                    val = sampled(val_split, args, np.random.default_rng([args.seed, 1]))
-                    noise_rng = np.random.default_rng([args.seed, 3])
-                    accs = evaluate(sess, validate, val, args.n_val_iters, noise_rng)
-                    mean, ci = ci95(accs)
-                    log(train_log, f"iter {step} val acc {mean:.2f} +- {ci:.2f}")
-                    scalars(step, val_acc=mean)
-                if step % args.save_freq == 0 or step == args.n_train_iters:
-                    saver.save(sess, os.path.join(ckpt_dir, "model"), global_step=step)
-    writer.close()
+def results_name(args: argparse.Namespace, saved: dict) -> tuple[str, str]:
+    """The savedir file of this evaluation's result, and what it evaluates. Each evaluation source
+    has its own file, so one never replaces another: results.json for the test split under the
+    training run's seed, results_test_seed<S>.json under another seed, and
+    results_<file name>_<first 8 hex digits of its SHA-1>.json for an --episodes file."""
+    if args.episodes:
+        stem = re.sub(r"[^\w.-]", "_", os.path.splitext(os.path.basename(args.episodes))[0])
+        return f"results_{stem}_{file_hash(args.episodes, 'sha1')[:8]}.json", f"episodes {args.episodes}"
+    source = f"{args.dataset} test split, seed {args.seed}"
+    return ("results.json" if args.seed == saved["seed"] else f"results_test_seed{args.seed}.json"), source
 
 
 def meta_test(args: argparse.Namespace) -> None:
-    ckpt_dir = os.path.join(args.savedir, "ckpt")
-    r = Runner(args, () if args.episodes else ("test",))
-    tf = r.tf
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    if not latest:
-        raise UsageError(f"no checkpoint in {ckpt_dir}: run --mode meta_train with this --savedir first")
+    saved = read_config(args.savedir)
+    check_settings(saved, args)
+    check_writable(args.savedir)
     if args.episodes:
         from data.episodes import load_file
 
-        episodes = load_file(args.episodes, args.way, args.shot, args.query, r.model.arch.x_dim)
+        shape = saved["image_shape"]
+        episodes = load_file(args.episodes, args.way, args.shot, args.query, int(np.prod(shape)))
         n, batches = len(episodes["xtr"]), from_file(episodes, args.metabatch)
-        source = f"episodes {args.episodes}"
+        r = Runner(args, (), saved)
     else:
+        r = Runner(args, ("test",))
         rng = np.random.default_rng([args.seed, 2])
         n, batches = args.n_test_iters, sampled(r.dataset.split("test"), args, rng)
-        source = f"{args.dataset} test split, seed {args.seed}"
+    name, source = results_name(args, saved)
     with r.graph.as_default():
         run = r.evaluator(args.metabatch)
-        saver = tf.compat.v1.train.Saver(var_list=r.model.meta_params + [r.step])
     with r.session() as sess:
-        saver.restore(sess, latest)
+        latest = r.restore(sess)
         iters = int(sess.run(r.step))
         accs = evaluate(sess, run, batches, n, np.random.default_rng([args.seed, 3]), desc="meta_test")
     mean, ci = ci95(accs)
     line = f"accuracy: {mean:.2f} +- {ci:.2f}"
     print(line)
+    ckpt = os.path.relpath(latest, args.savedir)
     log(
         os.path.join(args.savedir, "meta_test.log"),
-        f"{line} ({len(accs)} episodes from {source}, {args.n_test_mc_samp} MC samples, checkpoint {latest})",
+        f"{line} ({len(accs)} episodes from {source}, {args.n_test_mc_samp} MC samples, checkpoint {ckpt}) "
+        f"-> {name}",
     )
-    result = {"mean": mean, "ci95": ci, "n": len(accs), "train_iters": iters, "config": vars(args)}
-    write_json(os.path.join(args.savedir, "results.json"), result)
+    result = {
+        "mean": mean,
+        "ci95": ci,
+        "n": len(accs),
+        "train_iters": iters,
+        "source": source,
+        "config": vars(args),
+    }
+    write_json(os.path.join(args.savedir, name), result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Export
 
 
 N_EXPORT_TASKS = 10  # two-way meta-test tasks traced by --mode export
@@ -361,33 +436,14 @@ def export(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from data.episodes import sample
+    from model import export_graph
 
-    saved = read_config(args.savedir)
-    diff = [k for k in ("dataset", "way", "noise", "metasgd") if saved.get(k) != getattr(args, k)]
-    if diff:
-        raise UsageError(
-            f"{args.savedir} was trained with other settings ({', '.join(diff)}: "
-            f"{[saved.get(k) for k in diff]} there, {[getattr(args, k) for k in diff]} now); "
-            "export with the flags of the training run"
-        )
-    ckpt_dir = os.path.join(args.savedir, "ckpt")
+    check_settings(read_config(args.savedir), args)
+    check_writable(args.savedir)
     r = Runner(args, ("test",))
-    tf, model = r.tf, r.model
-    latest = tf.train.latest_checkpoint(ckpt_dir)
-    if not latest:
-        raise UsageError(f"no checkpoint in {ckpt_dir}: run --mode meta_train with this --savedir first")
-    a = model.arch
+    model, a = r.model, r.model.arch
     with r.graph.as_default():
-        ph = {
-            k: tf.compat.v1.placeholder(a.dtype, [None, a.x_dim if k[0] == "x" else 2], name=f"export_{k}")
-            for k in ("xtr", "ytr", "xte")
-        }
-        cols = tf.compat.v1.placeholder(tf.int32, [2], name="export_cols")
-        trace = model.trace(ph["xtr"], ph["ytr"], ph["xte"], cols, args.n_test_mc_samp, N_PERTURBED)
-        fmaps = [model.blocks(ph["xte"], model.theta)]
-        if model.noise.stochastic:
-            fmaps.append(model.blocks(ph["xte"], model.theta, N_FMAP_SAMPLES, stochastic=True))
-        saver = tf.compat.v1.train.Saver(var_list=model.meta_params + [r.step])
+        ph, trace, fmaps = export_graph(model, args.n_test_mc_samp, N_PERTURBED, N_FMAP_SAMPLES)
     rng = np.random.default_rng([args.seed, 4])
     split = r.dataset.split("test")
     feeds, labels = [], []
@@ -395,10 +451,10 @@ def export(args: argparse.Namespace) -> None:
         xtr, ytr, xte, yte = sample(split, 2, args.shot, args.query, rng)
         c = rng.choice(args.way, 2, replace=False)
         seed = rng.integers(2**31 - 1, size=2)
-        feeds.append({ph["xtr"]: xtr, ph["ytr"]: ytr, ph["xte"]: xte, cols: c, model.noise_seed: seed})
+        feeds.append({ph["xtr"]: xtr, ph["ytr"]: ytr, ph["xte"]: xte, ph["cols"]: c, model.noise_seed: seed})
         labels.append({"ytr": ytr.argmax(1), "yte": yte.argmax(1), "cols": c})
     with r.session() as sess:
-        saver.restore(sess, latest)
+        latest = r.restore(sess)
         traced = [{**sess.run(trace, feed), **lab} for feed, lab in zip(tqdm(feeds, desc="export"), labels)]
         fmaps_out = sess.run(fmaps, feeds[0])  # Figure 8: the first task's query images
         iters = int(sess.run(r.step))
@@ -410,17 +466,21 @@ def export(args: argparse.Namespace) -> None:
     for l in range(a.n_blocks):  # [samples * images, h, w, C] -> [samples, kept images, h, w, C]
         parts = [fm[l].reshape(-1, len(xte), *fm[l].shape[1:])[:, idx] for fm in fmaps_out]
         arrays[f"fmap{l + 1}"] = np.concatenate(parts)
+    ckpt = os.path.relpath(latest, args.savedir)
     meta = {
         **{k: getattr(args, k) for k in ("dataset", "noise", "way", "shot", "query", "n_steps")},
         **{k: getattr(args, k) for k in ("inner_lr", "n_test_mc_samp", "metasgd", "seed")},
-        "checkpoint": latest,
+        "checkpoint": ckpt,
         "train_iters": iters,
     }
     arrays["meta"] = np.array(json.dumps(meta))
     path = os.path.join(args.savedir, "export.npz")
     with atomic(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
-    print(f"wrote {path}: {N_EXPORT_TASKS} two-way tasks, {args.n_steps} inner steps (checkpoint {latest})")
+    print(f"wrote {path}: {N_EXPORT_TASKS} two-way tasks, {args.n_steps} inner steps (checkpoint {ckpt})")
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,15 +489,23 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from data import DataError
 
+    modes = {"meta_train": meta_train, "meta_test": meta_test, "export": export}
     try:
-        if args.mode == "meta_train":
-            meta_train(args)
-        elif args.mode == "meta_test":
-            meta_test(args)
-        else:
-            export(args)
+        modes[args.mode](args)
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (Stopped, KeyboardInterrupt) as e:
+        print(str(e) or "stopped; re-run the same command to start again", file=sys.stderr)
+        return STOPPED
+    except OSError as e:  # anything the checks above did not foresee: a full disk, a lost mount, ...
+        print(f"error: {e}; check that the disk has space and the paths are writable", file=sys.stderr)
+        return 2
+    except Exception as e:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(e, tf.errors.OpError):
+            raise
+        print(f"error: TensorFlow: {e.message.strip().splitlines()[0]}", file=sys.stderr)
         return 2
     return 0
 

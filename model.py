@@ -222,3 +222,26 @@ class Model:
             out["w"].append(theta["dense_w"])
             out["b"].append(theta["dense_b"])
         return {k: tf.stack(v) for k, v in out.items()}
+
+
+def export_graph(
+    model: Model, n_samp: int, n_perturbed: int, n_fmap_samples: int
+) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor], list[list[tf.Tensor]]]:
+    """The graph of `main.py --mode export` (Figure 4, Figure 8, Appendix C).
+
+    Placeholders xtr [N, D], ytr [N, 2] (one-hot over the two columns), xte [M, D] and cols [2] of a
+    two-way task; `trace`, Model.trace of that task with n_samp noise samples per inner step; `fmaps`,
+    every conv block's output for xte under the meta-learned theta: first without noise, then (for a
+    stochastic perturbation) n_fmap_samples noise samples stacked on the batch axis.
+    """
+    a = model.arch
+    ph = {
+        k: tf.compat.v1.placeholder(a.dtype, [None, a.x_dim if k[0] == "x" else 2], name=f"export_{k}")
+        for k in ("xtr", "ytr", "xte")
+    }
+    ph["cols"] = tf.compat.v1.placeholder(tf.int32, [2], name="export_cols")
+    trace = model.trace(ph["xtr"], ph["ytr"], ph["xte"], ph["cols"], n_samp, n_perturbed)
+    fmaps = [model.blocks(ph["xte"], model.theta)]
+    if model.noise.stochastic:
+        fmaps.append(model.blocks(ph["xte"], model.theta, n_fmap_samples, stochastic=True))
+    return ph, trace, fmaps

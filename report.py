@@ -2,13 +2,14 @@
 
     python report.py results/ [--markdown FILE]
 
-Reads every results.json under a folder (written by `main.py --mode meta_test`) and prints markdown
+Reads every results.json under a folder (written by `main.py --mode meta_test` for the test split;
+results_<name>.json for other evaluations, e.g. a file of fixed episodes) and prints markdown
 tables. The Table 1 cell of a result comes from its config (dataset, way, shot, maml/noise, metasgd),
-not from its path. Each results.json is one row (with its seed); a cell with several results (seeds)
-gets an extra row with the mean over them, ± the standard deviation across them. Cells without a
-result show "—". Results without published numbers (other datasets or perturbations) go to a second
-table. A results.json that cannot be read stops the report with an error naming it.
-The published numbers live in paper/published.json with their sources.
+not from its path. Each result is one row (with its seed); a cell with several results (seeds) of one
+evaluation (the same file name) gets an extra row with the mean over them, ± the standard deviation
+across them. Cells without a result show "—". Results without published numbers (other datasets or
+perturbations) go to a second table. A results file that cannot be read stops the report with an
+error naming it. The published numbers live in paper/published.json with their sources.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data.files import atomic
+from data.files import atomic, read_json
 
 PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
 MISSING = "—"
@@ -68,17 +69,17 @@ def setting_name(config: dict[str, Any], settings: dict[str, dict[str, Any]]) ->
 
 
 def _number(v: Any, integer: bool = False) -> bool:
+    """A JSON number (NaN and infinities are not: json.load reads them as floats)."""
     kinds = (int,) if integer else (int, float)
-    return isinstance(v, kinds) and not isinstance(v, bool)
+    return isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def load_result(path: Path, settings: dict[str, dict[str, Any]]) -> Result:
     fix = "fix or delete it, or rerun main.py --mode meta_test for that savedir"
     try:
-        with open(path) as f:
-            r = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read results ({e}); {fix}") from e
+        r = read_json(str(path))
+    except ValueError as e:
+        raise ReportError(f"{e}; {fix}") from e
     config = r.get("config") if isinstance(r, dict) else None
     if not isinstance(config, dict):
         raise ReportError(f"{path}: no 'config' object; {fix}")
@@ -93,7 +94,7 @@ def load_result(path: Path, settings: dict[str, dict[str, Any]]) -> Result:
     }
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
-        raise ReportError(f"{path}: missing or wrong type: {', '.join(bad)}; {fix}")
+        raise ReportError(f"{path}: missing, not a finite number, or wrong type: {', '.join(bad)}; {fix}")
     seed = config.get("seed")
     return Result(
         path=str(path),
@@ -112,6 +113,15 @@ def pm(mean: float, spread: float) -> str:
 
 
 def cell_rows(results: list[Result], root: str, paper: float | None = None) -> list[dict[str, str]]:
+    """The rows of a cell, evaluation by evaluation: results.json (the test split) first, then each
+    file of fixed episodes (results_<file>_<hash>.json, the same name in every savedir)."""
+    evaluations: dict[str, list[Result]] = {}
+    for r in sorted(results, key=lambda r: (Path(r.path).name != "results.json", Path(r.path).name)):
+        evaluations.setdefault(Path(r.path).name, []).append(r)
+    return [row for runs in evaluations.values() for row in evaluation_rows(runs, root, paper)]
+
+
+def evaluation_rows(results: list[Result], root: str, paper: float | None = None) -> list[dict[str, str]]:
     """One row per result, plus a mean-over-runs row when there are several; ours − paper if given."""
     results = sorted(results, key=lambda r: (r.seed is None, r.seed or 0, r.path))
     means = [r.mean for r in results]
@@ -164,7 +174,9 @@ def report(root: str, published: Path = PUBLISHED) -> str:
         pub = json.load(f)
     settings, table1, repo = pub["settings"], pub["table1"], pub["readme_repo"]
     found: dict[tuple[str, str], list[Result]] = {}
-    for path in sorted(Path(root).rglob("results.json")):
+    for path in sorted(Path(root).rglob("results*.json")):
+        if path.name != "results.json" and not path.name.startswith("results_"):
+            continue
         r = load_result(path, settings)
         found.setdefault((r.model, r.setting), []).append(r)
 

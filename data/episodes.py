@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 
 from data import DataError
-from data.files import atomic
+from data.files import atomic, not_format
 
 Episode = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -102,6 +102,12 @@ def load_file(path: str, way: int, shot: int, query: int, x_dim: int) -> dict[st
     if not os.path.isfile(path):
         raise DataError(f"{where}: no such file (write one with get_data.py --episodes)")
     try:
+        why = not_format(path, ".npz")
+        if why:
+            raise DataError(
+                f"--episodes {why}; an episode file is an .npz with arrays {', '.join(KEYS)} "
+                "(write one with get_data.py --episodes)"
+            )
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in KEYS if k not in z.files]
             if missing:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
+import json
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -33,17 +36,57 @@ def file_hash(path: str, algorithm: str) -> str:
     return h.hexdigest()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic(path: str) -> Iterator[str]:
-    """A temporary path to write; it becomes `path` only if the block completes, else it is removed."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    """A temporary path to write; it becomes `path` only if the block completes, else it is removed.
+
+    The file and then its folder are flushed to disk (fsync) around the rename, so `path` is the old
+    file or the whole new one even after a power loss. Temporary files of processes that no longer
+    run (killed mid-write) are removed first."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    for stale in glob.glob(glob.escape(path) + ".part*"):
+        pid = stale[len(path) + len(".part") :]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.remove(stale)
     tmp = f"{path}.part{os.getpid()}"
     try:
         yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
+        if os.name == "posix":  # a folder cannot be opened for fsync on Windows
+            _fsync(folder)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def read_json(path: str) -> Any:
+    """A JSON file's content; ValueError saying why it cannot be read."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a readable JSON file ({e})") from e
 
 
 def fetch(url: str, dest: str, md5: str | None, retry: str) -> None:
@@ -129,13 +172,35 @@ def ready(open_splits: Callable[[], object]) -> bool:
     return True
 
 
+MAGIC = {".npy": b"\x93NUMPY", ".npz": b"PK\x03\x04"}  # the first bytes of each format
+
+
+def numpy_format(path: str) -> str | None:
+    """ ".npy" or ".npz" as a file's first bytes say (not its name), None for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    return next((kind for kind, magic in MAGIC.items() if head.startswith(magic)), None)
+
+
+def not_format(path: str, want: str) -> str | None:
+    """Why path is not a `want` (".npy" or ".npz") file, or None if its first bytes say it is."""
+    kind = numpy_format(path)
+    if kind == want:
+        return None
+    what = f"a {kind} file" if kind else f"neither .npy nor .npz (no {want} header)"
+    return f"{path} is not a {want} file: it is {what}"
+
+
 def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry: str) -> np.ndarray:
     """A read-only memory map of a prepared split with this shape (any same-size shape is reshaped,
-    as the original code did) and one of these dtypes; DataError naming `retry` if it is not."""
+    as the original code did), one of these dtypes and finite values; DataError naming `retry` if not."""
     redo = f"delete it and run: {retry}"
     if not os.path.exists(path):
         raise DataError(f"{path} is missing; run: {retry}")
     try:
+        why = not_format(path, ".npy")
+        if why:
+            raise DataError(f"{why}; {redo}")
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{path} is not a readable .npy file ({e}); {redo}") from e
@@ -143,4 +208,10 @@ def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry
         raise DataError(f"{path} holds an array of shape {arr.shape}, expected {shape}; {redo}")
     if arr.dtype.name not in dtypes:
         raise DataError(f"{path} holds {arr.dtype} values, expected {' or '.join(dtypes)}; {redo}")
-    return arr.reshape(shape)
+    arr = arr.reshape(shape)
+    if arr.dtype.kind == "f":
+        step = max(1, CHUNK // max(1, arr[:1].nbytes))  # classes per chunk: bounded memory
+        for i in range(0, len(arr), step):
+            if not np.isfinite(arr[i : i + step]).all():
+                raise DataError(f"{path} holds NaN or infinite values; {redo}")
+    return arr

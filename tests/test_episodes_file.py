@@ -164,7 +164,9 @@ def test_meta_test_on_an_episode_file_is_reproducible(tmp_path, monkeypatch):
     results = []
     for seed in ("0", "1"):
         assert main.main([*common, "--mode", "meta_test", "--episodes", episodes, "--seed", seed]) == 0
-        with open(os.path.join(savedir, "results.json")) as f:
+        (name,) = [n for n in os.listdir(savedir) if n.startswith("results_eps_")]  # the file's own result
+        with open(os.path.join(savedir, name)) as f:
             results.append(json.load(f))
+    assert not os.path.exists(os.path.join(savedir, "results.json"))  # kept for the test split
     assert [r["n"] for r in results] == [5, 5]  # every episode of the file, the last batch partial
     assert results[0]["mean"] == results[1]["mean"] and results[0]["ci95"] == results[1]["ci95"]

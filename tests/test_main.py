@@ -103,7 +103,7 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     [
         (["--way", "21", "--mode", "meta_train"], "--way 21 is larger than the 20 classes"),
         (["--shot", "100", "--query", "100"], "larger than the 174 examples per class"),
-        (["--mode", "meta_test"], "no checkpoint in"),
+        (["--mode", "meta_test"], "run --mode meta_train with this --savedir first"),
         (["--dataset", "nosuch"], "unknown dataset"),
     ],
 )

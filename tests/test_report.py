@@ -163,8 +163,8 @@ def test_results_without_paper_numbers_go_to_other_table(tmp_path):
 
 CONFIG = {"dataset": "omniglot", "way": 20, "shot": 1}
 BAD_FILES = [
-    ("{not json", "cannot read results"),
-    ("", "cannot read results"),
+    ("{not json", "not a readable JSON file"),
+    ("", "not a readable JSON file"),
     ("[1, 2]", "no 'config'"),
     (json.dumps({"ci95": 0.1, "n": 10, "train_iters": 5, "config": CONFIG}), "mean"),
     (

@@ -1,0 +1,191 @@
+"""A run's folder (--savedir): its settings (config.json), the meta_train lock and the checkpoints.
+
+Nothing here loses what a run wrote: checkpoints are named relative to their folder (a copied or
+moved savedir uses its own weights), the newest KEEP are kept across resumes, an unreadable newest
+checkpoint falls back to an older one, and a failed save leaves the previous ones as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import glob
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from data.files import read_json
+
+if TYPE_CHECKING:
+    from tensorflow.compat.v1 import Session
+    from tensorflow.compat.v1.train import Saver
+
+KEEP = 3  # checkpoints kept in savedir/ckpt (the newest, by iteration)
+CKPT = re.compile(r"model-(\d+)\.index$")
+# Settings that define the network and its variables: every mode must match the training run.
+MODEL_KEYS = ("dataset", "way", "noise", "metasgd")
+# What each mode must share with the run that wrote the savedir; the other flags may change
+# (meta_test: --n_test_mc_samp, --metabatch, --n_test_iters, --episodes, --seed, ...).
+MATCH = {
+    "meta_train": (*MODEL_KEYS, "shot", "query", "metabatch", "meta_lr", "inner_lr", "n_steps", "seed"),
+    "meta_test": (*MODEL_KEYS, "shot", "query", "inner_lr", "n_steps"),
+    "export": MODEL_KEYS,
+}
+AFTERWARDS = {
+    "meta_train": "use the same flags to resume, or another --savedir for a new run",
+    "meta_test": "meta_test with the training run's flags",
+    "export": "export with the training run's flags",
+}
+
+
+class UsageError(Exception):
+    """Bad flags or savedir; the message says what to do."""
+
+
+def flag(key: str, value: object) -> str:
+    if key == "noise" and value == "none":
+        return "--maml"
+    if isinstance(value, bool):
+        return f"--{key}" if value else f"no --{key}"
+    return f"--{key} {value}"
+
+
+def read_config(savedir: str) -> dict:
+    """The settings of the run that wrote savedir (config.json)."""
+    path = os.path.join(savedir, "config.json")
+    if not os.path.exists(path):
+        raise UsageError(f"no {path}: run --mode meta_train with this --savedir first")
+    fix = "restore it from a copy of the savedir, or use another --savedir"
+    try:
+        config = read_json(path)
+    except ValueError as e:
+        raise UsageError(f"{e}; {fix}") from e
+    need = (*MATCH["meta_train"], "image_shape", "filters")
+    missing = [k for k in need if not isinstance(config, dict) or k not in config]
+    if missing:
+        raise UsageError(f"{path} lacks the run's settings ({', '.join(missing)}); {fix}")
+    return config
+
+
+def check_settings(saved: dict, args: argparse.Namespace) -> None:
+    """UsageError naming every flag of this mode that differs from the training run's."""
+    diff = [k for k in MATCH[args.mode] if saved[k] != getattr(args, k)]
+    if diff:
+        there = ", ".join(flag(k, saved[k]) for k in diff)
+        now = ", ".join(flag(k, getattr(args, k)) for k in diff)
+        raise UsageError(
+            f"{args.savedir} was trained with other settings ({', '.join(diff)}: {there} there, {now} now); "
+            f"{AFTERWARDS[args.mode]}"
+        )
+
+
+def check_writable(folder: str, what: str = "--savedir") -> None:
+    """Create folder if needed and check that a file can be written there, before any long work."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        why = "a part of the path is a file" if e.errno in (errno.ENOTDIR, errno.EEXIST) else e.strerror
+        raise UsageError(f"cannot write to {what} {folder} ({why}): fix it or choose another {what}") from e
+
+
+@contextlib.contextmanager
+def locked(savedir: str) -> Iterator[None]:
+    """Hold savedir/meta_train.lock: one meta_train per savedir. The kernel drops the lock when its
+    process ends, however it ends, so a killed run's lock file does not block the next run."""
+    import fcntl
+
+    path = os.path.join(savedir, "meta_train.lock")
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            raise UsageError(
+                f"another meta_train (pid {pid}) is running on {savedir}; wait for it to finish, "
+                "stop it, or use another --savedir"
+            ) from e
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+
+
+def first_line(e: BaseException) -> str:
+    text = getattr(e, "message", None) or str(e)
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+class Checkpoints:
+    """savedir/ckpt/model-<iteration>.*, and TensorFlow's `checkpoint` file naming them relatively."""
+
+    def __init__(self, savedir: str) -> None:
+        self.dir = os.path.join(savedir, "ckpt")
+
+    def steps(self) -> list[int]:
+        """Iterations with a checkpoint, newest first (found by file name, not by the state file)."""
+        names = os.listdir(self.dir) if os.path.isdir(self.dir) else []
+        return sorted((int(m.group(1)) for n in names if (m := CKPT.match(n))), reverse=True)
+
+    def path(self, step: int) -> str:
+        return os.path.join(self.dir, f"model-{step}")
+
+    def clean(self) -> None:
+        """Remove what an interrupted save left behind (TensorFlow's *_temp folders, *.tmp files)."""
+        import shutil
+
+        for p in glob.glob(os.path.join(self.dir, "*_temp*")) + glob.glob(os.path.join(self.dir, "*.tmp*")):
+            shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
+
+    def save(self, saver: Saver, sess: Session, step: int) -> None:
+        """Checkpoint iteration `step`, then keep the newest KEEP; a failed save changes nothing."""
+        import tensorflow as tf
+
+        try:
+            saver.save(sess, self.path(step), write_meta_graph=False, write_state=False)
+        except (tf.errors.OpError, OSError) as e:
+            self.clean()
+            kept = self.steps()
+            raise UsageError(
+                f"could not write the checkpoint of iteration {step} to {self.dir} ({first_line(e)}); "
+                f"free disk space and re-run the same command to resume "
+                f"(kept: {', '.join(f'model-{s}' for s in kept) or 'no checkpoint'})"
+            ) from e
+        steps = self.steps()
+        keep = steps[:KEEP]
+        names = [f"model-{s}" for s in reversed(keep)]
+        # Relative names: the savedir can be moved or copied (tf.train.latest_checkpoint reads them).
+        tf.compat.v1.train.update_checkpoint_state(self.dir, names[-1], all_model_checkpoint_paths=names)
+        for s in steps[KEEP:]:
+            for p in glob.glob(glob.escape(self.path(s)) + ".*"):
+                os.remove(p)
+
+    def restore(self, saver: Saver, sess: Session) -> str | None:
+        """Restore the newest readable checkpoint (None if there is none); older ones are fallbacks."""
+        import tensorflow as tf
+
+        failed = []
+        for step in self.steps():
+            try:
+                saver.restore(sess, self.path(step))
+            except (tf.errors.OpError, ValueError) as e:
+                failed.append(f"model-{step}: {first_line(e)}")
+                print(f"warning: cannot read checkpoint {self.path(step)} ({first_line(e)})", file=sys.stderr)
+                continue
+            if failed:
+                print(f"warning: using the older checkpoint {self.path(step)}", file=sys.stderr)
+            return self.path(step)
+        if failed:
+            raise UsageError(
+                f"no checkpoint in {self.dir} can be restored ({'; '.join(failed)}); were they written with "
+                "these flags by this code? Use the training run's flags or another --savedir"
+            )
+        return None
