@@ -59,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     root = args.data_root or data.default_root(args.dataset)
     module = importlib.import_module(data.DATASETS[args.dataset])
     try:
+        if args.episodes:  # before any long preparation: can the file be written there?
+            folder = os.path.dirname(os.path.abspath(args.episodes))
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise data.DataError(
+                    f"--episodes {args.episodes}: cannot create {folder} ({e.strerror})"
+                ) from e
         if hasattr(module, "prepare"):
             module.prepare(root, args.source)
         elif args.source is not None:
@@ -74,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.episodes}: {args.n_episodes} episodes ({os.path.getsize(args.episodes)} bytes)")
     except data.DataError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only folder, ...
+        print(f"error: {e}; check that the disk has space and the paths are writable", file=sys.stderr)
         return 2
     return 0
 

@@ -505,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         tf = sys.modules.get("tensorflow")
         if tf is None or not isinstance(e, tf.errors.OpError):
             raise
-        print(f"error: TensorFlow: {e.message.strip().splitlines()[0]}", file=sys.stderr)
+        print(f"error: TensorFlow: {' '.join(e.message.split())[:500]}", file=sys.stderr)
         return 2
     return 0
 

@@ -173,8 +173,16 @@ class Checkpoints:
         import tensorflow as tf
 
         failed = []
+        graph_vars = sess.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
         for step in self.steps():
             try:
+                shapes = tf.train.load_checkpoint(self.path(step)).get_variable_to_shape_map()
+                for v in graph_vars:  # Saver.restore does not compare shapes
+                    name, shape = v.op.name, v.shape.as_list()
+                    if name in shapes and shapes[name] != shape:
+                        raise ValueError(
+                            f"{name} has shape {shapes[name]} there, {shape} in this run's network"
+                        )
                 saver.restore(sess, self.path(step))
             except (tf.errors.OpError, ValueError) as e:
                 failed.append(f"model-{step}: {first_line(e)}")
