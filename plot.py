@@ -31,6 +31,8 @@ import zipfile
 
 import numpy as np
 
+from data.files import not_format
+
 TRACE_KEYS = ("htr", "hte", "htr_samp", "w", "b", "ytr", "yte", "cols")
 COLORS = ("firebrick", "royalblue")  # classes c1, c2
 
@@ -76,6 +78,9 @@ def load_export(savedir: str) -> tuple[dict[str, np.ndarray], dict]:
     if not os.path.isfile(path):
         raise PlotError(f"no {path}: run main.py --mode export with this --savedir first")
     try:
+        why = not_format(path, ".npz")
+        if why:
+            raise PlotError(f"{why}; run main.py --mode export again")
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:

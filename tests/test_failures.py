@@ -52,9 +52,12 @@ def _env(monkeypatch):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A Meta-dropout run of 2 iterations, checkpointed at both (absolute --savedir)."""
+    """A Meta-dropout run of 2 iterations, checkpointed at both, trained under an absolute --savedir
+    in a folder "made" and then moved (nothing of it may point back there)."""
+    made = tmp_path_factory.mktemp("made") / "run"
+    assert main.main([*TINY, "--savedir", str(made), *TRAIN]) == 0
     savedir = tmp_path_factory.mktemp("trained") / "run"
-    assert main.main([*TINY, "--savedir", str(savedir), *TRAIN]) == 0
+    shutil.move(made, savedir)
     return savedir
 
 
@@ -101,7 +104,7 @@ def episodes_file(path, seed):
 
 def test_checkpoint_state_holds_no_absolute_path(trained):
     state = (trained / "ckpt" / "checkpoint").read_text()
-    assert str(trained) not in state and 'model_checkpoint_path: "model-2"' in state
+    assert "made" not in state and 'model_checkpoint_path: "model-2"' in state
 
 
 def test_copied_savedir_evaluates_its_own_weights(run, tmp_path):
@@ -195,7 +198,7 @@ def read_only(monkeypatch):
     return folders
 
 
-@pytest.mark.parametrize("mode", [TEST, ["--mode", "export"]])
+@pytest.mark.parametrize("mode", [TRAIN, TEST, ["--mode", "export"]])
 def test_read_only_savedir_is_refused_before_the_work(run, read_only, capsys, mode):
     read_only.append(run)
     assert code([*TINY, "--savedir", str(run), *mode]) == 2
@@ -299,6 +302,21 @@ def test_text_files_are_not_called_pickled(run, tmp_path, capsys):
     assert "pickle" not in err
 
 
+@pytest.mark.parametrize("content", ["not numpy\n", "npy"])
+def test_plot_names_what_export_npz_is_not(tmp_path, capsys, content):
+    import plot
+
+    path = tmp_path / "export.npz"
+    if content == "npy":
+        with open(path, "wb") as f:
+            np.save(f, np.zeros(3))
+    else:
+        path.write_text(content)
+    assert plot.main(["--savedir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "export.npz is not a .npz file: it is" in err and "pickle" not in err
+
+
 @pytest.mark.parametrize("mode", [TRAIN, TEST, ["--mode", "export"]])
 def test_invalid_config_json_is_refused(run, capsys, mode):
     (run / "config.json").write_text("{not json")
@@ -392,12 +410,17 @@ def test_atomic_removes_dead_processes_temporaries_and_syncs(tmp_path, monkeypat
     assert not os.path.exists(stale) and os.path.exists(live)
 
 
-def test_atomic_disk_full_keeps_the_old_file(tmp_path):
+def test_atomic_disk_full_at_the_flush_keeps_the_old_file(tmp_path, monkeypatch):
+    """A full disk may show only when the data are flushed (delayed allocation, network file systems)."""
     path = tmp_path / "f.json"
     path.write_text("old")
-    with pytest.raises(OSError), atomic(str(path)) as tmp, open(tmp, "w") as f:
-        f.write("half")
+
+    def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError), atomic(str(path)) as tmp, open(tmp, "w") as f:
+        f.write("new")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["f.json"]
 
 
