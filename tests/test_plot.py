@@ -146,7 +146,7 @@ def test_bad_or_missing_export(tmp_path, capsys):
     assert "run main.py --mode export" in capsys.readouterr().err
     (tmp_path / "export.npz").write_bytes(b"not a zip")
     assert plot.main(["--savedir", str(tmp_path)]) == 2
-    assert "not a readable .npz" in capsys.readouterr().err
+    assert "is not a .npz file: it is neither .npy nor .npz" in capsys.readouterr().err
     np.savez(tmp_path / "export.npz", htr=np.zeros(3))
     assert plot.main(["--savedir", str(tmp_path)]) == 2
     assert "lacks hte" in capsys.readouterr().err
