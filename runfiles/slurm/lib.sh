@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by submit.sh and task.sh (from the repository root): what a runfile will run, and whether it is done.
 
 # main_calls RUNFILE ARGS...: one line per `python main.py ...` the runfile would run with ARGS:

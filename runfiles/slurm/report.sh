@@ -3,7 +3,10 @@
 # python report.py ROOT --markdown RUNDIR/report.md (also printed into the job's log).
 set -euo pipefail
 rundir=$1 root=$2
+venv="" container=""
+# shellcheck source=/dev/null
 source "$rundir/job.env"  # venv, container
+# shellcheck source=/dev/null
 [ -z "$venv" ] || source "$venv/bin/activate"
 read -r -a prefix <<< "$container"
 "${prefix[@]}" python report.py "$root" --markdown "$rundir/report.md"

@@ -60,7 +60,8 @@ for t in "${targets[@]}"; do
   if line=$(grep -E "^$t( |$)" runfiles/slurm/tables.txt); then
     read -r -a globs <<< "${line#"$t"}"
     found=()
-    for g in "${globs[@]}"; do found+=($g); done  # globs: unquoted on purpose
+    # shellcheck disable=SC2206 # the globs expand here
+    for g in "${globs[@]}"; do found+=($g); done
     [ ${#found[@]} -gt 0 ] || die "$t has no runfiles yet (${globs[*]})"
     runfiles+=("${found[@]}")
   elif [[ $t == *.sh ]]; then
@@ -94,7 +95,7 @@ for f in "${runfiles[@]}"; do
       [ "$mode" = meta_test ] && savedirs+=("$d")
     done < <(main_calls "${cell[@]:1}")
     status=todo
-    cell_done "${cell[@]:1}" && status=done
+    cell_done "${cell[@]:1}" && status="done"
     printf '%3d  %-4s  %s\n' $((${#cells[@]} - 1)) "$status" "${cell[*]}"
   done
 done

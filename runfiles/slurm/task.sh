@@ -5,6 +5,8 @@
 set -euo pipefail
 rundir=$1
 source runfiles/slurm/lib.sh  # sbatch --chdir: the repository
+venv="" container=""
+# shellcheck source=/dev/null
 source "$rundir/job.env"      # venv, container
 IFS=$'\t' read -r -a cell < <(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$rundir/cells.tsv")
 echo "== ${cell[0]}: ${cell[*]:1} (job ${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID, start $((${SLURM_RESTART_COUNT:-0} + 1)), $(hostname), $(date -Is))"
@@ -12,6 +14,7 @@ if cell_done "${cell[@]:1}"; then
   echo "results already there: skipped"
   exit 0
 fi
+# shellcheck source=/dev/null
 [ -z "$venv" ] || source "$venv/bin/activate"
 # main.py sets CUDA_VISIBLE_DEVICES=--gpu_id: hand it the GPU Slurm gave this task.
 [ -z "${CUDA_VISIBLE_DEVICES:-}" ] || export GPU_ID=${CUDA_VISIBLE_DEVICES%%,*}
