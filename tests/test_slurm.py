@@ -141,7 +141,7 @@ python main.py --mode meta_train --savedir {savedir} {tiny} {flags} --metabatch 
 python main.py --mode meta_test --savedir {savedir} {tiny} {flags} --metabatch 1 --n_train_iters {iters} \\
   --n_test_iters 10 --n_test_mc_samp 2 "$@"
 """
-LONG = 300  # iterations of the cell that is requeued mid-training
+LONG = 160  # iterations of the cell that is requeued mid-training
 
 
 @pytest.fixture

@@ -57,11 +57,13 @@ done
 shopt -s nullglob
 runfiles=()
 for t in "${targets[@]}"; do
-  if line=$(grep -E "^$t( |$)" runfiles/slurm/tables.txt); then
+  line=$(awk -v t="$t" '!/^#/ && $1 == t' runfiles/slurm/tables.txt)
+  if [ -n "$line" ]; then
     read -r -a globs <<< "${line#"$t"}"
     found=()
     # shellcheck disable=SC2206 # the globs expand here
     for g in "${globs[@]}"; do found+=($g); done
+    for g in "${found[@]}"; do [ -f "$g" ] || die "$t: no runfile $g"; done
     [ ${#found[@]} -gt 0 ] || die "$t has no runfiles yet (${globs[*]})"
     runfiles+=("${found[@]}")
   elif [[ $t == *.sh ]]; then
