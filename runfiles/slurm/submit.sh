@@ -51,7 +51,10 @@ while [ $# -gt 0 ]; do
   shift 2
 done
 [ ${#targets[@]} -gt 0 ] || die "no target: give a table (runfiles/slurm/tables.txt), runfiles or cell names"
-[ -z "$venv" ] || [ -f "$venv/bin/activate" ] || die "--venv $venv: no $venv/bin/activate"
+if [ -n "$venv" ]; then
+  [[ $venv == /* ]] || venv=$(realpath -m "$caller/$venv")
+  [ -f "$venv/bin/activate" ] || die "--venv $venv: no $venv/bin/activate"
+fi
 
 # Targets -> runfiles (relative to the repository when inside it).
 shopt -s nullglob
@@ -67,8 +70,8 @@ for t in "${targets[@]}"; do
     [ ${#found[@]} -gt 0 ] || die "$t has no runfiles yet (${globs[*]})"
     runfiles+=("${found[@]}")
   elif [[ $t == *.sh ]]; then
-    [ -f "$caller/$t" ] || [ -f "$t" ] || die "no runfile $t"
     [[ $t == /* ]] || t=$caller/$t
+    [ -f "$t" ] || die "no runfile $t"
     runfiles+=("$(realpath --relative-base="$repo" "$t")")
   else
     found=()
@@ -86,8 +89,8 @@ for f in "${runfiles[@]}"; do
     cell=("$base" "$f")
     if [ "$s" != none ]; then
       savedir=$(main_calls "$f" "${args[@]}" | cut -f1 | tail -n 1)
-      savedir=$(realpath -m --relative-base="$repo" "$savedir")
       [ -n "$savedir" ] || die "$f runs no main.py: cannot give it seeds"
+      savedir=$(realpath -m --relative-base="$repo" "$savedir")
       cell=("${base}_seed$s" "$f" --seed "$s" --savedir "${savedir}_seed$s")
     fi
     cell+=("${args[@]}")
@@ -116,22 +119,23 @@ if [ -n "$out" ]; then
   out=$(realpath -m --relative-base="$repo" "$out")
 fi
 out=${out:-results/slurm/$name-$(date +%Y%m%d-%H%M%S)}
-common=(--job-name="metadrop-$name" --chdir="$repo")
+common=(--chdir="$repo")
 [ -z "$partition" ] || common+=(--partition="$partition")
 [ -z "$account" ] || common+=(--account="$account")
 read -r -a more <<< "$extra"
-array=(sbatch --parsable "${common[@]}" --array=0-$((${#cells[@]} - 1)) --requeue --open-mode=append
+array=(sbatch --parsable --job-name="metadrop-$name" "${common[@]}" --array=0-$((${#cells[@]} - 1)) --requeue --open-mode=append
   --output="$out/logs/%a.out")
 [ -z "$time" ] || array+=(--time="$time")
 [ "$gpus" = none ] || array+=(--gres="gpu:$gpus")
 [ -z "$cpus" ] || array+=(--cpus-per-task="$cpus")
 [ -z "$mem" ] || array+=(--mem="$mem")
 array+=("${more[@]}" runfiles/slurm/task.sh "$out")
-report=(sbatch --parsable "${common[@]/%$name/$name-report}" --time=0:30:00 --output="$out/logs/report.out" "${more[@]}"
+report=(sbatch --parsable --job-name="metadrop-$name-report" "${common[@]}" --time=0:30:00
+  --output="$out/logs/report.out" "${more[@]}"
   --kill-on-invalid-dep=yes --dependency=afterok:ARRAY_JOB_ID runfiles/slurm/report.sh "$out" "$root")
 
 if [ "$dry" = 1 ]; then
-  echo "dry run: nothing submitted; would write $out/ and run"
+  echo "dry run: nothing submitted; would write $out/ (venv: ${venv:-none}, container: ${container:-none}) and run"
   printf '%q ' "${array[@]}" && echo
   printf '%q ' "${report[@]}" && echo
   exit 0
