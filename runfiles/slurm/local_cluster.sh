@@ -100,6 +100,7 @@ stop_daemons() {
     fi
     rm -f "$state/$d.pid"
   done
+  rm -f "$state/munge.key"  # a fresh one at every start; the logs stay
 }
 
 live_holders() {
