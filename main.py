@@ -8,6 +8,7 @@ settings, lock and checkpoints are in savedir.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -33,6 +34,9 @@ STOPPED = 130  # exit code after Ctrl-C (SIGINT), as shells report it
 
 Batch = dict[str, np.ndarray]  # xtr/ytr/xte/yte with a leading task axis
 Evaluator = Callable[["Session", Batch, np.ndarray], np.ndarray]
+XLA_CACHE = os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "metadrop", "xla"
+)
 
 
 class Stopped(Exception):
@@ -74,6 +78,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log_freq", type=int, default=50, help="log line every N iterations")
     p.add_argument("--val_freq", type=int, default=1000, help="meta-validation every N iterations")
     p.add_argument("--n_val_iters", type=int, default=100, help="meta-validation episodes")
+    p.add_argument(
+        "--xla",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="compile the training, validation and meta-test graphs with XLA, each as one cluster"
+        " (auto: on when a GPU is visible; on a CPU XLA is slower)",
+    )
+    p.add_argument(
+        "--xla_cache",
+        default=XLA_CACHE,
+        help="persistent cache of XLA compilations, shared by runs and resumes of the same shapes"
+        " ('' for none; default %(default)s)",
+    )
     args = p.parse_args(argv)
     if args.maml and args.noise not in (None, "none"):
         p.error(f"--maml is MAML without perturbation; it cannot be combined with --noise {args.noise}")
@@ -166,6 +183,14 @@ class Runner:
             arch = Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way)
             self.model = Model(arch, perturbation, args.inner_lr, args.n_steps, metasgd=args.metasgd)
             self.step = tf.compat.v1.train.get_or_create_global_step()
+        self.xla = args.xla == "on" or (args.xla == "auto" and bool(tf.config.list_physical_devices("GPU")))
+        if os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":  # NVIDIA's switch for cuBLAS/cuDNN: XLA's too
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+
+    def compiled(self) -> contextlib.AbstractContextManager:
+        """Ops built inside (and their gradients) form one XLA cluster with --xla; the noise draws
+        stay outside (Model._eps)."""
+        return self.tf.xla.experimental.jit_scope() if self.xla else contextlib.nullcontext()
 
     def session(self) -> Session:
         config = self.tf.compat.v1.ConfigProto()
@@ -178,8 +203,9 @@ class Runner:
 
     def evaluator(self, n_tasks: int) -> Evaluator:
         """A function running the inner loop with n_test_mc_samp samples (Algorithm 2)."""
-        ph = self.model.placeholders(n_tasks, self.args.shot, self.args.query, "eval")
-        _, acc = self.model.meta_batch(ph, self.args.n_test_mc_samp)
+        with self.compiled():
+            ph = self.model.placeholders(n_tasks, self.args.shot, self.args.query, "eval")
+            _, acc = self.model.meta_batch(ph, self.args.n_test_mc_samp)
 
         def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
             feed = {ph[k]: batch[k] for k in ph}
@@ -231,9 +257,10 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
 
     args, tf, model = r.args, r.tf, r.model
     with r.graph.as_default():
-        ph = model.placeholders(args.metabatch, args.shot, args.query, "train")
-        loss, acc = model.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
-        train_op = model.train_op(loss, args.meta_lr, r.step)
+        with r.compiled():
+            ph = model.placeholders(args.metabatch, args.shot, args.query, "train")
+            loss, acc = model.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
+            train_op = model.train_op(loss, args.meta_lr, r.step)
         validate = r.evaluator(args.metabatch)
         saver = tf.compat.v1.train.Saver(max_to_keep=None)
         init = tf.compat.v1.global_variables_initializer()
@@ -483,10 +510,19 @@ def export(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def xla_cache(args: argparse.Namespace) -> None:
+    """Before TensorFlow starts: keep compiled XLA clusters in args.xla_cache (TF_XLA_FLAGS), so that
+    a resumed run, meta_test after meta_train, or another run of the same shapes skips compilation."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if args.xla != "off" and args.xla_cache and "persistent_cache_directory" not in flags:
+        os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={args.xla_cache}".strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    xla_cache(args)
     from data import DataError
 
     modes = {"meta_train": meta_train, "meta_test": meta_test, "export": export}

@@ -93,10 +93,16 @@ class Model:
         return list(self.theta.values()) + self.bn + list(self.phi.values()) + lrs
 
     def _eps(self, shape: tf.Tensor) -> tf.Tensor:
-        """eps ~ N(0, I), a new stream for each draw site in the graph."""
+        """eps ~ N(0, I), a new stream for each draw site in the graph. Always drawn by TensorFlow's
+        kernels, outside any XLA cluster (main.py --xla): XLA's sampler gives other numbers for the
+        same seed; the (static) shape is taken as a constant, so no op of the cluster feeds the draw."""
         self._draws += 1
-        seed = tf.random.experimental.stateless_fold_in(self.noise_seed, self._draws)
-        return tf.random.stateless_normal(shape, seed=seed, dtype=self.arch.dtype)
+        with tf.xla.experimental.jit_scope(compile_ops=False):
+            static = tf.get_static_value(shape)
+            seed = tf.random.experimental.stateless_fold_in(self.noise_seed, self._draws)
+            return tf.random.stateless_normal(
+                shape if static is None else static, seed=seed, dtype=self.arch.dtype
+            )
 
     def blocks(
         self, x: tf.Tensor, theta: Params, n_samp: int = 1, stochastic: bool = False

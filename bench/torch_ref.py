@@ -105,12 +105,14 @@ class TorchMetaDrop:
 
     @staticmethod
     def batch_norm(f: torch.Tensor, offset: torch.Tensor, groups: int) -> torch.Tensor:
-        """Batch statistics per MC sample: the groups become channels of one F.batch_norm call."""
+        """Batch statistics per MC sample: the groups become channels of one F.batch_norm call. The
+        scale is a tensor of ones, not None: CUDA's second-order batch-norm gradient needs one."""
+        scale = torch.ones_like(offset).repeat(groups)
         if groups == 1:
-            return F.batch_norm(f, None, None, None, offset, training=True, eps=BN_EPS)
+            return F.batch_norm(f, None, None, scale, offset, training=True, eps=BN_EPS)
         n, c, hh, ww = f.shape
         g = f.view(groups, n // groups, c, hh, ww).transpose(0, 1).reshape(n // groups, groups * c, hh, ww)
-        g = F.batch_norm(g, None, None, None, offset.repeat(groups), training=True, eps=BN_EPS)
+        g = F.batch_norm(g, None, None, scale, offset.repeat(groups), training=True, eps=BN_EPS)
         return g.view(n // groups, groups, c, hh, ww).transpose(0, 1).reshape(n, c, hh, ww)
 
     def adapt(

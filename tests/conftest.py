@@ -2,5 +2,14 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Full float32 on Ampere and newer GPUs: NVIDIA's libraries read this (in subprocesses too), and
+# main.py turns TensorFlow's own TF32 (XLA's dots and convolutions) off when it is set.
+os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+def pytest_configure(config) -> None:
+    import tensorflow as tf
+
+    tf.config.experimental.enable_tensor_float_32_execution(False)  # before any graph runs
