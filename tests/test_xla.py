@@ -2,6 +2,8 @@
 
 import contextlib
 import dataclasses
+import os
+import re
 
 import numpy as np
 import pytest
@@ -77,3 +79,35 @@ def test_xla_in_float32_as_main_py_runs_it(noise_name, metasgd):
     # XLA orders float32 sums differently: rounding only (1e-15 in float64, above).
     for g, gr in zip(g_xla, g_ref):
         np.testing.assert_allclose(g, gr, rtol=1e-3, atol=1e-4 * np.abs(gr).max())
+
+
+def test_main_py_xla_trains_as_without_it_and_caches_the_compilation(tmp_path):
+    from test_main import TINY, run_main
+
+    cache = tmp_path / "xla_cache"
+    losses = {}
+    for xla in ("off", "on"):
+        savedir = tmp_path / xla
+        common = [
+            *TINY,
+            "--metabatch",
+            "1",
+            "--savedir",
+            str(savedir),
+            "--xla",
+            xla,
+            "--xla_cache",
+            str(cache),
+        ]
+        train = ["--n_train_iters", "2", "--log_freq", "1", "--val_freq", "2", "--n_val_iters", "2"]
+        run_main(*common, *train)
+        log = open(savedir / "meta_train.log").read()
+        losses[xla] = [float(x) for x in re.findall(r"^iter \d+ loss ([\d.]+)", log, re.M)]
+        assert not cache.exists() or xla == "on"  # --xla off compiles nothing
+    assert len(losses["on"]) == 2
+    np.testing.assert_allclose(losses["on"], losses["off"], atol=2e-4)
+    # The training and validation clusters are cached; meta_test compiles its graph (validation's)
+    compiled = sorted(os.listdir(cache))
+    assert len(compiled) >= 2, compiled
+    run_main(*common, "--mode", "meta_test", "--n_test_iters", "2")
+    print(compiled, sorted(os.listdir(cache)))
