@@ -195,9 +195,10 @@ class Runner:
     def session(self) -> Session:
         config = self.tf.compat.v1.ConfigProto()
         config.gpu_options.allow_growth = True
-        if not self.tf.config.list_physical_devices("GPU"):
+        if self.xla or not self.tf.config.list_physical_devices("GPU"):
             # On a CPU, grappler's rewrites of the second-order graph cost ~25 s at start-up for a
-            # few percent per iteration (bench/RESULTS.md); on a GPU they are kept.
+            # few percent per iteration (bench/RESULTS.md); with XLA, XLA optimises the clusters
+            # itself; on a GPU without XLA they are kept.
             config.graph_options.rewrite_options.disable_meta_optimizer = True
         return self.tf.compat.v1.Session(graph=self.graph, config=config)
 

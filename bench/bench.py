@@ -79,7 +79,7 @@ class Options:
 
     intra: int = 0  # intra-op threads (0: the thread count of the run)
     inter: int = 0  # inter-op threads (0: the thread count of the run)
-    grappler: bool = False  # grappler's graph rewrites (main.py turns them off on CPU-only machines)
+    grappler: bool = False  # grappler's graph rewrites (main.py: on with a GPU and without XLA)
     xla: bool = False  # the step as one XLA cluster, as main.py --xla builds it
 
 
@@ -393,7 +393,7 @@ def cell_spec(fw: str, config: str, model: str, mode: str, threads: int, args: a
 def benchmark(args: argparse.Namespace, gpus: list[str]) -> str:
     load0 = os.getloadavg()[0]
     # (column, framework, options): main.py's graph, the same as one XLA cluster, PyTorch.
-    columns = [("TF", "tf", Options())]
+    columns = [("TF", "tf", Options(grappler=bool(gpus)))]  # as main.py: grappler on a GPU
     columns += [("TF+XLA", "tf", Options(xla=True))] if args.xla else []
     columns += [("PT", "torch", Options())]
     cells = [(c, m, mode) for c in args.configs for m in args.models for mode in ("train", "test")]
