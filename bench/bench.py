@@ -400,9 +400,9 @@ def benchmark(args: argparse.Namespace, gpus: list[str]) -> str:
     device = "GPU" if gpus else "CPU"
     rows = [
         f"| device | threads | setting | model | phase | {' | '.join(f'{c} s' for c, _, _ in columns)}"
-        f" | {' | '.join(f'{c}/PT' for c, _, _ in columns[:-1])} | first call s"
+        f" | {' | '.join(f'{c}/PT' for c, _, _ in columns[:-1])} | first call (compile) s"
         f" {' / '.join(c for c, _, _ in columns)} | peak RSS MiB {' / '.join(c for c, _, _ in columns)} |",
-        "|---" * (5 + 2 * len(columns) + 1) + "|---|",
+        "|---" * (2 * len(columns) + 6) + "|",
     ]
     for i, threads in enumerate(args.threads):
         for config, model, mode in cells:
