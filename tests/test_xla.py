@@ -2,7 +2,6 @@
 
 import contextlib
 import dataclasses
-import os
 import re
 
 import numpy as np
@@ -81,7 +80,7 @@ def test_xla_in_float32_as_main_py_runs_it(noise_name, metasgd):
         np.testing.assert_allclose(g, gr, rtol=1e-3, atol=1e-4 * np.abs(gr).max())
 
 
-def test_main_py_xla_trains_as_without_it_and_caches_the_compilation(tmp_path):
+def test_main_py_xla_trains_as_without_it(tmp_path):
     from test_main import TINY, run_main
 
     cache = tmp_path / "xla_cache"
@@ -109,8 +108,6 @@ def test_main_py_xla_trains_as_without_it_and_caches_the_compilation(tmp_path):
     # One Adam step moves each element by about meta_lr (1e-3) times the sign of its meta-gradient:
     # the same step, but for elements whose meta-gradient is rounding noise (sign flips).
     diff = np.concatenate([np.abs(params["on"][k] - params["off"][k]).ravel() for k in params["off"]])
-    print("fraction differing", np.mean(diff > 1e-5), diff.max())
     assert np.mean(diff > 1e-5) < 0.01 and diff.max() <= 2.1e-3
-    compiled = sorted(os.listdir(cache))
-    run_main(*common, "--mode", "meta_test", "--n_test_iters", "2")
-    print(compiled, sorted(os.listdir(cache)))
+    run_main(*common, "--mode", "meta_test", "--n_test_iters", "2")  # its graph compiled too
+    assert (tmp_path / "on" / "results.json").exists()
