@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from data.episodes import SAMPLERS
 from data.files import atomic, file_hash
 from data.prefetch import Prefetcher
 from savedir import Checkpoints, UsageError, check_settings, check_writable, locked, read_config
@@ -71,7 +72,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--maml", action="store_true", help="base MAML: no perturbation")
     p.add_argument("--metasgd", action="store_true", help="Meta-SGD: meta-learned inner step sizes")
-    p.add_argument("--noise", default=None, help="perturbation by name (default: metadrop)")
+    p.add_argument("--noise", default=None, help="perturbation by name (default: metadrop; README, noise.py)")
+    p.add_argument(
+        "--noise_hp",
+        default="",
+        metavar="K=V[,K=V]",
+        help="the perturbation's hyperparameters, e.g. gamma=0.2 (mixup), beta=1e-4 (vib, infodrop), "
+        "lam=0.1 (metadrop_add); unset ones take their defaults",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="independent",
+        help="meta-batches of independent tasks, or, as the original code, tasks sharing one class set",
+    )
     p.add_argument("--data_root", default=None, help="dataset folder (default ./data/<dataset>)")
     p.add_argument("--episodes", default=None, help="meta_test on the fixed episodes of this .npz file")
     p.add_argument("--seed", type=int, default=0, help="seeds initialisation, episodes and noise")
@@ -95,6 +109,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.maml and args.noise not in (None, "none"):
         p.error(f"--maml is MAML without perturbation; it cannot be combined with --noise {args.noise}")
     args.noise = "none" if args.maml else (args.noise or "metadrop")
+    try:  # all hyperparameters, defaults filled in, for config.json and the settings checks
+        perturbation = build_noise(args.noise, args.noise_hp)
+    except ValueError as e:
+        p.error(f"--noise: {e}")
+    args.noise_hp, args.noise_title = perturbation.hp(), perturbation.title
     for name in (
         "save_freq",
         "n_train_iters",
@@ -146,12 +165,22 @@ def log(path: str, line: str) -> None:
 # Graph and session
 
 
-def make_noise(args: argparse.Namespace) -> Perturbation:
-    """The perturbation of --noise (the one place it is built)."""
+def build_noise(name: str, hp: str | dict) -> Perturbation:
+    """The perturbation `name` with --noise_hp (K=V[,K=V] text, or a dict); ValueError if bad."""
     import noise
 
+    if isinstance(hp, str):
+        items = [item.partition("=") for item in hp.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in items):
+            raise ValueError(f"--noise_hp {hp!r}: write K=V[,K=V], e.g. gamma=0.2")
+        hp = {k.strip(): v.strip() for k, _, v in items}
+    return noise.get(name, **hp)
+
+
+def make_noise(args: argparse.Namespace) -> Perturbation:
+    """The perturbation of --noise and --noise_hp (the one place it is built)."""
     try:
-        return noise.get(args.noise)
+        return build_noise(args.noise, args.noise_hp)
     except ValueError as e:
         raise UsageError(f"--noise: {e}") from e
 
@@ -279,7 +308,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
     def episodes(it: int) -> Batch:
         """Iteration `it`'s meta-batch and noise seed: the same on resume."""
         rng = np.random.default_rng([args.seed, 0, it])
-        batch = sample_batch(train_split, args.metabatch, args.way, args.shot, args.query, rng)
+        batch = sample_batch(train_split, args.metabatch, args.way, args.shot, args.query, rng, args.sampler)
         return {**batch, "noise_seed": rng.integers(2**31 - 1, size=2)}
 
     with r.session() as sess:
@@ -349,7 +378,7 @@ def sampled(split: np.ndarray, args: argparse.Namespace, rng: np.random.Generato
     from data.episodes import sample_batch
 
     while True:
-        yield sample_batch(split, args.metabatch, args.way, args.shot, args.query, rng)
+        yield sample_batch(split, args.metabatch, args.way, args.shot, args.query, rng, args.sampler)
 
 
 def from_file(episodes: Batch, metabatch: int) -> Iterator[Batch]:
@@ -496,7 +525,11 @@ def export(args: argparse.Namespace) -> None:
         arrays[f"fmap{l + 1}"] = np.concatenate(parts)
     ckpt = os.path.relpath(latest, args.savedir)
     meta = {
-        **{k: getattr(args, k) for k in ("dataset", "noise", "way", "shot", "query", "n_steps")},
+        **{
+            k: getattr(args, k)
+            for k in ("dataset", "noise", "noise_hp", "noise_title", "way", "shot", "query")
+        },
+        "n_steps": args.n_steps,
         **{k: getattr(args, k) for k in ("inner_lr", "n_test_mc_samp", "metasgd", "seed")},
         "checkpoint": ckpt,
         "train_iters": iters,
@@ -520,9 +553,9 @@ def xla_cache(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before parse_args imports TensorFlow (noise.py)
     args = parse_args(argv)
     os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     xla_cache(args)
     from data import DataError
 

@@ -1,20 +1,23 @@
 """Meta-Dropout and MAML as one static graph (Algorithms 1-2 of the paper).
 
-theta (conv and dense weights) is adapted in the inner loop; the batch-norm offsets and the
-perturbation's phi are meta-learned only. The inner loop keeps its gradients in the graph, so
+theta (conv and dense weights) is adapted in the inner loop; the batch-norm offsets are meta-learned
+only, and so is the perturbation's phi unless the perturbation declares `adapts_phi` (then the inner
+loop adapts it with theta, under PHI-prefixed keys). The inner loop keeps its gradients in the graph, so
 `tf.gradients` of the query loss holds the exact second-order terms.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import tensorflow as tf
 
-from layers import accuracy, batch_norm, conv2d, cross_entropy, dense, max_pool, variable
-from noise import Params, Perturbation
+from layers import accuracy, batch_norm, cross_entropy, dense, max_pool, variable
+from noise import Draw, Params, Perturbation
 
 CLIP = 3.0  # each meta-gradient element is clipped to [-3, 3] (Section 4)
+PHI = "phi/"  # prefix of the phi entries among the inner loop's weights (a perturbation's adapts_phi)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,16 @@ class Arch:
         return self.hw * self.hw * self.channels
 
 
+def step_sizes(params: Params, inner_lr: float, metasgd: bool, dt: tf.DType) -> dict[str, tf.Tensor | float]:
+    """Inner step sizes: inner_lr for every entry, or, for Meta-SGD (Li et al. 2017), a meta-learned
+    tensor of each entry's shape, initialised to inner_lr."""
+    if not metasgd:
+        return dict.fromkeys(params, inner_lr)
+    with tf.compat.v1.variable_scope("lr"):
+        init = tf.compat.v1.constant_initializer(inner_lr)
+        return {k: tf.compat.v1.get_variable(k, w.shape, dt, initializer=init) for k, w in params.items()}
+
+
 class Model:
     def __init__(
         self,
@@ -66,25 +79,18 @@ class Model:
                 self.theta[f"conv{l}_b"] = variable(f"conv{l}_b", [cout], "zeros", dt)
             self.theta["dense_w"] = variable("dense_w", [arch.feat_dim, arch.way], "dense", dt)
             self.theta["dense_b"] = variable("dense_b", [arch.way], "zeros", dt)
-        # Inner step sizes: inner_lr for every theta entry, or, for Meta-SGD (Li et al. 2017), a
-        # meta-learned tensor of each entry's shape, initialised to inner_lr.
-        if metasgd:
-            with tf.compat.v1.variable_scope("lr"):
-                init = tf.compat.v1.constant_initializer(inner_lr)
-                self.lr: dict[str, tf.Tensor | float] = {
-                    k: tf.compat.v1.get_variable(k, w.shape, dt, initializer=init)
-                    for k, w in self.theta.items()
-                }
-        else:
-            self.lr = dict.fromkeys(self.theta, inner_lr)
+        self.lr = step_sizes(self.theta, inner_lr, metasgd, dt)
         with tf.compat.v1.variable_scope("bn"):
             self.bn = [variable(f"offset{l}", [arch.filters], "zeros", dt) for l in range(arch.n_blocks)]
         with tf.compat.v1.variable_scope("phi"):
             self.phi = noise.init_phi(arch.convs, arch.feat_dim, dt)
+        # The phi entries the inner loop adapts, as it starts them (the perturbation's declared rule).
+        self.inner_phi = {PHI + k: v for k, v in self.phi.items()} if noise.adapts_phi else {}
+        self.lr.update(step_sizes(self.inner_phi, inner_lr, metasgd, dt))
         # Every noise draw is a stateless function of this seed: feed it to fix or vary the noise.
         random_seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
         self.noise_seed = tf.compat.v1.placeholder_with_default(random_seed, [2], name="noise_seed")
-        self._draws = 0
+        self._draws = itertools.count(1)  # draw sites of the graph, each a stream of its own
 
     @property
     def meta_params(self) -> list[tf.Variable]:
@@ -92,53 +98,74 @@ class Model:
         lrs = [v for v in self.lr.values() if isinstance(v, tf.Variable)]
         return list(self.theta.values()) + self.bn + list(self.phi.values()) + lrs
 
-    def _eps(self, shape: tf.Tensor) -> tf.Tensor:
-        """eps ~ N(0, I), a new stream for each draw site in the graph. Always drawn by TensorFlow's
-        kernels, outside any XLA cluster (main.py --xla): XLA's sampler gives other numbers for the
-        same seed; the (static) shape is taken as a constant, so no op of the cluster feeds the draw."""
-        self._draws += 1
-        with tf.xla.experimental.jit_scope(compile_ops=False):
-            static = tf.get_static_value(shape)
-            seed = tf.random.experimental.stateless_fold_in(self.noise_seed, self._draws)
-            return tf.random.stateless_normal(
-                shape if static is None else static, seed=seed, dtype=self.arch.dtype
-            )
+    def draw(self, n_samp: int, stochastic: bool) -> Draw | None:
+        """The noise of one pass of n_samp samples; None for a deterministic pass (a = mu, Eq. 4)."""
+        if not (stochastic and self.noise.stochastic):
+            return None
+        return Draw(self.noise_seed, self._draws, n_samp, self.arch.dtype)
+
+    def _phi(self, theta: Params) -> Params:
+        """phi, with the entries the inner loop adapts taken from the inner-loop weights `theta`."""
+        return {**self.phi, **{k[len(PHI) :]: v for k, v in theta.items() if k.startswith(PHI)}}
+
+    def _blocks(
+        self, x: tf.Tensor, theta: Params, n_samp: int, draw: Draw | None, y: tf.Tensor | None = None
+    ) -> tuple[list[tf.Tensor], tf.Tensor | None, list[tf.Tensor]]:
+        """Block outputs, the labels y [N, way] as the perturbation leaves them (tiled like x) and
+        the regularizers it adds, for x [N, D] and weights theta (with adapted phi entries, if any)."""
+        a, noise, phi = self.arch, self.noise, self._phi(theta)
+        h = tf.reshape(x, [-1, a.hw, a.hw, a.channels])
+        if n_samp > 1:
+            h = tf.tile(h, [n_samp, 1, 1, 1])
+            y = None if y is None else tf.tile(y, [n_samp, 1])
+        out, regs = [], []
+        for l in range(a.n_blocks):
+            h, y = noise.mix(l, a.n_blocks, h, y, draw)
+            f = noise.linear(phi, l, h, theta[f"conv{l}_w"], theta[f"conv{l}_b"], draw)
+            f, reg = noise.conv(phi, l, h, f, draw)
+            regs.append(reg)
+            h = max_pool(tf.nn.relu(batch_norm(f, self.bn[l], groups=n_samp)))
+            out.append(h)
+        return out, y, [r for r in regs if r is not None]
+
+    def _forward(
+        self, x: tf.Tensor, theta: Params, n_samp: int, draw: Draw | None, y: tf.Tensor | None = None
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None, list[tf.Tensor]]:
+        """Features, logits, labels and regularizers of one pass (see _blocks)."""
+        blocks, y, regs = self._blocks(x, theta, n_samp, draw, y)
+        h = tf.reshape(blocks[-1], [-1, self.arch.feat_dim])
+        logits = dense(h, theta["dense_w"], theta["dense_b"])
+        logits, reg = self.noise.dense(self._phi(theta), h, logits, draw)
+        return h, logits, y, regs + ([] if reg is None else [reg])
 
     def blocks(
         self, x: tf.Tensor, theta: Params, n_samp: int = 1, stochastic: bool = False
     ) -> list[tf.Tensor]:
         """Each conv block's output h^(l) [n_samp*N, h, w, C] for x [N, D] (Eq. 6, then BN, ReLU, pool)."""
-        a = self.arch
-        eps = self._eps if stochastic and self.noise.stochastic else None
-        h = tf.reshape(x, [-1, a.hw, a.hw, a.channels])
-        if n_samp > 1:
-            h = tf.tile(h, [n_samp, 1, 1, 1])
-        out = []
-        for l in range(a.n_blocks):
-            f = conv2d(h, theta[f"conv{l}_w"], theta[f"conv{l}_b"])
-            f = self.noise.conv(self.phi, l, h, f, eps)
-            h = max_pool(tf.nn.relu(batch_norm(f, self.bn[l], groups=n_samp)))
-            out.append(h)
-        return out
+        return self._blocks(x, theta, n_samp, self.draw(n_samp, stochastic))[0]
 
     def forward(
         self, x: tf.Tensor, theta: Params, n_samp: int = 1, stochastic: bool = False
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """Features and logits of x [N, D]; with n_samp > 1, n_samp noisy passes stacked: [n_samp*N, .]."""
-        h = tf.reshape(self.blocks(x, theta, n_samp, stochastic)[-1], [-1, self.arch.feat_dim])
-        logits = dense(h, theta["dense_w"], theta["dense_b"])
-        eps = self._eps if stochastic and self.noise.stochastic else None
-        return h, self.noise.dense(self.phi, h, logits, eps)
+        return self._forward(x, theta, n_samp, self.draw(n_samp, stochastic))[:2]
+
+    def initial(self) -> Params:
+        """The inner loop's starting weights: theta, and the phi entries it adapts."""
+        return {**self.theta, **self.inner_phi}
 
     def inner_step(
         self, theta: Params, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int, lr: dict | None = None
     ) -> Params:
-        """One SGD step on the training loss averaged over n_samp noise samples (Eq. 3)."""
+        """One SGD step on the training loss averaged over n_samp noise samples (Eq. 3), plus the
+        perturbation's regularizers (beta * KL)."""
         lr = self.lr if lr is None else lr
         if not self.noise.stochastic:
             n_samp = 1
-        _, logits = self.forward(xtr, theta, n_samp, stochastic=True)
-        loss = cross_entropy(logits, tf.tile(ytr, [n_samp, 1]))
+        _, logits, y, regs = self._forward(xtr, theta, n_samp, self.draw(n_samp, True), ytr)
+        loss = cross_entropy(logits, y)
+        if regs:
+            loss += tf.add_n(regs)
         grads = tf.gradients(loss, list(theta.values()))
         if self.first_order:
             grads = [tf.stop_gradient(g) for g in grads]
@@ -146,7 +173,7 @@ class Model:
 
     def adapt(self, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int) -> Params:
         """theta* after n_steps inner steps (Algorithm 1 lines 4-9, Algorithm 2 lines 4-9)."""
-        theta = dict(self.theta)
+        theta = self.initial()
         for _ in range(self.n_steps):
             theta = self.inner_step(theta, xtr, ytr, n_samp)
         return theta
@@ -204,7 +231,7 @@ class Model:
         [n_perturbed, N, F] noisy features of xtr (zero samples without a stochastic perturbation);
         w [F, 2] and b [2], the two columns of the adapted last layer.
         """
-        theta = dict(self.theta)
+        theta = self.initial()
         for k in ("dense_w", "dense_b"):
             theta[k] = tf.gather(theta[k], cols, axis=-1)
         # Meta-SGD's dense step sizes are per column: restrict them too.

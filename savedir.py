@@ -27,14 +27,25 @@ if TYPE_CHECKING:
 KEEP = 3  # checkpoints kept in savedir/ckpt (the newest, by iteration)
 CKPT = re.compile(r"model-(\d+)\.index$")
 # Settings that define the network and its variables: every mode must match the training run.
-MODEL_KEYS = ("dataset", "way", "noise", "metasgd")
+MODEL_KEYS = ("dataset", "way", "noise", "noise_hp", "metasgd")
 # What each mode must share with the run that wrote the savedir; the other flags may change
 # (meta_test: --n_test_mc_samp, --metabatch, --n_test_iters, --episodes, --seed, ...).
 MATCH = {
-    "meta_train": (*MODEL_KEYS, "shot", "query", "metabatch", "meta_lr", "inner_lr", "n_steps", "seed"),
+    "meta_train": (
+        *MODEL_KEYS,
+        "shot",
+        "query",
+        "metabatch",
+        "meta_lr",
+        "inner_lr",
+        "n_steps",
+        "seed",
+        "sampler",
+    ),
     "meta_test": (*MODEL_KEYS, "shot", "query", "inner_lr", "n_steps"),
     "export": MODEL_KEYS,
 }
+DEFAULTS = {"noise_hp": {}, "sampler": "independent"}  # settings that configs may predate
 AFTERWARDS = {
     "meta_train": "use the same flags to resume, or another --savedir for a new run",
     "meta_test": "meta_test with the training run's flags",
@@ -65,7 +76,7 @@ def read_config(savedir: str) -> dict:
     except ValueError as e:
         raise UsageError(f"{e}; {fix}") from e
     need = (*MATCH["meta_train"], "image_shape", "filters")
-    missing = [k for k in need if not isinstance(config, dict) or k not in config]
+    missing = [k for k in need if not isinstance(config, dict) or (k not in config and k not in DEFAULTS)]
     if missing:
         raise UsageError(f"{path} lacks the run's settings ({', '.join(missing)}); {fix}")
     return config
@@ -73,6 +84,7 @@ def read_config(savedir: str) -> dict:
 
 def check_settings(saved: dict, args: argparse.Namespace) -> None:
     """UsageError naming every flag of this mode that differs from the training run's."""
+    saved = {**DEFAULTS, **saved}
     diff = [k for k in MATCH[args.mode] if saved[k] != getattr(args, k)]
     if diff:
         there = ", ".join(flag(k, saved[k]) for k in diff)

@@ -27,9 +27,21 @@ def check(split: np.ndarray, way: int, shot: int, query: int, name: str = "split
         )
 
 
-def sample(split: np.ndarray, way: int, shot: int, query: int, rng: np.random.Generator) -> Episode:
-    """One episode: xtr [way*shot, D], ytr [way*shot, way] one-hot, xte [way*query, D], yte."""
-    classes = rng.choice(split.shape[0], way, replace=False)
+SAMPLERS = ("independent", "original")
+
+
+def sample(
+    split: np.ndarray,
+    way: int,
+    shot: int,
+    query: int,
+    rng: np.random.Generator,
+    classes: np.ndarray | None = None,
+) -> Episode:
+    """One episode: xtr [way*shot, D], ytr [way*shot, way] one-hot, xte [way*query, D], yte; of
+    `classes` (label order) if given, else of `way` random classes."""
+    if classes is None:
+        classes = rng.choice(split.shape[0], way, replace=False)
     idx = np.stack([rng.choice(split.shape[1], shot + query, replace=False) for _ in classes])
     x = split[classes[:, None], idx]  # [way, shot+query, D]
     onehot = np.eye(way, dtype=np.float32)
@@ -41,10 +53,24 @@ def sample(split: np.ndarray, way: int, shot: int, query: int, rng: np.random.Ge
 
 
 def sample_batch(
-    split: np.ndarray, n_tasks: int, way: int, shot: int, query: int, rng: np.random.Generator
+    split: np.ndarray,
+    n_tasks: int,
+    way: int,
+    shot: int,
+    query: int,
+    rng: np.random.Generator,
+    sampler: str = "independent",
 ) -> dict[str, np.ndarray]:
-    """n_tasks episodes stacked on a leading axis, keyed xtr/ytr/xte/yte."""
-    eps = [sample(split, way, shot, query, rng) for _ in range(n_tasks)]
+    """n_tasks episodes stacked on a leading axis, keyed xtr/ytr/xte/yte.
+
+    sampler "independent": each task draws its own classes (the paper's tasks ~ p(T)); "original":
+    the classes are drawn once per meta-batch and every task uses them, in the same label order,
+    each with its own examples, as the original code's episode generator does.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} is not one of {SAMPLERS}")
+    classes = rng.choice(split.shape[0], way, replace=False) if sampler == "original" else None
+    eps = [sample(split, way, shot, query, rng, classes) for _ in range(n_tasks)]
     return {k: np.stack(v) for k, v in zip(("xtr", "ytr", "xte", "yte"), zip(*eps))}
 
 

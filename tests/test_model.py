@@ -1,6 +1,7 @@
 """Which passes are noisy, and the noise's distribution."""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from tiny import ARCH, QUERY, SHOT, build, episodes, randomize
 
@@ -27,6 +28,31 @@ def test_maml_is_deterministic():
     assert a[0] == b[0] == c[0]
     for k in a[1]:
         np.testing.assert_array_equal(a[1][k], b[1][k])
+
+
+@pytest.mark.parametrize("noise_name", sorted(noise.PERTURBATIONS))
+def test_query_loss_is_deterministic_and_inner_loop_noise_follows_the_seed(noise_name):
+    # Through Model.meta_batch, the loss the outer loop sees. Without inner steps it is the query
+    # pass alone, which must draw no noise (Eq. 4); with them, the inner loop's noise is a function
+    # of the seed: the same seed gives the same loss, another seed another loss if the
+    # perturbation is stochastic, the same loss if not.
+    feed_data = episodes(2)
+    losses = {}
+    for n_steps in (0, 2):
+        with tf.Graph().as_default():
+            model = build(noise_name, n_steps=n_steps)
+            ph = model.placeholders(2, SHOT, QUERY, "t")
+            loss, _ = model.meta_batch(ph, n_samp=2)
+            feed = {ph[k]: v for k, v in feed_data.items()}
+            losses[n_steps] = run_with_seeds(model, loss, feed, SEEDS)
+    a, b, c = losses[0]
+    assert a == b == c
+    a, b, c = losses[2]
+    assert a == c
+    if noise.get(noise_name).stochastic:
+        assert abs(a - b) > 1e-9
+    else:
+        assert a == b
 
 
 def test_metadrop_support_path_is_noisy_and_query_path_is_not():
@@ -58,7 +84,7 @@ def test_softplus_noise_mean_matches_numerical_integration():
         phi["conv0_b"] = tf.constant(np.resize(mus, ARCH.filters), tf.float64)
         h = tf.zeros([n, 1, 1, 1], tf.float64)
         f = tf.ones([n, 1, 1, ARCH.filters], tf.float64)
-        z = layer.conv(phi, 0, h, f, model._eps)
+        z, _ = layer.conv(phi, 0, h, f, model.draw(1, True))
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             samples = sess.run(z, {model.noise_seed: [11, 12]}).reshape(n, ARCH.filters)
