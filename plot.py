@@ -91,6 +91,11 @@ def load_export(savedir: str) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, json.loads(str(arrays["meta"]))
 
 
+def title(meta: dict) -> str:
+    """The perturbation's display title (noise.py), as main.py --mode export recorded it."""
+    return meta.get("noise_title", meta["noise"])
+
+
 def save_png(fig: object, path: str) -> None:
     """Save a figure whole or not at all."""
     import matplotlib.pyplot as plt
@@ -152,8 +157,7 @@ def plot_step(ex: dict[str, np.ndarray], meta: dict, t: int, k: int, args: argpa
     ax.set_xlabel("projection on the normal of the decision hyperplane (Eq. 12)")
     ax.set_ylabel("t-SNE of the remainder (Eq. 13)")
     ax.set_yticks([])
-    model = {"none": "MAML", "metadrop": "Meta-dropout"}.get(meta["noise"], meta["noise"])
-    ax.set_title(f"{model}, {meta['dataset']}: task {t}, step {k}, test accuracy {100 * acc:.0f}%")
+    ax.set_title(f"{title(meta)}, {meta['dataset']}: task {t}, step {k}, test accuracy {100 * acc:.0f}%")
     path = os.path.join(args.savedir, "plot", f"step{k}", f"{t}.png")
     save_png(fig, path)
     return path
@@ -181,7 +185,7 @@ def plot_features(ex: dict[str, np.ndarray], meta: dict, args: argparse.Namespac
     fmap = ex[key]  # [1 + samples, images, h, w, C]
     if len(fmap) < 2:
         raise PlotError(
-            f"export.npz holds no noise samples ({meta['noise']}): --features needs a Meta-dropout export"
+            f"export.npz holds no noise samples ({title(meta)}): --features needs a Meta-dropout export"
         )
     bad = [c for c in args.channels if not 0 <= c < fmap.shape[-1]]
     if bad:
@@ -209,7 +213,7 @@ def plot_features(ex: dict[str, np.ndarray], meta: dict, args: argparse.Namespac
         if j < cols:
             ax.set_title(titles[j], fontsize=8)
     fig.suptitle(
-        f"{meta['dataset']}, layer {args.layer}: activations without and with Meta-dropout noise", fontsize=9
+        f"{meta['dataset']}, layer {args.layer}: activations without and with {title(meta)} noise", fontsize=9
     )
     channels = "-".join(map(str, args.channels))
     path = os.path.join(args.savedir, "plot", "features", f"layer{args.layer}_channel{channels}.png")

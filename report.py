@@ -1,15 +1,18 @@
-"""Compare meta-test results with the paper's Table 1.
+"""Compare meta-test results with the paper's Tables 1, 2 and 3.
 
     python report.py results/ [--markdown FILE]
 
 Reads every results.json under a folder (written by `main.py --mode meta_test` for the test split;
 results_<name>.json for other evaluations, e.g. a file of fixed episodes) and prints markdown
-tables. The Table 1 cell of a result comes from its config (dataset, way, shot, maml/noise, metasgd),
-not from its path. Each result is one row (with its seed); a cell with several results (seeds) of one
-evaluation (the same file name) gets an extra row with the mean over them, ± the standard deviation
-across them. Cells without a result show "—". Results without published numbers (other datasets or
-perturbations) go to a second table. A results file that cannot be read stops the report with an
-error naming it. The published numbers live in paper/published.json with their sources.
+tables: Table 1, and Tables 2 and 3 (MAML with other perturbations). The cell of a result comes from
+its config (dataset, way, shot, maml/noise/noise_hp, metasgd), not from its path; a Table 2/3 row
+takes the MAML (not Meta-SGD) runs of its perturbation whose hyperparameters include the row's.
+Each result is one row (with its seed); a cell with several results (seeds) of one evaluation (the
+same file name) gets an extra row with the mean over them, ± the standard deviation across them.
+Cells without a result show "—"; a table appears once one of its cells has a result. Results in
+none of them (other datasets, perturbations or hyperparameters) go to a last table, with the
+perturbation's title. A results file that cannot be read stops the report with an error naming it.
+The published numbers live in paper/published.json with their sources.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
 MISSING = "—"
 RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations"]
 PAPER_COLUMNS = RUN_COLUMNS + ["paper", "orig. repo", "ours − paper", "file"]
-OTHER_COLUMNS = RUN_COLUMNS + ["file"]
+TABLE23_COLUMNS = ["model", "hyperparameter", *RUN_COLUMNS[1:], "paper", "ours − paper", "file"]
+OTHER_COLUMNS = [*RUN_COLUMNS[:1], "title", *RUN_COLUMNS[1:], "file"]
 
 
 class ReportError(Exception):
@@ -46,17 +50,31 @@ class Result:
     n: int
     train_iters: int
     seed: int | None
+    noise: str
+    noise_hp: dict[str, Any]
+    metasgd: bool
+    title: str
+
+
+def noise_name(config: dict[str, Any]) -> str:
+    """The perturbation of a run (configs written before --noise say only --maml)."""
+    return config.get("noise") or ("none" if config.get("maml") else "metadrop")
 
 
 def model_name(config: dict[str, Any]) -> str:
-    """Table 1 row of a run: maml, metasgd, metadrop, metasgd_metadrop (or base+noise for others)."""
-    noise = config.get("noise") or ("none" if config.get("maml") else "metadrop")
+    """Table 1 row of a run: maml, metasgd, metadrop, metasgd_metadrop (or base+noise(hp) for others)."""
+    noise = noise_name(config)
     base = "metasgd" if config.get("metasgd") else "maml"
     if noise == "none":
         return base
     if noise == "metadrop":
         return "metadrop" if base == "maml" else "metasgd_metadrop"
-    return f"{base}+{noise}"
+    hp = config.get("noise_hp") or {}
+    return f"{base}+{noise}" + (f"({hp_text(hp)})" if hp else "")
+
+
+def hp_text(hp: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v:g}" if _number(v) else f"{k}={v}" for k, v in hp.items())
 
 
 def setting_name(config: dict[str, Any], settings: dict[str, dict[str, Any]]) -> str:
@@ -105,6 +123,10 @@ def load_result(path: Path, settings: dict[str, dict[str, Any]]) -> Result:
         n=r["n"],
         train_iters=r["train_iters"],
         seed=seed if _number(seed, True) else None,
+        noise=noise_name(config),
+        noise_hp=config.get("noise_hp") if isinstance(config.get("noise_hp"), dict) else {},
+        metasgd=bool(config.get("metasgd")),
+        title=str(config.get("noise_title", MISSING)),
     )
 
 
@@ -166,6 +188,12 @@ def published_cell(rows: dict[str, dict[str, Any]], model: str, setting: str) ->
     return pm(cell["mean"], cell["ci95"]) if cell else MISSING
 
 
+def in_row(r: Result, spec: dict[str, Any]) -> bool:
+    """Whether a result belongs to a Table 2/3 row: MAML with the row's perturbation and hyperparameters."""
+    hp = spec["noise_hp"]
+    return not r.metasgd and r.noise == spec["noise"] and all(r.noise_hp.get(k) == v for k, v in hp.items())
+
+
 def report(root: str, published: Path = PUBLISHED) -> str:
     """The markdown report for all results.json under `root`."""
     if not os.path.isdir(root):
@@ -180,7 +208,8 @@ def report(root: str, published: Path = PUBLISHED) -> str:
         r = load_result(path, settings)
         found.setdefault((r.model, r.setting), []).append(r)
 
-    n_results = sum(len(runs) for runs in found.values())
+    results = [r for runs in found.values() for r in runs]
+    used: set[str] = set()  # paths of results in a paper table
     paper_rows = []
     for setting in settings:
         for model in table1["rows"]:
@@ -191,14 +220,35 @@ def report(root: str, published: Path = PUBLISHED) -> str:
                 "paper": pm(paper["mean"], paper["ci95"]),
                 "orig. repo": published_cell(repo["rows"], model, setting),
             }
-            runs = found.pop((model, setting), [])
+            runs = found.get((model, setting), [])
+            used.update(r.path for r in runs)
             rows = cell_rows(runs, root, paper["mean"]) or [dict.fromkeys(PAPER_COLUMNS, MISSING)]
             paper_rows += [{**row, **extra} for row in rows]
-    n_paper = n_results - sum(len(runs) for runs in found.values())
+    n_paper = bool(paper_rows) and any(found.get((m, s)) for m in table1["rows"] for s in settings)
+    tables23 = {}
+    for name in ("table2", "table3"):
+        rows, n_found = [], 0
+        for setting in settings:
+            for spec in pub[name]["rows"].values():
+                runs = [r for r in results if r.setting == setting and in_row(r, spec)]
+                used.update(r.path for r in runs)
+                n_found += len(runs)
+                paper = spec[setting]
+                extra = {
+                    "model": spec["label"],
+                    "hyperparameter": hp_text(spec["noise_hp"]) or MISSING,
+                    "setting": setting,
+                    "paper": pm(paper["mean"], paper["ci95"]),
+                }
+                cell = cell_rows(runs, root, paper["mean"]) or [dict.fromkeys(TABLE23_COLUMNS, MISSING)]
+                rows += [{**row, **extra} for row in cell]
+        if n_found:
+            tables23[name] = rows
     other_rows = [
-        {**row, "model": model, "setting": setting}
+        {**row, "model": model, "setting": setting, "title": runs[0].title}
         for (model, setting), runs in sorted(found.items())
-        for row in cell_rows(runs, root)
+        if not used.issuperset(r.path for r in runs)
+        for row in cell_rows([r for r in runs if r.path not in used], root)
     ]
 
     out = []
@@ -210,6 +260,15 @@ def report(root: str, published: Path = PUBLISHED) -> str:
             "Accuracy in %, mean ± 95% interval over episodes (mean-over-runs rows: ± sd across runs).",
             "",
             table(PAPER_COLUMNS, paper_rows),
+        ]
+    for name, rows in tables23.items():
+        out += [
+            "",
+            f"## Table {name[5:]}: ours vs. published",
+            "",
+            f"paper = {pub[name]['source']}. Accuracy in %, as in Table 1.",
+            "",
+            table(TABLE23_COLUMNS, rows),
         ]
     if other_rows:
         out += [

@@ -137,10 +137,12 @@ def check_mounted(container_path: PurePosixPath, service: dict, what: str) -> No
 def runfile_services(runfiles: Path = RUNFILES) -> dict[str, str]:
     """Service name -> runfile (relative to the repository) for every runfile on disk.
 
-    runfiles/<name>.sh runs as service <name>; runfiles/cpu/<name>.sh (CPU-scale checks) as cpu-<name>.
+    runfiles/<name>.sh runs as service <name>; runfiles/<sub>/<name>.sh as <sub>-<name>, for the
+    CPU-scale checks (cpu) and the cells of Tables 2 and 3 (table2, table3).
     """
     out = {p.stem: f"runfiles/{p.name}" for p in runfiles.glob("*.sh")}
-    out.update({f"cpu-{p.stem}": f"runfiles/cpu/{p.name}" for p in runfiles.glob("cpu/*.sh")})
+    for sub in ("cpu", "table2", "table3"):
+        out.update({f"{sub}-{p.stem}": f"runfiles/{sub}/{p.name}" for p in runfiles.glob(f"{sub}/*.sh")})
     return out
 
 

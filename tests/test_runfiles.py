@@ -4,6 +4,7 @@ The scripts run with a stub `python` first on PATH that records its arguments, s
 the recorded main.py arguments are parsed with main.parse_args.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -112,3 +113,47 @@ def test_stops_when_meta_training_fails(tmp_path):
     rc, calls = run(tmp_path, "maml_mimgnet_1shot", STUB_FAIL="meta_train")
     assert rc == 1
     assert len(calls) == 1 and "meta_train" in calls[0]["argv"]
+
+
+# ---------------------------------------------------------------- Tables 2 and 3
+
+PUBLISHED = json.loads((REPO / "paper" / "published.json").read_text())
+TABLE_CELLS = [
+    (table, row, setting)
+    for table in ("table2", "table3")
+    for row, spec in PUBLISHED[table]["rows"].items()
+    if spec["noise"] not in ("none", "metadrop")  # Table 1's runs
+    for setting in SETTINGS
+]
+
+
+def test_one_runfile_per_table2_and_table3_cell():
+    names = {p.relative_to(REPO / "runfiles").as_posix() for p in (REPO / "runfiles").glob("table[23]/*.sh")}
+    expected = {f"{t}/{row}_{s}.sh" for t, row, s in TABLE_CELLS}
+    assert len(expected) == (10 + 6) * 4  # Table 2: 3 mixup, 3 VIB, 3 infodrop, additive; Table 3: six
+    assert names == expected
+
+
+def test_table_runfiles_are_what_make_tables_writes():
+    spec = importlib.util.spec_from_file_location("make_tables", REPO / "runfiles" / "make_tables.py")
+    make_tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_tables)
+    for name, text in make_tables.cells().items():
+        assert (REPO / "runfiles" / name).read_text() == text, f"{name}: run python runfiles/make_tables.py"
+
+
+@pytest.mark.parametrize("table, row, setting", TABLE_CELLS)
+def test_table_runfile_commands(tmp_path, table, row, setting):
+    spec = PUBLISHED[table]["rows"][row]
+    name = f"{table}/{row}_{setting}"
+    assert os.access(REPO / "runfiles" / f"{name}.sh", os.X_OK)
+    rc, calls = run(tmp_path, name)
+    assert rc == 0
+    assert [c["argv"][c["argv"].index("--mode") + 1] for c in calls] == list(MODES)
+    for call, (mode, mode_values) in zip(calls, MODES.items()):
+        args = parsed(call)
+        model = dict(maml=False, metasgd=False, noise=spec["noise"])
+        expected = {**SETTINGS[setting], **COMMON, **mode_values, **model, "mode": mode}
+        assert {k: getattr(args, k, None) for k in expected} == expected, f"{name} {mode}"
+        assert {k: args.noise_hp[k] for k in spec["noise_hp"]} == spec["noise_hp"]
+        assert os.path.normpath(args.savedir) == f"results/{table}/{row}/{setting}"
