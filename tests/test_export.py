@@ -12,6 +12,7 @@ from PIL import Image
 from tiny import ARCH, build, episodes, randomize
 
 import main
+import noise
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,6 +152,7 @@ def check_trace(savedir, ex, n_steps, n_samp):
     ]
     meta = json.loads(str(ex["meta"]))
     assert meta["train_iters"] == 2 and meta["n_steps"] == n_steps and meta["dataset"] == "digits"
+    assert meta["noise_title"] == noise.get(meta["noise"]).title  # plot.py's titles
 
 
 def plot(*args):
