@@ -139,4 +139,11 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert main.main(base) == 0
     before = open(os.path.join(savedir, "config.json")).read()
     assert main.main([*base[:-6], "--n_train_iters", "4", "--inner_lr", "0.3", *base[-4:]]) == 2
+    assert main.main([*base, "--sampler", "original"]) == 2
     assert open(os.path.join(savedir, "config.json")).read() == before
+    # A config written before --noise_hp and --sampler existed resumes with their defaults.
+    config = json.loads(before)
+    del config["noise_hp"], config["sampler"]
+    with open(os.path.join(savedir, "config.json"), "w") as f:
+        json.dump(config, f)
+    assert main.main([*base[:-6], "--n_train_iters", "3", *base[-4:]]) == 0
