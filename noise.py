@@ -471,14 +471,14 @@ def get(name: str, **hp: object) -> Perturbation:
     values = {}
     for k, v in hp.items():
         if k not in types:
-            raise ValueError(f"--noise {name} has no hyperparameter {k!r} (it takes {takes})")
+            raise ValueError(f"{name} has no hyperparameter {k!r} (it takes {takes})")
         try:
             values[k] = types[k](v)
         except (TypeError, ValueError):
-            raise ValueError(f"--noise {name}: {k}={v!r} is not a {types[k].__name__}") from None
+            raise ValueError(f"{name}: {k}={v!r} is not a {types[k].__name__}") from None
         if isinstance(values[k], float) and not math.isfinite(values[k]):
-            raise ValueError(f"--noise {name}: {k}={v!r} is not finite")
+            raise ValueError(f"{name}: {k}={v!r} is not finite")
     try:
         return cls(**values)
     except ValueError as e:
-        raise ValueError(f"--noise {name}: {e}") from None
+        raise ValueError(f"{name}: {e}") from None
