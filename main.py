@@ -105,7 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="persistent cache of XLA compilations, shared by runs and resumes of the same shapes"
         " ('' for none; default %(default)s)",
     )
+    add_attack_flags(p)
     args = p.parse_args(argv)
+    check_attack_flags(p, args)
     if args.maml and args.noise not in (None, "none"):
         p.error(f"--maml is MAML without perturbation; it cannot be combined with --noise {args.noise}")
     args.noise = "none" if args.maml else (args.noise or "metadrop")
@@ -141,6 +143,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.savedir is None:
         p.error("--savedir is required")
     return args
+
+
+def add_attack_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the adversarial-robustness experiment (Section 4.1, Figures 5-6; attack.py)."""
+    p.add_argument("--attack", default=None, help="meta_test under PGD of this norm: l1, l2 or linf")
+    p.add_argument("--attack_eps", default=None, help="--attack radii, comma-separated (0 = clean)")
+    p.add_argument("--attack_steps", type=int, default=200, help="--attack PGD steps")
+    p.add_argument("--adv_inner", default=None, help="adversarial MAML: inner steps on PGD examples (norm)")
+    p.add_argument("--adv_eps", type=float, default=None, help="--adv_inner radius")
+
+
+def check_attack_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The attack flags' values; the norms' names are checked by `check_norms` (TensorFlow imported)."""
+    if (args.attack is None) != (args.attack_eps is None):
+        p.error("--attack and --attack_eps go together: e.g. --attack linf --attack_eps 0,0.01,0.02")
+    if args.attack is not None:
+        if args.mode != "meta_test":
+            p.error("--attack evaluates a trained model: use it with --mode meta_test")
+        try:
+            args.attack_eps = [float(e) for e in args.attack_eps.split(",")]
+        except ValueError:
+            p.error(f"--attack_eps {args.attack_eps}: give numbers separated by commas, e.g. 0,0.1,0.2")
+        if not all(math.isfinite(e) and e >= 0 for e in args.attack_eps):
+            p.error("--attack_eps: every radius must be a number, at least 0")
+    if args.attack_steps < 1:
+        p.error("--attack_steps must be at least 1")
+    if (args.adv_inner is None) != (args.adv_eps is None):
+        p.error("--adv_inner and --adv_eps go together: e.g. --adv_inner linf --adv_eps 0.005")
+    if args.adv_eps is not None and not (math.isfinite(args.adv_eps) and args.adv_eps > 0):
+        p.error("--adv_eps must be a positive number")
+
+
+def check_norms(args: argparse.Namespace) -> None:
+    from attack import NORMS
+
+    for flag in ("attack", "adv_inner"):
+        if getattr(args, flag) not in (None, *NORMS):
+            raise UsageError(f"--{flag} {getattr(args, flag)}: choose one of {', '.join(NORMS)}")
 
 
 def write_json(path: str, obj: dict) -> None:
@@ -211,6 +251,10 @@ class Runner:
             tf.compat.v1.set_random_seed(args.seed)
             arch = Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way)
             self.model = Model(arch, perturbation, args.inner_lr, args.n_steps, metasgd=args.metasgd)
+            if args.adv_inner:
+                from attack import Adversary
+
+                self.model.adversary = Adversary(self.model, args.adv_inner, args.adv_eps)
             self.step = tf.compat.v1.train.get_or_create_global_step()
         self.xla = args.xla == "on" or (args.xla == "auto" and bool(tf.config.list_physical_devices("GPU")))
         if os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":  # NVIDIA's switch for cuBLAS/cuDNN: XLA's too
@@ -241,6 +285,28 @@ class Runner:
             feed = {ph[k]: batch[k] for k in ph}
             feed[self.model.noise_seed] = seed
             return sess.run(acc, feed)
+
+        return run
+
+    def attack_evaluator(self, n_tasks: int) -> Evaluator:
+        """Clean and adversarial accuracies [n_tasks, 1 + len(--attack_eps)] (--attack): each task's
+        inner loop runs once; its theta* is fed back for every radius."""
+        from attack import robust_meta_batch
+
+        a = self.args
+        ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval")
+        eps = self.tf.compat.v1.placeholder(self.model.arch.dtype, [], name="attack_eps")
+        thetas, clean, adv = robust_meta_batch(
+            self.model, ph, a.n_test_mc_samp, eps, a.attack, a.attack_steps
+        )
+
+        def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
+            feed = {ph[k]: batch[k] for k in ph}
+            feed[self.model.noise_seed] = seed
+            theta_values, acc = sess.run([thetas, clean], feed)
+            for theta, values in zip(thetas, theta_values):
+                feed.update({theta[k]: values[k] for k in theta})
+            return np.stack([acc] + [sess.run(adv, {**feed, eps: e}) for e in a.attack_eps], axis=1)
 
         return run
 
@@ -439,11 +505,16 @@ def meta_test(args: argparse.Namespace) -> None:
         n, batches = args.n_test_iters, sampled(r.dataset.split("test"), args, rng)
     name, source = results_name(args, saved)
     with r.graph.as_default():
-        run = r.evaluator(args.metabatch)
+        run = r.attack_evaluator(args.metabatch) if args.attack else r.evaluator(args.metabatch)
     with r.session() as sess:
         latest = r.restore(sess)
         iters = int(sess.run(r.step))
         accs = evaluate(sess, run, batches, n, np.random.default_rng([args.seed, 3]), desc="meta_test")
+    if args.attack:
+        name = name.replace("results", f"robust_{args.attack}", 1)
+        return write_robust(
+            args, accs, iters, name, f"{source}, checkpoint {os.path.relpath(latest, args.savedir)}"
+        )
     mean, ci = ci95(accs)
     line = f"accuracy: {mean:.2f} +- {ci:.2f}"
     print(line)
@@ -456,6 +527,37 @@ def meta_test(args: argparse.Namespace) -> None:
     result = {
         "mean": mean,
         "ci95": ci,
+        "n": len(accs),
+        "train_iters": iters,
+        "source": source,
+        "config": vars(args),
+    }
+    write_json(os.path.join(args.savedir, name), result)
+
+
+def write_robust(args: argparse.Namespace, accs: np.ndarray, iters: int, name: str, source: str) -> None:
+    """savedir/<name>, robust_<norm>.json for the test split (the clean meta-test's results.json is
+    left alone): clean and adversarial accuracy per radius of accs [episodes, 1 + radii], with the
+    attack's settings."""
+    from attack import STEP
+
+    rows = []
+    for e, acc in zip(args.attack_eps, accs[:, 1:].T):
+        mean, ci = ci95(acc)
+        rows.append({"eps": e, "step_size": STEP * e / args.attack_steps, "mean": mean, "ci95": ci})
+        line = f"{args.attack} eps {e:g}: accuracy {mean:.2f} +- {ci:.2f}"
+        print(line)
+        log(
+            os.path.join(args.savedir, "meta_test.log"),
+            f"{line} ({len(accs)} episodes from {source}) -> {name}",
+        )
+    mean, ci = ci95(accs[:, 0])
+    result = {
+        "norm": args.attack,
+        "steps": args.attack_steps,
+        "step_size_rule": f"{STEP} * eps / steps",
+        "clean": {"mean": mean, "ci95": ci},
+        "adversarial": rows,
         "n": len(accs),
         "train_iters": iters,
         "source": source,
@@ -561,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
 
     modes = {"meta_train": meta_train, "meta_test": meta_test, "export": export}
     try:
+        check_norms(args)
         modes[args.mode](args)
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,6 +9,7 @@ loop adapts it with theta, under PHI-prefixed keys). The inner loop keeps its gr
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -91,6 +92,9 @@ class Model:
         random_seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
         self.noise_seed = tf.compat.v1.placeholder_with_default(random_seed, [2], name="noise_seed")
         self._draws = itertools.count(1)  # draw sites of the graph, each a stream of its own
+        # Adversarial MAML (Section 4.1): (theta, xtr, ytr) -> the training images each inner step
+        # trains on instead of xtr; None trains on xtr itself.
+        self.adversary: Callable[[Params, tf.Tensor, tf.Tensor], tf.Tensor] | None = None
 
     @property
     def meta_params(self) -> list[tf.Variable]:
@@ -172,17 +176,22 @@ class Model:
         return {k: w - lr[k] * g for (k, w), g in zip(theta.items(), grads)}
 
     def adapt(self, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int) -> Params:
-        """theta* after n_steps inner steps (Algorithm 1 lines 4-9, Algorithm 2 lines 4-9)."""
+        """theta* after n_steps inner steps (Algorithm 1 lines 4-9, Algorithm 2 lines 4-9); with an
+        adversary, each step trains on its examples of xtr (adversarial MAML, Section 4.1)."""
         theta = self.initial()
         for _ in range(self.n_steps):
-            theta = self.inner_step(theta, xtr, ytr, n_samp)
+            x = xtr if self.adversary is None else self.adversary(theta, xtr, ytr)
+            theta = self.inner_step(theta, x, ytr, n_samp)
         return theta
 
     def task(
         self, xtr: tf.Tensor, ytr: tf.Tensor, xte: tf.Tensor, yte: tf.Tensor, n_samp: int
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """Query loss and accuracy of one task, with deterministic noise a = mu (Eq. 4)."""
-        theta = self.adapt(xtr, ytr, n_samp)
+        return self.query(self.adapt(xtr, ytr, n_samp), xte, yte)
+
+    def query(self, theta: Params, xte: tf.Tensor, yte: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Loss and accuracy of the query set under adapted weights theta, deterministic (Eq. 4)."""
         _, logits = self.forward(xte, theta)
         return cross_entropy(logits, yte), accuracy(logits, yte)
 

@@ -7,6 +7,7 @@ take part in the inner optimization). This script reads the file; it needs no Te
 
     python plot.py --savedir DIR               # DIR/plot/step<k>/<task>.png, k = 0..n_steps
     python plot.py --savedir DIR --features    # DIR/plot/features/layer<l>_channel<c>.png
+    python plot.py --robustness ROOT           # ROOT/robustness.png (Figures 5-6)
 
 Decision boundary (Appendix C): with w = w_c1 - w_c2 and b = b_c1 - b_c2 of the adapted last
 layer, the two logits are equal on the hyperplane h.w + b = 0 (Eq. 11). A feature h is drawn at
@@ -19,6 +20,12 @@ Feature maps (Figure 8): for a few query images of the first exported task, one 
 block l's output (after batch norm, ReLU and pooling; meta-learned theta, batch-norm statistics of
 that task's query set) without noise (a = mu) and with two noise samples, on one colour scale per
 row and channel. Meta-dropout exports only.
+
+Adversarial robustness (Figures 5-6): every savedir/robust_<norm>.json under ROOT (written by
+`main.py --mode meta_test --attack <norm>`) is one line of accuracy against the PGD radius eps,
+with its CI95; one panel per setting and norm, one line per model (its Table 1/2 row from the
+config, and the adversarial-training radius of adversarial MAML); an inset magnifies the clean
+region, from eps = 0 to the first radius.
 """
 
 from __future__ import annotations
@@ -221,9 +228,79 @@ def plot_features(ex: dict[str, np.ndarray], meta: dict, args: argparse.Namespac
     return path
 
 
+def load_robust(root: str) -> list[dict]:
+    """Every robust_<norm>.json under root, in a stable order; "points" [(eps, mean, ci95)] sorted,
+    starting at eps = 0 (the clean accuracy)."""
+    found = []
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(f for f in files if f.startswith("robust_") and f.endswith(".json")):
+            path = os.path.join(folder, name)
+            try:
+                with open(path) as f:
+                    r = json.load(f)
+                points = {a["eps"]: (a["mean"], a["ci95"]) for a in r["adversarial"]}
+                points.setdefault(0.0, (r["clean"]["mean"], r["clean"]["ci95"]))
+                r["points"] = sorted((e, m, c) for e, (m, c) in points.items())
+                r["label"] = f"{curve_label(r['config'])} ({r['steps']} steps, {r['n']} episodes)"
+                r["norm"] = str(r["norm"])
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise PlotError(f"{path} is not a robustness result ({e!r}); rerun main.py --attack") from e
+            found.append(r)
+    if not found:
+        raise PlotError(f"no robust_<norm>.json under {root}: run main.py --mode meta_test --attack first")
+    return found
+
+
+def curve_label(config: dict) -> str:
+    """The model's Table 1/2 row, and for adversarial MAML its training norm and radius."""
+    from report import model_name
+
+    adv = config.get("adv_inner")
+    return model_name(config) + (f", adv. {adv} eps={config['adv_eps']:g}" if adv else "")
+
+
+def plot_robustness(root: str) -> str:
+    """Figures 5-6: accuracy against eps, one panel per (setting, norm), one line per model."""
+    import matplotlib.pyplot as plt
+
+    from report import PUBLISHED, setting_name
+
+    with open(PUBLISHED) as f:
+        settings = json.load(f)["settings"]
+    panels: dict[tuple[str, str], list[dict]] = {}
+    for r in load_robust(root):
+        panels.setdefault((setting_name(r["config"], settings), r["norm"]), []).append(r)
+    rows, cols = sorted({s for s, _ in panels}), sorted({n for _, n in panels})
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(5 * len(cols), 4 * len(rows)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for (setting, norm), results in panels.items():
+        ax = axes[rows.index(setting), cols.index(norm)]
+        ax.set_axis_on()
+        inset = ax.inset_axes([0.5, 0.5, 0.47, 0.45])  # the clean region: eps from 0 to the first radius
+        first = min((e for r in results for e, _, _ in r["points"] if e > 0), default=1.0)
+        near = [(m, c) for r in results for e, m, c in r["points"] if e <= first]
+        for r in sorted(results, key=lambda r: r["label"]):
+            eps, mean, ci = np.array(r["points"]).T
+            for a in (ax, inset):
+                a.errorbar(eps, mean, yerr=ci, marker="o", markersize=3, capsize=2, label=r["label"])
+        inset.set_xlim(-0.05 * first, 1.05 * first)
+        inset.set_ylim(min(m - c for m, c in near) - 0.5, max(m + c for m, c in near) + 0.5)
+        inset.tick_params(labelsize=6)
+        ax.set_title(f"{settings.get(setting, {}).get('label', setting)} ({norm})", fontsize=9)
+        ax.set_xlabel("epsilon")
+        ax.set_ylabel("accuracy (%)")
+        ax.legend(loc="lower left", fontsize=6)
+    path = os.path.join(root, "robustness.png")
+    save_png(fig, path)
+    return path
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--savedir", required=True, help="the --savedir of main.py --mode export")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--savedir", help="the --savedir of main.py --mode export")
+    what.add_argument("--robustness", metavar="ROOT", help="plot every robust_<norm>.json under ROOT")
     p.add_argument("--features", action="store_true", help="plot feature maps (Figure 8) instead")
     p.add_argument("--layer", type=int, default=1, help="--features: conv block, 1 = first")
     p.add_argument("--channels", type=int, nargs="+", default=[0, 1], help="--features: channels to show")
@@ -246,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
 
     matplotlib.use("Agg")
     try:
+        if args.robustness:
+            print(f"wrote {plot_robustness(args.robustness)}")
+            return 0
         ex, meta = load_export(args.savedir)
         paths = [plot_features(ex, meta, args)] if args.features else plot_boundaries(ex, meta, args)
     except PlotError as e:

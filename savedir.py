@@ -30,6 +30,9 @@ CKPT = re.compile(r"model-(\d+)\.index$")
 MODEL_KEYS = ("dataset", "way", "noise", "noise_hp", "metasgd")
 # What each mode must share with the run that wrote the savedir; the other flags may change
 # (meta_test: --n_test_mc_samp, --metabatch, --n_test_iters, --episodes, --seed, ...).
+# Adversarial MAML's inner loop (--adv_inner, --adv_eps) is part of training and meta-testing; a
+# config.json written before these flags existed lacks them (None: no adversary).
+ADV_KEYS = ("adv_inner", "adv_eps")
 MATCH = {
     "meta_train": (
         *MODEL_KEYS,
@@ -41,8 +44,9 @@ MATCH = {
         "n_steps",
         "seed",
         "sampler",
+        *ADV_KEYS,
     ),
-    "meta_test": (*MODEL_KEYS, "shot", "query", "inner_lr", "n_steps"),
+    "meta_test": (*MODEL_KEYS, "shot", "query", "inner_lr", "n_steps", *ADV_KEYS),
     "export": MODEL_KEYS,
 }
 DEFAULTS = {"noise_hp": {}, "sampler": "independent"}  # settings that configs may predate
@@ -75,7 +79,7 @@ def read_config(savedir: str) -> dict:
         config = read_json(path)
     except ValueError as e:
         raise UsageError(f"{e}; {fix}") from e
-    need = (*MATCH["meta_train"], "image_shape", "filters")
+    need = (*(k for k in MATCH["meta_train"] if k not in ADV_KEYS), "image_shape", "filters")
     missing = [k for k in need if not isinstance(config, dict) or (k not in config and k not in DEFAULTS)]
     if missing:
         raise UsageError(f"{path} lacks the run's settings ({', '.join(missing)}); {fix}")
@@ -85,9 +89,9 @@ def read_config(savedir: str) -> dict:
 def check_settings(saved: dict, args: argparse.Namespace) -> None:
     """UsageError naming every flag of this mode that differs from the training run's."""
     saved = {**DEFAULTS, **saved}
-    diff = [k for k in MATCH[args.mode] if saved[k] != getattr(args, k)]
+    diff = [k for k in MATCH[args.mode] if saved.get(k) != getattr(args, k)]
     if diff:
-        there = ", ".join(flag(k, saved[k]) for k in diff)
+        there = ", ".join(flag(k, saved.get(k)) for k in diff)
         now = ", ".join(flag(k, getattr(args, k)) for k in diff)
         raise UsageError(
             f"{args.savedir} was trained with other settings ({', '.join(diff)}: {there} there, {now} now); "

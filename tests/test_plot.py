@@ -156,3 +156,38 @@ def test_bad_or_missing_export(tmp_path, capsys):
     assert not (tmp_path / "plot").exists()
     with pytest.raises(SystemExit):
         plot.parse_args(["--savedir", str(tmp_path), "--tsne_iter", "10"])
+
+
+def write_robust(path, norm, config, eps=(0.0, 0.1, 0.3), clean=60.0):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rows = [{"eps": e, "step_size": 0.0, "mean": clean - 100 * e, "ci95": 1.0} for e in eps]
+    result = {"norm": norm, "steps": 20, "n": 10, "clean": {"mean": clean, "ci95": 1.0}, "adversarial": rows}
+    with open(path, "w") as f:
+        json.dump({**result, "config": {"dataset": "digits", "way": 5, "shot": 1, **config}}, f)
+
+
+def test_robustness_curves(tmp_path, capsys):
+    maml = {"noise": "none", "maml": True}
+    write_robust(str(tmp_path / "maml" / "robust_linf.json"), "linf", maml)
+    write_robust(str(tmp_path / "maml" / "robust_l2.json"), "l2", maml, eps=(0.5, 1.0), clean=55.0)
+    adv = {**maml, "adv_inner": "l1", "adv_eps": 2.0}
+    write_robust(str(tmp_path / "adv" / "robust_linf.json"), "linf", adv)
+    found = {(r["norm"], r["label"]): r["points"] for r in plot.load_robust(str(tmp_path))}
+    assert set(found) == {
+        ("linf", "maml (20 steps, 10 episodes)"),
+        ("l2", "maml (20 steps, 10 episodes)"),
+        ("linf", "maml, adv. l1 eps=2 (20 steps, 10 episodes)"),
+    }
+    # eps = 0 comes from the clean accuracy when the sweep left it out
+    assert found["l2", "maml (20 steps, 10 episodes)"] == [
+        (0.0, 55.0, 1.0),
+        (0.5, 5.0, 1.0),
+        (1.0, -45.0, 1.0),
+    ]
+    assert plot.main(["--robustness", str(tmp_path)]) == 0
+    assert Image.open(tmp_path / "robustness.png").size[0] > 500
+    (tmp_path / "adv" / "robust_linf.json").write_text('{"norm": "linf"}')
+    assert plot.main(["--robustness", str(tmp_path)]) == 2
+    assert "is not a robustness result" in capsys.readouterr().err
+    assert plot.main(["--robustness", str(tmp_path / "adv" / "none")]) == 2
+    assert "no robust_<norm>.json" in capsys.readouterr().err

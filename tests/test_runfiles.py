@@ -157,3 +157,80 @@ def test_table_runfile_commands(tmp_path, table, row, setting):
         assert {k: getattr(args, k, None) for k in expected} == expected, f"{name} {mode}"
         assert {k: args.noise_hp[k] for k in spec["noise_hp"]} == spec["noise_hp"]
         assert os.path.normpath(args.savedir) == f"results/{table}/{row}/{setting}"
+
+
+ROBUST_STUB = """#!/bin/sh
+case "$1" in main.py|plot.py) echo "$*" >> "$STUB_LOG"; exit 0;; esac
+exec {python} "$@"
+"""
+
+
+def run_robust(tmp_path, name, *extra, **env):
+    """runfiles/robust/<name>.sh with main.py and plot.py recorded (flags.py runs for real)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "python").write_text(ROBUST_STUB.format(python=sys.executable))
+    (bin_dir / "python").chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("EPS_", "GPU_ID", "DATA_ROOT"))}
+    base.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", STUB_LOG=str(log), **env)
+    p = subprocess.run(
+        ["bash", str(REPO / "runfiles" / "robust" / f"{name}.sh"), *extra], env=base, cwd=tmp_path
+    )
+    return p.returncode, [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+FIGURE6 = {
+    "l1": [0, 10, 20, 30, 40, 50],
+    "l2": [0, 0.1, 0.2, 0.3, 0.4, 0.5],
+    "linf": [0, 0.001, 0.002, 0.003, 0.004, 0.005],
+}
+
+
+def test_robust_attack_all_attacks_every_trained_model_as_it_was_trained(tmp_path):
+    trained = {
+        "maml/mimgnet_1shot": ["--maml", "--dataset", "mimgnet", "--way", "5", "--inner_lr", "0.01"],
+        "adv/mimgnet_5shot": ["--maml", "--metasgd", "--dataset", "mimgnet", "--way", "5", "--shot", "5"]
+        + ["--adv_inner", "l2", "--adv_eps", "0.5"],
+        "untrained/omni_1shot": ["--dataset", "omniglot"],
+    }
+    root = tmp_path / "results"
+    for name, flags in trained.items():
+        (root / name / "ckpt").mkdir(parents=True)
+        config = vars(main.parse_args(["--savedir", str(root / name), *flags]))
+        (root / name / "config.json").write_text(json.dumps({**config, "image_shape": [84, 84, 3]}))
+        if "untrained" not in name:
+            (root / name / "ckpt" / "checkpoint").write_text("model-1")
+    rc, calls = run_robust(tmp_path, "attack_all", "--seed", "3", ROOT=str(root))
+    assert rc == 0
+    assert calls[-1] == ["plot.py", "--robustness", str(root)]
+    attacks = [main.parse_args(c[1:]) for c in calls[:-1]]
+    assert [(os.path.relpath(a.savedir, root), a.attack) for a in attacks] == [
+        (d, n) for d in ("adv/mimgnet_5shot", "maml/mimgnet_1shot") for n in ("l1", "l2", "linf")
+    ]
+    for a in attacks:
+        want = vars(main.parse_args(["--savedir", a.savedir, *trained[os.path.relpath(a.savedir, root)]]))
+        model = ("dataset", "way", "shot", "inner_lr", "noise", "metasgd", "adv_inner", "adv_eps", "n_steps")
+        assert {k: getattr(a, k) for k in model} == {k: want[k] for k in model}
+        assert (a.mode, a.metabatch, a.n_test_mc_samp, a.n_test_iters, a.attack_steps) == (
+            "meta_test",
+            1,
+            30,
+            1000,
+            200,
+        )
+        assert a.attack_eps == FIGURE6[a.attack] and a.seed == 3
+
+
+def test_robust_advmaml_trains_maml_at_the_legends_radii(tmp_path):
+    rc, calls = run_robust(tmp_path, "advmaml", "mimgnet_1shot")
+    assert rc == 0
+    runs = [main.parse_args(c[1:]) for c in calls]
+    assert [a.mode for a in runs] == ["meta_train", "meta_test"] * 6
+    radii = {"l1": (10, 50), "l2": (0.1, 0.5), "linf": (0.001, 0.005)}
+    assert [(a.adv_inner, a.adv_eps) for a in runs[::2]] == [(n, e) for n, r in radii.items() for e in r]
+    for a in runs:
+        assert a.savedir == f"./results/advmaml_{a.adv_inner}_{a.adv_eps:g}/mimgnet_1shot"
+        expected = {**SETTINGS["mimgnet_1shot"], **COMMON, **MODES[a.mode], **MODELS["maml"]}
+        assert {k: getattr(a, k) for k in expected} == expected
+    assert run_robust(tmp_path, "advmaml", "nosuch")[0] == 2
