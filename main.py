@@ -107,6 +107,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_attack_flags(p)
     args = p.parse_args(argv)
+    xla_cache(args)  # TF_XLA_FLAGS, before build_noise imports TensorFlow
     check_attack_flags(p, args)
     if args.maml and args.noise not in (None, "none"):
         p.error(f"--maml is MAML without perturbation; it cannot be combined with --noise {args.noise}")
@@ -658,7 +659,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before parse_args imports TensorFlow (noise.py)
     args = parse_args(argv)
     os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
-    xla_cache(args)
     from data import DataError
 
     modes = {"meta_train": meta_train, "meta_test": meta_test, "export": export}
