@@ -333,16 +333,10 @@ def check_beta(beta: float) -> None:
 
 
 @dataclass(frozen=True)
-class VIB(Perturbation):
-    """Variational information bottleneck (Alemi et al. 2017) at each block's pre-activation:
-    z = f^(l) + sigma^(l)(h^(l-1)) o eps, eps ~ N(0, I), i.e. q(z|x) = N(f, diag(sigma^2)) with mean
-    the block's own pre-activation and sigma = softplus of a 3x3 conv of the block input (phi); the
-    inner loss adds beta * KL[q(z|x) || N(0, I)], summed over units and blocks, averaged over
-    examples. Deterministic passes use the mean z = f. phi is adapted in the inner steps (Table 2).
-    """
+class InputDependentKL(Perturbation):
+    """Table 2's regularizers with a KL term: a 3x3 conv of each block input (phi) sets the noise
+    scale, the inner loop adapts phi ("for fair comparison"), beta weighs the KL term."""
 
-    name: ClassVar[str] = "vib"
-    title: ClassVar[str] = "Variational information bottleneck"
     stochastic: ClassVar[bool] = True
     adapts_phi: ClassVar[bool] = True
     beta: float = 1e-3
@@ -352,6 +346,19 @@ class VIB(Perturbation):
 
     def init_phi(self, convs: list[tuple[int, int]], feat_dim: int, dtype: tf.DType) -> Params:
         return conv_nets(convs, dtype)
+
+
+@dataclass(frozen=True)
+class VIB(InputDependentKL):
+    """Variational information bottleneck (Alemi et al. 2017) at each block's pre-activation:
+    z = f^(l) + sigma^(l)(h^(l-1)) o eps, eps ~ N(0, I), i.e. q(z|x) = N(f, diag(sigma^2)) with mean
+    the block's own pre-activation and sigma = softplus of a 3x3 conv of the block input (phi); the
+    inner loss adds beta * KL[q(z|x) || N(0, I)], summed over units and blocks, averaged over
+    examples. Deterministic passes use the mean z = f. phi is adapted in the inner steps (Table 2).
+    """
+
+    name: ClassVar[str] = "vib"
+    title: ClassVar[str] = "Variational information bottleneck"
 
     def conv(
         self, phi: Params, l: int, h: tf.Tensor, f: tf.Tensor, draw: Draw | None
@@ -364,7 +371,7 @@ class VIB(Perturbation):
 
 
 @dataclass(frozen=True)
-class InformationDropout(Perturbation):
+class InformationDropout(InputDependentKL):
     """Information dropout, ReLU version (Achille & Soatto 2018): f^(l) o eps with log-normal
     eps = exp(alpha o n), n ~ N(0, I), alpha^(l)(h^(l-1)) = alpha_max * sigmoid(3x3 conv of the
     block input) (phi; alpha_max = 0.7 as in their experiments). For ReLU activations their KL term
@@ -376,17 +383,12 @@ class InformationDropout(Perturbation):
 
     name: ClassVar[str] = "infodrop"
     title: ClassVar[str] = "Information dropout (ReLU)"
-    stochastic: ClassVar[bool] = True
-    adapts_phi: ClassVar[bool] = True
     beta: float = 1e-5
     alpha_max: float = 0.7
 
     def __post_init__(self) -> None:
-        check_beta(self.beta)
+        super().__post_init__()
         positive(alpha_max=self.alpha_max)
-
-    def init_phi(self, convs: list[tuple[int, int]], feat_dim: int, dtype: tf.DType) -> Params:
-        return conv_nets(convs, dtype)
 
     def conv(
         self, phi: Params, l: int, h: tf.Tensor, f: tf.Tensor, draw: Draw | None

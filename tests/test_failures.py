@@ -241,20 +241,17 @@ def test_export_refuses_episodes(run, capsys):
     )
 
 
+def prepared_split_argv(root, tmp_path):
+    """Flags of a meta_train on an omniglot_small folder of prepared splits at root."""
+    savedir = str(tmp_path / "s")
+    return [*"--dataset omniglot_small --way 5".split(), "--data_root", str(root), "--savedir", savedir]
+
+
 def test_prepared_split_with_nan_is_refused(tmp_path, capsys):
     root = tmp_path / "omni"
     root.mkdir()
     np.save(root / "train.npy", np.full((544, 20, 784), np.nan, np.float32))
-    argv = [
-        "--dataset",
-        "omniglot_small",
-        "--data_root",
-        str(root),
-        "--way",
-        "5",
-        "--savedir",
-        str(tmp_path / "s"),
-    ]
+    argv = prepared_split_argv(root, tmp_path)
     refused(capsys, [*argv, *TRAIN[:2]], "train.npy holds NaN or infinite values; delete it and run")
 
 
@@ -288,16 +285,7 @@ def test_text_files_are_not_called_pickled(run, tmp_path, capsys):
     root = tmp_path / "omni"
     root.mkdir()
     (root / "train.npy").write_text("not numpy\n")
-    argv = [
-        "--dataset",
-        "omniglot_small",
-        "--data_root",
-        str(root),
-        "--way",
-        "5",
-        "--savedir",
-        str(tmp_path / "s"),
-    ]
+    argv = prepared_split_argv(root, tmp_path)
     err = refused(capsys, [*argv, *TRAIN[:2]], "train.npy is not a .npy file: it is neither .npy nor .npz")
     assert "pickle" not in err
 
