@@ -1,6 +1,8 @@
 import os
 import sys
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Full float32 on Ampere and newer GPUs: NVIDIA's libraries read this (in subprocesses too), and
 # main.py turns TensorFlow's own TF32 (XLA's dots and convolutions) off when it is set.
@@ -13,3 +15,13 @@ def pytest_configure(config) -> None:
     import tensorflow as tf
 
     tf.config.experimental.enable_tensor_float_32_execution(False)  # before any graph runs
+
+
+@pytest.fixture(autouse=True)
+def restore_environ():
+    """main.main() run in-process sets variables (TF_XLA_FLAGS, CUDA_VISIBLE_DEVICES) that later
+    subprocesses would inherit: each test starts from the environment it was given."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
