@@ -650,9 +650,11 @@ def export(args: argparse.Namespace) -> None:
 def xla_cache(args: argparse.Namespace) -> None:
     """Before TensorFlow starts: keep compiled XLA clusters in args.xla_cache (TF_XLA_FLAGS), so that
     a resumed run, meta_test after meta_train, or another run of the same shapes skips compilation."""
-    flags = os.environ.get("TF_XLA_FLAGS", "")
-    if args.xla != "off" and args.xla_cache and "persistent_cache_directory" not in flags:
-        os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={args.xla_cache}".strip()
+    key = "--tf_xla_persistent_cache_directory="
+    flags = [f for f in os.environ.get("TF_XLA_FLAGS", "").split() if not f.startswith(key)]  # the flag wins
+    if args.xla != "off" and args.xla_cache:
+        flags.append(key + args.xla_cache)
+    os.environ["TF_XLA_FLAGS"] = " ".join(flags)
 
 
 def main(argv: list[str] | None = None) -> int:
