@@ -1,6 +1,8 @@
-"""Datasets behind one interface: per split, an array [classes, examples, H*W*C] in [0, 1] float32.
+"""Datasets behind one interface: per split, the images of each class, flattened to H*W*C in [0, 1].
 
-Each dataset is one module with `load(root) -> Dataset`; register it in DATASETS.
+A split is either an array [classes, examples, H*W*C] (every class the same size) or a `Ragged` one
+(classes of different sizes, as CUB or VGG Flower). Each dataset is one module with
+`load(root) -> Dataset`; register it in DATASETS.
 """
 
 from __future__ import annotations
@@ -27,13 +29,62 @@ class DataError(Exception):
 
 
 @dataclass(frozen=True)
+class Ragged:
+    """Classes of different sizes: `images` [N, H*W*C] sorted by class, class c being
+    images[offsets[c]:offsets[c + 1]]; `offsets` [classes + 1] int64, offsets[0] = 0, nondecreasing.
+    `images` may be uint8 (0-255) on disk; `Ragged.of` and `classes` hand out float32 in [0, 1]."""
+
+    images: np.ndarray
+    offsets: np.ndarray
+
+    @staticmethod
+    def of(classes: list[np.ndarray]) -> Ragged:
+        """From one array [n_c, D] per class."""
+        offsets = np.concatenate([[0], np.cumsum([len(c) for c in classes])]).astype(np.int64)
+        return Ragged(np.concatenate(classes), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """[classes] examples per class."""
+        return np.diff(self.offsets)
+
+    def __getitem__(self, c: int) -> np.ndarray:
+        return as_float(self.images[self.offsets[c] : self.offsets[c + 1]])
+
+
+Split = np.ndarray | Ragged
+
+
+def as_float(images: np.ndarray) -> np.ndarray:
+    """float32 in [0, 1] from uint8 (0-255) or float images."""
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images
+
+
+def sizes(split: Split) -> np.ndarray:
+    """[classes] examples per class of either kind of split."""
+    return split.sizes if isinstance(split, Ragged) else np.full(split.shape[0], split.shape[1])
+
+
+def labelled(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """(images [N, D] as stored, labels [N] int64): a split as a plain labelled set, for
+    non-episodic training (MetaPerturb's target networks)."""
+    if isinstance(split, Ragged):
+        return split.images, np.repeat(np.arange(len(split)), split.sizes)
+    n_classes, n_examples = split.shape[:2]
+    return split.reshape(n_classes * n_examples, -1), np.repeat(np.arange(n_classes), n_examples)
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     shape: tuple[int, int, int]  # H, W, C of one image
     filters: int  # conv width of the paper's network for this data (Section 4)
-    splits: Mapping[str, np.ndarray]  # SPLITS -> [classes, examples, H*W*C] float32 in [0, 1]
+    splits: Mapping[str, Split]  # SPLITS (those the dataset has) -> a split, see the module docstring
 
-    def split(self, name: str) -> np.ndarray:
+    def split(self, name: str) -> Split:
         return self.splits[name]
 
 
