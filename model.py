@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from layers import accuracy, batch_norm, cross_entropy, dense, max_pool, variable
-from noise import Draw, Params, Perturbation
+from noise import Draw, Params, Perturbation, Site
 
 CLIP = 3.0  # each meta-gradient element is clipped to [-3, 3] (Section 4)
 PHI = "phi/"  # prefix of the phi entries among the inner loop's weights (a perturbation's adapts_phi)
@@ -128,7 +128,8 @@ class Model:
             f = noise.linear(phi, l, h, theta[f"conv{l}_w"], theta[f"conv{l}_b"], draw)
             f, reg = noise.conv(phi, l, h, f, draw)
             regs.append(reg)
-            h = max_pool(tf.nn.relu(batch_norm(f, self.bn[l], groups=n_samp)))
+            f = noise.act(phi, l, batch_norm(f, self.bn[l], groups=n_samp), draw, Site(a.filters, a.hw))
+            h = max_pool(tf.nn.relu(f))
             out.append(h)
         return out, y, [r for r in regs if r is not None]
 

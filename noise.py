@@ -2,7 +2,8 @@
 
 A perturbation holds its hyperparameters as typed dataclass fields, owns its parameters phi, and
 perturbs the network where the paper does (Tables 2-3): the inputs and labels of an inner step
-(`mix`), a block's conv weights (`linear`), a block's pre-activation (`conv`) and the logits (`dense`).
+(`mix`), a block's conv weights (`linear`), a block's pre-activation (`conv`), its batch-normalised
+features before the ReLU (`act`, MetaPerturb) and the logits (`dense`).
 Each hook gets a `Draw`, the noise of one pass, or None on deterministic passes (the query set,
 Eq. 4, and every pass of a deterministic perturbation); `conv` and `dense` also return a
 regularizer the inner loss adds (beta * KL), or None. `adapts_phi` declares whether the inner loop
@@ -16,7 +17,7 @@ import dataclasses
 import math
 import typing
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import tensorflow as tf
@@ -104,6 +105,25 @@ def dense_net(feat_dim: int, dtype: tf.DType) -> Params:
     }
 
 
+@dataclass
+class Site:
+    """One insertion point of the `act` hook (after batch norm and the residual sum, before the ReLU).
+
+    c_norm, h_norm: MetaPerturb's C_norm and H_norm (the network's width and the input side, M5);
+    lam: the annealing coefficient lambda (M6; 1 when meta-learning); stats: the point's running
+    statistics (`init_stats`), empty for batch statistics always (the episodic learner's transductive
+    batch norm); training: batch statistics that also update `stats` (their ops go to `updates`), or
+    `stats` read as they are (evaluation mode, M7).
+    """
+
+    c_norm: float
+    h_norm: float
+    lam: tf.Tensor | float = 1.0
+    stats: Params = field(default_factory=dict)
+    training: bool = True
+    updates: list[tf.Operation] = field(default_factory=list)
+
+
 def per_example(units: tf.Tensor) -> tf.Tensor:
     """Sum over an example's units, mean over examples (and Monte-Carlo samples)."""
     return tf.reduce_mean(tf.reduce_sum(tf.reshape(units, [tf.shape(units)[0], -1]), axis=1))
@@ -145,6 +165,14 @@ class Perturbation:
     ) -> tuple[tf.Tensor, Reg]:
         """Perturb the pre-activation `f` of conv block `l`, whose input is `h`."""
         return f, None
+
+    def init_stats(self, channels: int, dtype: tf.DType) -> Params:
+        """Create the running statistics (not trained) of one `act` insertion point of `channels`."""
+        return {}
+
+    def act(self, phi: Params, l: int, f: tf.Tensor, draw: Draw | None, site: Site) -> tf.Tensor:
+        """Perturb the batch-normalised features `f` [N, H, W, C] of block l before the ReLU."""
+        return f
 
     def dense(self, phi: Params, h: tf.Tensor, logits: tf.Tensor, draw: Draw | None) -> tuple[tf.Tensor, Reg]:
         """Perturb the logits computed from the last-layer features `h`."""
@@ -444,6 +472,130 @@ class Mixup(Perturbation):
         return h, y
 
 
+def depthwise(x: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """The 3x3 kernels k [3, 3, 1, M] applied to every channel of x [N, H, W, C] alike, zero padding 1:
+    [N, H, W, C*M], channel c*M + m from kernel m (a grouped conv with one shared kernel set)."""
+    return tf.nn.depthwise_conv2d(x, tf.tile(k, [1, 1, tf.shape(x)[-1], 1]), [1, 1, 1, 1], "SAME")
+
+
+def equivariant(u: tf.Tensor, k_id: tf.Tensor, k_all: tf.Tensor) -> tf.Tensor:
+    """M1: E(u)_c = k_id * u_c + k_all * mean_c'(u_c'), 3x3 convolutions shared by all channels."""
+    mean = tf.reduce_mean(u, axis=-1, keepdims=True)
+    return depthwise(u, k_id) + tf.nn.conv2d(mean, k_all, strides=1, padding="SAME")
+
+
+@dataclass(frozen=True)
+class MetaPerturb(Perturbation):
+    """MetaPerturb (Ryu et al. 2020; spec M1-M7): one 82-parameter network shared by every block.
+
+    On the batch-normalised features h [N, H, W, C] of a block, before its ReLU:
+    noise z = softplus(a + eps), a = E2(ReLU(E1(h))) with the channel-equivariant layers E (M1-M3);
+    channel scale s_c = sigmoid(w . [m_c; v_c; C / C_norm; H / H_norm]) (M5), m_c and v_c the batch
+    mean and unbiased variance of g_{b,c} = GAP(ReLU(K * h_{b,c})) (M4; the running averages in
+    evaluation mode, M7); out = min(h (1 + lam (s z - 1)), clipval) (M6). Deterministic passes
+    (the episodic learner's query set) take eps = 0. Each Monte-Carlo sample of a pass has its own
+    batch statistics, as batch norm. phi is meta-learned only (not adapted in the inner loop).
+    The running variance takes the batch's variance once (fixed Q6); double_bessel=1 multiplies it
+    by N/(N-1) again, as the original code does.
+    """
+
+    name: ClassVar[str] = "metaperturb"
+    title: ClassVar[str] = "MetaPerturb"
+    stochastic: ClassVar[bool] = True
+    H_DIM: ClassVar[int] = 4  # kernels of K: the batch descriptor's size (M4)
+    MOMENTUM: ClassVar[float] = 0.1  # of the running statistics (M7)
+    clipval: float = 100.0  # upper clip of the perturbed features (--clipval)
+    double_bessel: int = 0
+
+    def __post_init__(self) -> None:
+        positive(clipval=self.clipval)
+        if self.double_bessel not in (0, 1):
+            raise ValueError(f"double_bessel must be 0 or 1, not {self.double_bessel}")
+
+    def init_phi(self, convs: list[tuple[int, int]], feat_dim: int, dtype: tf.DType) -> Params:
+        """phi: E1 and E2's kernels [3, 3, 1, 1] each, K [3, 3, 1, 4], w [10]; all N(0, 0.01^2)."""
+        init = tf.compat.v1.random_normal_initializer(stddev=0.01)
+        shapes = {
+            "k1_id": [3, 3, 1, 1],
+            "k1_all": [3, 3, 1, 1],
+            "k2_id": [3, 3, 1, 1],
+            "k2_all": [3, 3, 1, 1],
+            "K": [3, 3, 1, self.H_DIM],
+            "w": [2 * self.H_DIM + 2],
+        }
+        return {k: tf.compat.v1.get_variable(k, s, dtype=dtype, initializer=init) for k, s in shapes.items()}
+
+    def init_stats(self, channels: int, dtype: tf.DType) -> Params:
+        """M7's running mean (0) and variance (1) of g_{b,c} [channels, 4]; not trained."""
+
+        def stat(name: str, value: float) -> tf.Variable:
+            init = tf.compat.v1.constant_initializer(value)
+            shape = [channels, self.H_DIM]
+            return tf.compat.v1.get_variable(name, shape, dtype, init, trainable=False)
+
+        return {"running_mean": stat("running_mean", 0.0), "running_var": stat("running_var", 1.0)}
+
+    def act(self, phi: Params, l: int, f: tf.Tensor, draw: Draw | None, site: Site) -> tf.Tensor:
+        eps = None if draw is None else draw.normal(tf.shape(f))
+        return self.perturb(phi, f, eps, 1 if draw is None else draw.groups, site)
+
+    def perturb(self, phi: Params, f: tf.Tensor, eps: tf.Tensor | None, groups: int, site: Site) -> tf.Tensor:
+        """M6 for f [N, H, W, C] holding `groups` passes stacked on axis 0, noise eps (None: 0)."""
+        a = self.noise_mean(phi, f)
+        z = tf.nn.softplus(a if eps is None else a + eps)  # M3
+        shape = tf.shape(f)
+        s = self.scale(phi, f, groups, site)
+        sg = tf.reshape(s, tf.stack([tf.shape(s)[0], 1, 1, 1, shape[-1]]))
+        zg = tf.reshape(z, tf.concat([[groups, -1], shape[1:]], 0))
+        out = f * tf.reshape(1.0 + site.lam * (sg * zg - 1.0), shape)
+        return tf.minimum(out, tf.cast(self.clipval, f.dtype))
+
+    @staticmethod
+    def noise_mean(phi: Params, f: tf.Tensor) -> tf.Tensor:
+        """M2: a = E2(ReLU(E1(f))), the shape of f."""
+        return equivariant(
+            tf.nn.relu(equivariant(f, phi["k1_id"], phi["k1_all"])), phi["k2_id"], phi["k2_all"]
+        )
+
+    def scale(self, phi: Params, f: tf.Tensor, groups: int, site: Site) -> tf.Tensor:
+        """M5: s [groups (1 in evaluation mode), C], one scale per channel."""
+        m, v = self.moments(phi, f, groups, site)
+        shape = tf.shape(f)
+        size = tf.cast(tf.stack([shape[-1], shape[1]]), f.dtype) / tf.constant(
+            [site.c_norm, site.h_norm], f.dtype
+        )
+        size = tf.broadcast_to(size, tf.concat([tf.shape(m)[:2], [2]], 0))
+        return tf.sigmoid(tf.tensordot(tf.concat([m, v, size], -1), phi["w"], 1))
+
+    def moments(self, phi: Params, f: tf.Tensor, groups: int, site: Site) -> tuple[tf.Tensor, tf.Tensor]:
+        """M4: per group the batch mean and unbiased variance of g_{b,c} [groups, C, 4] (training
+        mode; updates the running statistics if the site has them), or the running ones [1, C, 4]."""
+        if site.stats and not site.training:
+            return site.stats["running_mean"][None], site.stats["running_var"][None]
+        per_group = f.shape[0] // groups if f.shape[0] is not None else None
+        msg = "MetaPerturb's batch-dependent scale (M4) needs at least 2 examples per batch in training mode"
+        if per_group is not None and per_group < 2:
+            raise ValueError(f"{msg}; got {per_group}")
+        shape = tf.shape(f)
+        n = shape[0] // groups
+        check = tf.debugging.assert_greater_equal(n, 2, message=msg)
+        g = tf.reduce_mean(tf.nn.relu(depthwise(f, phi["K"])), axis=[1, 2])  # [N, C*4]
+        with tf.control_dependencies([check]):
+            g = tf.reshape(g, tf.stack([groups, n, shape[-1], self.H_DIM]))
+        m = tf.reduce_mean(g, axis=1)
+        nf = tf.cast(n, f.dtype)
+        v = tf.reduce_sum(tf.square(g - m[:, None]), axis=1) / (nf - 1.0)
+        if site.stats and site.training:
+            r = self.MOMENTUM
+            v_in = v * nf / (nf - 1.0) if self.double_bessel else v
+            rm, rv = site.stats["running_mean"], site.stats["running_var"]
+            site.updates += [
+                rm.assign((1 - r) * rm + r * tf.stop_gradient(tf.reduce_mean(m, 0))),
+                rv.assign((1 - r) * rv + r * tf.stop_gradient(tf.reduce_mean(v_in, 0))),
+            ]
+        return m, v
+
+
 PERTURBATIONS: dict[str, type[Perturbation]] = {
     c.name: c
     for c in (
@@ -459,6 +611,7 @@ PERTURBATIONS: dict[str, type[Perturbation]] = {
         MoreParam,
         DeterministicMetaDropout,
         LearnedVariance,
+        MetaPerturb,
     )
 }
 
