@@ -143,6 +143,9 @@ class Perturbation:
     title: ClassVar[str] = "MAML"  # display name (plot.py, report.py)
     stochastic: ClassVar[bool] = False  # whether passes draw noise (inner steps average MC samples, Eq. 3)
     adapts_phi: ClassVar[bool] = False  # whether the inner loop adapts phi with theta
+    # whether phi is meta-learned on source tasks and frozen at target time (transfer.py); otherwise
+    # a target network trains its phi (if any) with theta, as a regulariser of its own
+    transferred: ClassVar[bool] = False
 
     def init_phi(self, convs: list[tuple[int, int]], feat_dim: int, dtype: tf.DType) -> Params:
         """Create phi for conv blocks with (in, out) channels `convs` and `feat_dim` features."""
@@ -502,6 +505,7 @@ class MetaPerturb(Perturbation):
     name: ClassVar[str] = "metaperturb"
     title: ClassVar[str] = "MetaPerturb"
     stochastic: ClassVar[bool] = True
+    transferred: ClassVar[bool] = True
     H_DIM: ClassVar[int] = 4  # kernels of K: the batch descriptor's size (M4)
     MOMENTUM: ClassVar[float] = 0.1  # of the running statistics (M7)
     clipval: float = 100.0  # upper clip of the perturbed features (--clipval)

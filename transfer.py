@@ -1,0 +1,800 @@
+"""MetaPerturb's transfer protocol (Ryu et al. 2020; spec section 2): source and target training.
+
+    python transfer.py --phase src --data tiny_imagenet --model resnet20 --num_split 10 --exp_name E
+    python transfer.py --phase tgt --data stl10 --model resnet20 --src_name E --src_steps 750
+
+Source (`--phase src`): --num_split tasks from class groups of the source data's train split, each
+with its own network, Adam and theta; each step every task takes an Adam step on a training batch,
+then phi one Adam step on the mean over tasks of its gradient on a validation batch at the new theta's
+(first order, spec 2.3). --num_run independent runs, each writing phi_<step>.npz. Target
+(`--phase tgt`): a fresh network trained from scratch with the regulariser of --noise; a transferred
+perturbation (MetaPerturb) has its phi loaded (--phi_from, or --src_name/--src_steps) and frozen,
+its noise ramped in over the first 40 % of the steps; the learning rate drops x0.3 at 40/70/90 %;
+test accuracy averages the softmax of 5 noise samples every --print_every steps and 100 at the end.
+Both phases checkpoint and resume (re-run the same command); bad input exits 2 with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from main import STOPPED, Stopped, build_noise, log, write_json
+from savedir import Checkpoints, UsageError, check_writable, locked
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from nets import Network
+    from noise import Perturbation
+
+PHASES = ("src", "tgt")  # source meta-training, target training (RUNS)
+SCHEMES = ("paper", "code")  # source class groups (spec Q1)
+AUGMENTS = ("crop_flip", "crop", "none")
+PAD = 4  # random-crop padding (spec 2.3)
+WEIGHT_DECAY = 5e-4  # L2 added to every gradient, as torch.optim.Adam(weight_decay=5e-4)
+LR_MILESTONES = (0.4, 0.7, 0.9)  # x LR_GAMMA at these fractions of --train_steps (spec 2.4)
+LR_GAMMA = 0.3
+ANNEAL = 0.4  # lambda reaches --noise_coeff at this fraction of --train_steps
+# Settings a resumed run must share with the run that wrote its folder.
+MATCH = {
+    "src": (
+        "data",
+        "model",
+        "img_size",
+        "batch_size",
+        "lr",
+        "num_split",
+        "split_scheme",
+        "augment",
+        "clipval",
+        "noise_hp",
+        "seed",
+    ),
+    "tgt": (
+        "data",
+        "model",
+        "img_size",
+        "batch_size",
+        "lr",
+        "noise",
+        "noise_hp",
+        "noise_coeff",
+        "clipval",
+        "tgt_split",
+        "n_per_class",
+        "augment",
+        "phi",
+        "seed",
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--phase", choices=PHASES, required=True, help="source meta-training or target training")
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--train_steps", type=int, default=None, help="default: 2000 (src), 10000 (tgt)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (theta and phi)")
+    p.add_argument(
+        "--model", default="resnet20", help="conv4_<width>, conv6_<width>, vgg9, resnet20/32/44/56"
+    )
+    p.add_argument("--clipval", type=float, default=100.0, help="upper clip of the perturbed features")
+    p.add_argument("--img_size", type=int, default=32, help="images are resized to this side in the graph")
+    p.add_argument("--data", default=None, help="dataset name (default: tiny_imagenet (src), stl10 (tgt))")
+    p.add_argument("--data_root", default=None, help="dataset folder (default ./data/<data>)")
+    p.add_argument("--num_run", type=int, default=1, help="independent source runs")
+    p.add_argument("--num_split", type=int, default=10, help="source tasks")
+    p.add_argument(
+        "--split_scheme",
+        choices=SCHEMES,
+        default="paper",
+        help="paper: num_split disjoint class groups; code: num_split/2 groups, two tasks each "
+        "with swapped image halves (the original code)",
+    )
+    p.add_argument("--noise_coeff", type=float, default=1.0, help="final annealing coefficient lambda (tgt)")
+    p.add_argument(
+        "--noise", default="metaperturb", help="target regulariser: none, metaperturb, infodrop, ..."
+    )
+    p.add_argument("--noise_hp", default="", metavar="K=V[,K=V]", help="its hyperparameters (as main.py)")
+    p.add_argument(
+        "--phi_from",
+        default=None,
+        help="tgt: the perturbation's phi, a phi_<step>.npz of a source run or the authors' .pth",
+    )
+    p.add_argument("--src_name", default="", help="tgt: the source --exp_name whose phi to load")
+    p.add_argument("--src_steps", type=int, default=None, help="tgt: the source step of that phi")
+    p.add_argument("--src_run", type=int, default=0, help="tgt: the source run of that phi")
+    p.add_argument(
+        "--tgt_split",
+        default=None,
+        help="tgt: train and test on the classes of this split, divided per class (for datasets "
+        "whose splits hold different classes, e.g. digits); default: the train and test splits",
+    )
+    p.add_argument(
+        "--n_per_class",
+        type=int,
+        default=0,
+        help="tgt: training images per class (0: all; with --tgt_split the rest are the test set)",
+    )
+    p.add_argument("--augment", choices=AUGMENTS, default="crop_flip", help="training-batch augmentation")
+    p.add_argument("--save_dir", default="./checkpoints")
+    p.add_argument("--exp_name", default="", help="run folder name (default: from the settings)")
+    p.add_argument("--print_every", type=int, default=200, help="log (and, tgt, test) every N steps")
+    p.add_argument("--save_every", type=int, default=1000, help="checkpoint every N steps")
+    p.add_argument("--eval_samples", type=int, default=5, help="noise samples of the periodic tests")
+    p.add_argument("--test_samples", type=int, default=100, help="noise samples of the final test")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gpus", default="", help="CUDA_VISIBLE_DEVICES")
+    args = p.parse_args(argv)
+    args.train_steps = args.train_steps or (2000 if args.phase == "src" else 10000)
+    args.data = args.data or ("tiny_imagenet" if args.phase == "src" else "stl10")
+    for name in (
+        "batch_size",
+        "train_steps",
+        "img_size",
+        "num_run",
+        "num_split",
+        "print_every",
+        "save_every",
+        "eval_samples",
+        "test_samples",
+    ):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    if args.n_per_class < 0:
+        p.error("--n_per_class must be at least 0")
+    if args.batch_size < 2:
+        p.error("--batch_size must be at least 2 (batch norm and MetaPerturb's scale need a batch)")
+    for name in ("lr", "clipval"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            p.error(f"--{name} must be a positive number, not {getattr(args, name)}")
+    if not (math.isfinite(args.noise_coeff) and args.noise_coeff >= 0):
+        p.error(f"--noise_coeff must be a number >= 0, not {args.noise_coeff}")
+    if args.phase == "src" and args.split_scheme == "code" and args.num_split % 2:
+        p.error(f"--split_scheme code pairs tasks: --num_split must be even, not {args.num_split}")
+    try:
+        from nets import architecture
+
+        architecture(args.model)
+    except ValueError as e:
+        p.error(f"--model: {e}")
+    if args.phase == "src":
+        args.noise = "metaperturb"  # what the source phase meta-learns
+    try:
+        hp = dict(build_noise(args.noise, args.noise_hp).hp())
+        if "clipval" in hp:
+            hp["clipval"] = args.clipval
+        perturbation = build_noise(args.noise, hp)
+    except ValueError as e:
+        p.error(f"--noise: {e}")
+    args.noise_hp, args.noise_title = perturbation.hp(), perturbation.title
+    args.phi = None
+    if args.phase == "tgt":
+        if perturbation.transferred:
+            if args.phi_from is None and not (args.src_name and args.src_steps):
+                p.error(
+                    f"--noise {args.noise} is transferred: give --phi_from FILE, or --src_name and "
+                    "--src_steps"
+                )
+            args.phi = args.phi_from or os.path.join(
+                args.save_dir, "src", args.src_name, f"run_{args.src_run}", f"phi_{args.src_steps}.npz"
+            )
+        elif args.phi_from or args.src_name:
+            p.error(f"--noise {args.noise} learns no transferred phi: drop --phi_from/--src_name")
+    args.exp_name = args.exp_name or default_name(args)
+    return args
+
+
+def default_name(args: argparse.Namespace) -> str:
+    if args.phase == "src":
+        return f"{args.data}_{args.model}"
+    return f"{args.data}_{args.model}_{args.noise}_seed{args.seed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules and data (numpy)
+
+
+def anneal(step: int, steps: int, coeff: float) -> float:
+    """lambda at step `step` (counted from 1): coeff * min(1, step / floor(0.4 steps)) (spec 2.4)."""
+    return coeff * min(1.0, step / max(1, math.floor(ANNEAL * steps)))
+
+
+def lr_factor(step: int, steps: int) -> float:
+    """The learning-rate factor of step `step`: x0.3 after each of 40 %, 70 % and 90 % of the steps."""
+    return LR_GAMMA ** sum(step > math.floor(m * steps) for m in LR_MILESTONES)
+
+
+def source_tasks(
+    labels: np.ndarray, num_split: int, scheme: str, seed: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """num_split source tasks from the labels [N] of the source train split (spec 2.2, Q1), each as
+    (train indices, validation indices, its classes in label order).
+
+    paper: the classes in num_split equal groups (the remainder dropped); each group's images are
+    shuffled and halved, train on one half, validate on the other. code: num_split/2 groups,
+    tasks 2i and 2i+1 share group i with the halves swapped (the original code). Seeded."""
+    classes = np.unique(labels)
+    n_groups = num_split if scheme == "paper" else num_split // 2
+    per = len(classes) // n_groups
+    if per < 2:
+        raise UsageError(
+            f"{len(classes)} source classes cannot make {n_groups} groups of 2 or more: lower --num_split"
+        )
+    rng = np.random.default_rng([seed, 7])
+    tasks = []
+    for g in range(n_groups):
+        group = classes[g * per : (g + 1) * per]
+        idx = rng.permutation(np.flatnonzero(np.isin(labels, group)))
+        a, b = idx[: len(idx) // 2], idx[len(idx) // 2 : 2 * (len(idx) // 2)]
+        tasks.append((a, b, group))
+        if scheme == "code":
+            tasks.append((b, a, group))
+    return tasks
+
+
+def batch_indices(n: int, batch: int, seed: list[int], step: int) -> np.ndarray:
+    """Step `step`'s batch (0-based) of an epoch-wise shuffle of n examples, the last partial batch
+    dropped; a function of (seed, step) only, so a resumed run sees the same batches."""
+    per_epoch = n // batch
+    epoch, pos = divmod(step, per_epoch)
+    perm = np.random.default_rng([*seed, epoch]).permutation(n)
+    return perm[pos * batch : (pos + 1) * batch]
+
+
+def target_data(args: argparse.Namespace) -> tuple[tuple[int, int, int], tuple, tuple, int]:
+    """(image shape, (train images, labels), (test images, labels), classes) of the target."""
+    import data
+
+    ds = data.load(args.data, args.data_root)
+    if args.tgt_split is not None:
+        if args.tgt_split not in ds.splits:
+            raise UsageError(f"--tgt_split {args.tgt_split}: {args.data} has splits {', '.join(ds.splits)}")
+        x, y = data.labelled(ds.split(args.tgt_split))
+        n = args.n_per_class or int(data.sizes(ds.split(args.tgt_split)).min()) // 2
+        first = np.concatenate([np.flatnonzero(y == c)[:n] for c in np.unique(y)])
+        rest = np.setdiff1d(np.arange(len(y)), first)
+        if np.any(np.bincount(y[rest], minlength=y.max() + 1) == 0):
+            raise UsageError(f"--n_per_class {n} leaves a class of {args.tgt_split} without test images")
+        train, test = (x[first], y[first]), (x[rest], y[rest])
+    else:
+        missing = [s for s in ("train", "test") if s not in ds.splits]
+        if missing:
+            raise UsageError(f"{args.data} has no {' or '.join(missing)} split; name one with --tgt_split")
+        train, test = data.labelled(ds.split("train")), data.labelled(ds.split("test"))
+        if args.n_per_class:
+            keep = np.concatenate(
+                [np.flatnonzero(train[1] == c)[: args.n_per_class] for c in np.unique(train[1])]
+            )
+            train = (train[0][keep], train[1][keep])
+    if len(train[1]) < args.batch_size:
+        raise UsageError(
+            f"the target training set has {len(train[1])} images, fewer than --batch_size {args.batch_size}"
+        )
+    return ds.shape, train, test, int(max(train[1].max(), test[1].max()) + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Graph
+
+
+@dataclass
+class Inputs:
+    x: tf.Tensor  # [N, H*W*C] images in [0, 1] as stored
+    y: tf.Tensor  # [N] int labels
+    seed: tf.Tensor  # [2] noise and augmentation seed
+
+
+def inputs(dim: int, name: str) -> Inputs:
+    import tensorflow as tf
+
+    return Inputs(
+        tf.compat.v1.placeholder(tf.float32, [None, dim], name=f"{name}_x"),
+        tf.compat.v1.placeholder(tf.int64, [None], name=f"{name}_y"),
+        tf.compat.v1.placeholder(tf.int64, [2], name=f"{name}_seed"),
+    )
+
+
+def images(
+    x: tf.Tensor, shape: tuple[int, int, int], size: int, augment: str, seed: tf.Tensor | None
+) -> tf.Tensor:
+    """[N, D] in [0, 1] -> [N, size, size, C] in [-1, 1] (mean 0.5, std 0.5 per channel), resized
+    in the graph; with a seed, random 4-px-padded crops (and horizontal flips) per image."""
+    import tensorflow as tf
+
+    h = tf.reshape(x, [-1, *shape])
+    if shape[0] != size or shape[1] != size:
+        h = tf.image.resize(h, [size, size])
+    h = (h - 0.5) / 0.5
+    if seed is None or augment == "none":
+        return h
+    n = tf.shape(h)[0]
+    padded = tf.pad(h, [[0, 0], [PAD, PAD], [PAD, PAD], [0, 0]])
+    full = size + 2 * PAD - 1
+    off = tf.cast(
+        tf.random.stateless_uniform(
+            tf.stack([n, 2]),
+            tf.random.experimental.stateless_fold_in(seed, 1),
+            minval=0,
+            maxval=2 * PAD + 1,
+            dtype=tf.int32,
+        ),
+        tf.float32,
+    )
+    boxes = tf.concat([off, off + size - 1], axis=1) / full  # (y1, x1, y2, x2): pixel-exact crops
+    h = tf.image.crop_and_resize(padded, boxes, tf.range(n), [size, size], method="nearest")
+    if augment == "crop_flip":
+        flip = (
+            tf.random.stateless_uniform(
+                tf.stack([n, 1, 1, 1]), tf.random.experimental.stateless_fold_in(seed, 2)
+            )
+            < 0.5
+        )
+        h = tf.where(flip, tf.reverse(h, axis=[2]), h)
+    return h
+
+
+def make_draw(seed: tf.Tensor) -> object:
+    import itertools
+
+    import tensorflow as tf
+
+    from noise import Draw
+
+    return Draw(tf.random.experimental.stateless_fold_in(seed, 3), itertools.count(1), 1, tf.float32)
+
+
+def decayed(grads: list[tf.Tensor | None], params: list[tf.Variable]) -> list[tuple[tf.Tensor, tf.Variable]]:
+    """(grad + weight decay * param, param) for the parameters the loss reaches."""
+    return [(g + WEIGHT_DECAY * p, p) for g, p in zip(grads, params) if g is not None]
+
+
+def cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits))
+
+
+class Source:
+    """The joint meta-training graph of T tasks (spec 2.3): per task a network, its Adam and two
+    inputs (training and validation batch); phi shared, one Adam."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        shape: tuple[int, int, int],
+        n_classes: list[int],
+        perturbation: Perturbation,
+        dtype: object = None,
+    ) -> None:
+        import tensorflow as tf
+
+        from nets import Network, architecture
+
+        dtype = dtype or tf.float32
+        self.lr = tf.compat.v1.placeholder_with_default(tf.constant(args.lr, dtype), [], name="lr")
+        arch, size, dim = architecture(args.model), args.img_size, int(np.prod(shape))
+        self.nets: list[Network] = []
+        for t, k in enumerate(n_classes):
+            with tf.compat.v1.variable_scope(f"task{t}"):
+                self.nets.append(Network(arch, (size, size, shape[2]), k, perturbation, dtype))
+        with tf.compat.v1.variable_scope("phi"):
+            self.phi = perturbation.init_phi([], 0, dtype)
+        self.train_in = [inputs(dim, f"train{t}") for t in range(len(n_classes))]
+        self.val_in = [inputs(dim, f"val{t}") for t in range(len(n_classes))]
+        self.theta_ops, self.val_losses, self.train_losses = [], [], []
+        for t, (net, tr, va) in enumerate(zip(self.nets, self.train_in, self.val_in)):
+            out = net.forward(
+                self.image(tr, shape, size, args.augment, dtype), self.phi, True, make_draw(tr.seed)
+            )
+            loss = cross_entropy(out.logits, tf.one_hot(tr.y, net.n_classes, dtype=dtype))
+            params = list(net.theta.values())
+            opt = tf.compat.v1.train.AdamOptimizer(self.lr, name=f"adam{t}")
+            with tf.control_dependencies(out.updates):
+                self.theta_ops.append(opt.apply_gradients(decayed(tf.gradients(loss, params), params)))
+            self.train_losses.append(loss)
+            # phi's step: BN in evaluation mode, the scale in training mode (spec 1.4, Q3), the new theta_t.
+            vout = net.forward(
+                self.image(va, shape, size, args.augment, dtype),
+                self.phi,
+                False,
+                make_draw(va.seed),
+                noise_training=True,
+            )
+            self.val_losses.append(
+                (cross_entropy(vout.logits, tf.one_hot(va.y, net.n_classes, dtype=dtype)), vout.updates)
+            )
+        phi = list(self.phi.values())
+        per_task = [tf.gradients(loss, phi) for loss, _ in self.val_losses]
+        self.phi_grads = [tf.add_n(gs) / len(per_task) for gs in zip(*per_task)]  # first order (Q5)
+        opt = tf.compat.v1.train.AdamOptimizer(self.lr, name="adam_phi")
+        with tf.control_dependencies([u for _, ups in self.val_losses for u in ups]):
+            self.phi_op = opt.apply_gradients(decayed(self.phi_grads, phi))
+        self.theta_op = tf.group(self.theta_ops)
+
+    @staticmethod
+    def image(i: Inputs, shape: tuple[int, int, int], size: int, augment: str, dtype: object) -> tf.Tensor:
+        import tensorflow as tf
+
+        return tf.cast(images(i.x, shape, size, augment, i.seed), dtype)
+
+
+class Target:
+    """Target training (spec 2.4): one network; phi frozen (transferred) or trained with theta."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        shape: tuple[int, int, int],
+        n_classes: int,
+        perturbation: Perturbation,
+    ) -> None:
+        import tensorflow as tf
+
+        from nets import Network, architecture
+
+        size, dim = args.img_size, int(np.prod(shape))
+        with tf.compat.v1.variable_scope("net"):
+            self.net = Network(architecture(args.model), (size, size, shape[2]), n_classes, perturbation)
+        with tf.compat.v1.variable_scope("phi"):
+            self.phi_vars = perturbation.init_phi(self.net.convs, self.net.feat_dim, tf.float32)
+        # A transferred phi is frozen: no gradient reaches it (stop_gradient) and no optimiser holds it.
+        frozen = perturbation.transferred
+        phi = {k: tf.stop_gradient(v) for k, v in self.phi_vars.items()} if frozen else self.phi_vars
+        self.lam = tf.compat.v1.placeholder(tf.float32, [], name="lam")
+        self.lr = tf.compat.v1.placeholder(tf.float32, [], name="lr")
+        self.train_in, self.test_in = inputs(dim, "train"), inputs(dim, "test")
+        tr = self.train_in
+        out = self.net.forward(
+            images(tr.x, shape, size, args.augment, tr.seed),
+            phi,
+            True,
+            make_draw(tr.seed),
+            self.lam,
+            y=tf.one_hot(tr.y, n_classes),
+        )
+        self.loss = cross_entropy(out.logits, out.y) + tf.add_n([tf.constant(0.0), *out.regs])
+        self.params = list(self.net.theta.values()) + ([] if frozen else list(self.phi_vars.values()))
+        self.step = tf.compat.v1.train.get_or_create_global_step()
+        opt = tf.compat.v1.train.AdamOptimizer(self.lr)
+        with tf.control_dependencies(out.updates):
+            self.train_op = opt.apply_gradients(
+                decayed(tf.gradients(self.loss, self.params), self.params), global_step=self.step
+            )
+        te = self.test_in
+        stochastic = make_draw(te.seed) if perturbation.stochastic else None
+        test = self.net.forward(images(te.x, shape, size, "none", None), phi, False, stochastic, self.lam)
+        self.probs = tf.nn.softmax(test.logits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loops
+
+
+def session(graph: tf.Graph) -> tf.compat.v1.Session:
+    import tensorflow as tf
+
+    config = tf.compat.v1.ConfigProto()
+    config.gpu_options.allow_growth = True
+    if not tf.config.list_physical_devices("GPU"):  # grappler's start-up costs more than it saves on a CPU
+        config.graph_options.rewrite_options.disable_meta_optimizer = True
+    return tf.compat.v1.Session(graph=graph, config=config)
+
+
+def check_config(folder: str, args: argparse.Namespace) -> None:
+    """Write folder/config.json, or check a resumed run's settings against it."""
+    from data.files import read_json
+
+    path = os.path.join(folder, "config.json")
+    if Checkpoints(folder).steps() and os.path.exists(path):
+        saved = read_json(path)
+        diff = [k for k in MATCH[args.phase] if saved.get(k) != getattr(args, k)]
+        if diff:
+            there = ", ".join(f"--{k} {saved.get(k)}" for k in diff)
+            raise UsageError(
+                f"{folder} was trained with other settings ({there}); use the same flags to resume, "
+                "or another --exp_name"
+            )
+    write_json(path, vars(args))
+
+
+def train_loop(
+    folder: str,
+    args: argparse.Namespace,
+    graph: tf.Graph,
+    saver_vars: list,
+    step_var: tf.Variable,
+    init_fn: Callable,
+    step_fn: Callable,
+    every_fn: Callable,
+    final_fn: Callable,
+) -> None:
+    """The shared loop: restore, run step_fn(sess, step) for the remaining steps (1-based), log
+    and checkpoint, stop cleanly on Ctrl-C; final_fn(sess) once all steps are done."""
+    import tensorflow as tf
+
+    ckpts = Checkpoints(folder)
+    ckpts.clean()
+    with graph.as_default():
+        saver = tf.compat.v1.train.Saver(var_list=saver_vars, max_to_keep=None)
+        init = tf.compat.v1.global_variables_initializer()
+    train_log = os.path.join(folder, "train.log")
+    with session(graph) as sess:
+        sess.run(init)
+        init_fn(sess)
+        latest = ckpts.restore(saver, sess)
+        start = saved = int(sess.run(step_var))
+        if latest:
+            log(train_log, f"resumed from step {start}")
+        t0, losses = time.time(), []
+        try:
+            for step in range(start + 1, args.train_steps + 1):
+                loss = step_fn(sess, step)
+                if not math.isfinite(loss):
+                    raise UsageError(
+                        f"the training loss is {loss} at step {step}: the run diverged (checkpoints "
+                        f"up to step {saved} are kept); lower --lr and use another --exp_name"
+                    )
+                losses.append(loss)
+                if step % args.print_every == 0:
+                    line = f"step {step} loss {np.mean(losses):.4f} ({time.time() - t0:.1f}s)"
+                    losses = []
+                    extra = every_fn(sess, step)
+                    log(train_log, line + (f" {extra}" if extra else ""))
+                if step % args.save_every == 0 or step == args.train_steps:
+                    ckpts.save(saver, sess, step)
+                    saved = step
+        except KeyboardInterrupt:
+            step = int(sess.run(step_var))
+            if step > saved:
+                ckpts.save(saver, sess, step)
+            log(train_log, f"stopped at step {step}")
+            raise Stopped(f"stopped at step {step}; re-run the same command to resume") from None
+        final_fn(sess)
+
+
+def run_source(args: argparse.Namespace) -> None:
+    import data
+
+    ds = data.load(args.data, args.data_root)
+    if "train" not in ds.splits:
+        raise UsageError(f"{args.data} has no train split to make source tasks from")
+    x, y = data.labelled(ds.split("train"))
+    tasks = source_tasks(y, args.num_split, args.split_scheme, args.seed)
+    small = min(min(len(a), len(b)) for a, b, _ in tasks)
+    if small < args.batch_size:
+        raise UsageError(
+            f"a source task has {small} training images, fewer than --batch_size {args.batch_size}"
+        )
+    for r in range(args.num_run):
+        folder = os.path.join(args.save_dir, "src", args.exp_name, f"run_{r}")
+        check_writable(folder)
+        with locked(folder):
+            check_config(folder, args)
+            source_run(args, folder, args.seed * 1000 + r, ds.shape, x, y, tasks)
+
+
+def source_run(
+    args: argparse.Namespace,
+    folder: str,
+    seed: int,
+    shape: tuple[int, int, int],
+    x: np.ndarray,
+    y: np.ndarray,
+    tasks: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> None:
+    """One source run into folder: phi_init.npz, phi_<step>.npz every --print_every steps and at the end."""
+    import tensorflow as tf
+
+    from data import as_float
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.set_random_seed(seed)
+        g = Source(args, shape, [len(c) for _, _, c in tasks], build_noise(args.noise, args.noise_hp))
+        step_var = tf.compat.v1.train.get_or_create_global_step()
+        bump = step_var.assign_add(1)
+    remap = [np.searchsorted(cls, y) for _, _, cls in tasks]  # task t's label of each image (where in t)
+
+    def feed(which: int, step: int) -> dict:
+        """Every task's training (which = 0) or validation (1) batch of step `step`."""
+        fd: dict = {}
+        for t, task in enumerate(tasks):
+            idx = task[which][batch_indices(len(task[which]), args.batch_size, [seed, which, t], step - 1)]
+            i = (g.train_in, g.val_in)[which][t]
+            fd[i.x], fd[i.y] = as_float(x[idx]), remap[t][idx]
+            fd[i.seed] = np.random.default_rng([seed, which, t, step]).integers(2**31 - 1, size=2)
+        return fd
+
+    def step_fn(sess: tf.compat.v1.Session, step: int) -> float:
+        _, losses = sess.run([g.theta_op, g.train_losses], feed(0, step))
+        sess.run([g.phi_op, bump], feed(1, step))  # at the new theta's (spec 2.3)
+        return float(np.mean(losses))
+
+    def save_phi(sess: tf.compat.v1.Session, step: int) -> str:
+        write_phi(os.path.join(folder, f"phi_{step}.npz"), sess.run(g.phi))
+        return ""
+
+    def init_fn(sess: tf.compat.v1.Session) -> None:
+        if not os.path.exists(os.path.join(folder, "phi_init.npz")):
+            write_phi(os.path.join(folder, "phi_init.npz"), sess.run(g.phi))
+
+    def final(sess: tf.compat.v1.Session) -> None:
+        save_phi(sess, args.train_steps)
+        print(f"{folder}: phi_{args.train_steps}.npz")
+
+    variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+    train_loop(folder, args, graph, variables, step_var, init_fn, step_fn, save_phi, final)
+
+
+def write_phi(path: str, phi: dict[str, np.ndarray]) -> None:
+    """phi as an .npz of its named arrays, written whole or not at all."""
+    from data.files import atomic
+
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **phi)
+
+
+def read_phi(path: str, expected: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """phi from our .npz or the authors' legacy PyTorch file (.pth, phi_io.py); shapes checked."""
+    if not os.path.isfile(path):
+        raise UsageError(f"no phi file {path}: run the source phase first, or give --phi_from")
+    try:
+        if path.endswith(".npz"):
+            with np.load(path) as f:
+                phi = {k: f[k] for k in f.files}
+        else:
+            from phi_io import from_torch
+
+            phi = from_torch(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(
+            f"cannot read phi from {path} ({e}); give a phi_<step>.npz or the authors' .pth"
+        ) from e
+    shapes = {k: list(v.shape) for k, v in phi.items()}
+    if shapes != expected:
+        raise UsageError(f"{path} holds {shapes}, not this perturbation's phi {expected}")
+    return phi
+
+
+def run_target(args: argparse.Namespace) -> None:
+    import tensorflow as tf
+
+    folder = os.path.join(args.save_dir, "tgt", args.exp_name)
+    check_writable(folder)
+    perturbation = build_noise(args.noise, args.noise_hp)
+    shape, train, test, n_classes = target_data(args)
+    with locked(folder):
+        check_config(folder, args)
+        graph = tf.Graph()
+        with graph.as_default():
+            tf.compat.v1.set_random_seed(args.seed)
+            g = Target(args, shape, n_classes, perturbation)
+        phi = None
+        if args.phi:
+            phi = read_phi(args.phi, {k: v.shape.as_list() for k, v in g.phi_vars.items()})
+        curve_path = os.path.join(folder, "curve.json")
+        import data
+
+        def test_acc(sess: tf.compat.v1.Session, samples: int, lam: float, key: int) -> tuple[float, float]:
+            """Accuracy (%) and NLL of the mean of `samples` softmax vectors, over the whole test set."""
+            samples = samples if perturbation.stochastic else 1
+            rng = np.random.default_rng([args.seed, 2, key])
+            probs = np.zeros((len(test[1]), n_classes))
+            for _ in range(samples):
+                seed = rng.integers(2**31 - 1, size=2)
+                for i in range(0, len(test[1]), args.batch_size):
+                    xb = data.as_float(test[0][i : i + args.batch_size])
+                    probs[i : i + len(xb)] += sess.run(
+                        g.probs, {g.test_in.x: xb, g.test_in.seed: seed, g.lam: lam}
+                    )
+            probs /= samples
+            acc = 100.0 * float(np.mean(probs.argmax(1) == test[1]))
+            nll = float(-np.mean(np.log(probs[np.arange(len(probs)), test[1]] + 1e-12)))
+            return acc, nll
+
+        def init_fn(sess: tf.compat.v1.Session) -> None:
+            if phi is not None:
+                for k, v in g.phi_vars.items():
+                    v.load(phi[k], sess)
+
+        def step_fn(sess: tf.compat.v1.Session, step: int) -> float:
+            idx = batch_indices(len(train[1]), args.batch_size, [args.seed, 0], step - 1)
+            seed = np.random.default_rng([args.seed, 1, step]).integers(2**31 - 1, size=2)
+            fd = {
+                g.train_in.x: data.as_float(train[0][idx]),
+                g.train_in.y: train[1][idx],
+                g.train_in.seed: seed,
+                g.lam: anneal(step, args.train_steps, args.noise_coeff),
+                g.lr: args.lr * lr_factor(step, args.train_steps),
+            }
+            return float(sess.run([g.train_op, g.loss], fd)[1])
+
+        def every(sess: tf.compat.v1.Session, step: int) -> str:
+            acc, nll = test_acc(
+                sess, args.eval_samples, anneal(step, args.train_steps, args.noise_coeff), step
+            )
+            from data.files import read_json
+
+            curve = read_json(curve_path) if os.path.exists(curve_path) else []
+            curve = [c for c in curve if c["step"] < step] + [{"step": step, "acc": acc, "nll": nll}]
+            write_json_list(curve_path, curve)
+            return f"test acc {acc:.2f} nll {nll:.4f} ({args.eval_samples} samples)"
+
+        def final(sess: tf.compat.v1.Session) -> None:
+            acc, nll = test_acc(sess, args.test_samples, args.noise_coeff, 0)
+            samples = args.test_samples if perturbation.stochastic else 1
+            line = f"final test accuracy {acc:.2f} nll {nll:.4f} ({samples} samples, {len(test[1])} images)"
+            print(f"{folder}: {line}")
+            log(os.path.join(folder, "train.log"), line)
+            write_json(
+                os.path.join(folder, "results.json"),
+                {
+                    "acc": acc,
+                    "nll": nll,
+                    "samples": samples,
+                    "n_test": len(test[1]),
+                    "n_train": len(train[1]),
+                    "steps": args.train_steps,
+                    "config": vars(args),
+                },
+            )
+
+        variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
+        train_loop(folder, args, graph, variables, g.step, init_fn, step_fn, every, final)
+
+
+def write_json_list(path: str, rows: list) -> None:
+    import json
+
+    from data.files import atomic
+
+    with atomic(path) as tmp, open(tmp, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+RUNS = {"src": run_source, "tgt": run_target}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = parse_args(argv)
+    if args.gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
+    from data import DataError
+
+    try:
+        RUNS[args.phase](args)
+    except (UsageError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (Stopped, KeyboardInterrupt) as e:
+        print(str(e) or "stopped; re-run the same command to resume", file=sys.stderr)
+        return STOPPED
+    except OSError as e:
+        print(f"error: {e}; check that the disk has space and the paths are writable", file=sys.stderr)
+        return 2
+    except Exception as e:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(e, tf.errors.OpError):
+            raise
+        print(f"error: TensorFlow: {' '.join(e.message.split())[:500]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
