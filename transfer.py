@@ -139,7 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpus", default="", help="CUDA_VISIBLE_DEVICES")
     args = p.parse_args(argv)
-    args.train_steps = args.train_steps or (2000 if args.phase == "src" else 10000)
+    if args.train_steps is None:
+        args.train_steps = 2000 if args.phase == "src" else 10000
     args.data = args.data or ("tiny_imagenet" if args.phase == "src" else "stl10")
     for name in (
         "batch_size",
@@ -224,8 +225,8 @@ def source_tasks(
     """num_split source tasks from the labels [N] of the source train split (spec 2.2, Q1), each as
     (train indices, validation indices, its classes in label order).
 
-    paper: the classes in num_split equal groups (the remainder dropped); each group's images are
-    shuffled and halved, train on one half, validate on the other. code: num_split/2 groups,
+    paper: the classes in num_split equal groups (the remainder dropped); each class's images are
+    shuffled and halved (so every class is in both halves), train on one half, validate on the other. code: num_split/2 groups,
     tasks 2i and 2i+1 share group i with the halves swapped (the original code). Seeded."""
     classes = np.unique(labels)
     n_groups = num_split if scheme == "paper" else num_split // 2
@@ -238,8 +239,9 @@ def source_tasks(
     tasks = []
     for g in range(n_groups):
         group = classes[g * per : (g + 1) * per]
-        idx = rng.permutation(np.flatnonzero(np.isin(labels, group)))
-        a, b = idx[: len(idx) // 2], idx[len(idx) // 2 : 2 * (len(idx) // 2)]
+        halves = [rng.permutation(np.flatnonzero(labels == c)) for c in group]
+        a = rng.permutation(np.concatenate([h[: len(h) // 2] for h in halves]))
+        b = rng.permutation(np.concatenate([h[len(h) // 2 : 2 * (len(h) // 2)] for h in halves]))
         tasks.append((a, b, group))
         if scheme == "code":
             tasks.append((b, a, group))
@@ -347,14 +349,15 @@ def images(
     return h
 
 
-def make_draw(seed: tf.Tensor) -> object:
+def make_draw(seed: tf.Tensor, dtype: object = None) -> object:
+    """The noise of one pass, a function of the batch's seed."""
     import itertools
 
     import tensorflow as tf
 
     from noise import Draw
 
-    return Draw(tf.random.experimental.stateless_fold_in(seed, 3), itertools.count(1), 1, tf.float32)
+    return Draw(tf.random.experimental.stateless_fold_in(seed, 3), itertools.count(1), 1, dtype or tf.float32)
 
 
 def decayed(grads: list[tf.Tensor | None], params: list[tf.Variable]) -> list[tuple[tf.Tensor, tf.Variable]]:
@@ -398,7 +401,7 @@ class Source:
         self.theta_ops, self.val_losses, self.train_losses = [], [], []
         for t, (net, tr, va) in enumerate(zip(self.nets, self.train_in, self.val_in)):
             out = net.forward(
-                self.image(tr, shape, size, args.augment, dtype), self.phi, True, make_draw(tr.seed)
+                self.image(tr, shape, size, args.augment, dtype), self.phi, True, make_draw(tr.seed, dtype)
             )
             loss = cross_entropy(out.logits, tf.one_hot(tr.y, net.n_classes, dtype=dtype))
             params = list(net.theta.values())
@@ -411,7 +414,7 @@ class Source:
                 self.image(va, shape, size, args.augment, dtype),
                 self.phi,
                 False,
-                make_draw(va.seed),
+                make_draw(va.seed, dtype),
                 noise_training=True,
             )
             self.val_losses.append(
@@ -604,7 +607,10 @@ def source_run(
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.set_random_seed(seed)
-        g = Source(args, shape, [len(c) for _, _, c in tasks], build_noise(args.noise, args.noise_hp))
+        try:
+            g = Source(args, shape, [len(c) for _, _, c in tasks], build_noise(args.noise, args.noise_hp))
+        except ValueError as e:
+            raise UsageError(f"--model {args.model}: {e}; raise --img_size") from None
         step_var = tf.compat.v1.train.get_or_create_global_step()
         bump = step_var.assign_add(1)
     remap = [np.searchsorted(cls, y) for _, _, cls in tasks]  # task t's label of each image (where in t)
@@ -682,7 +688,10 @@ def run_target(args: argparse.Namespace) -> None:
         graph = tf.Graph()
         with graph.as_default():
             tf.compat.v1.set_random_seed(args.seed)
-            g = Target(args, shape, n_classes, perturbation)
+            try:
+                g = Target(args, shape, n_classes, perturbation)
+            except ValueError as e:
+                raise UsageError(f"--model {args.model}: {e}; raise --img_size") from None
         phi = None
         if args.phi:
             phi = read_phi(args.phi, {k: v.shape.as_list() for k, v in g.phi_vars.items()})

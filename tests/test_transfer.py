@@ -1,0 +1,252 @@
+"""transfer.py: schedules (P9), source tasks (P12), the joint phi step (P7, P11), the frozen target
+phi, resuming, and bad flags (exit 2)."""
+
+import argparse
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import noise
+import transfer
+from data.files import read_json
+
+F64 = tf.float64
+SHAPE = (16, 16, 1)
+
+
+def test_annealing_and_learning_rate_schedules():
+    # P9: lambda at steps 1, 2000, 4000, 10000 of 10,000; LR factors after 4000, 7000, 9000 steps.
+    lam = [transfer.anneal(s, 10_000, 1.0) for s in (1, 2000, 3999, 4000, 10_000)]
+    np.testing.assert_allclose(lam, [1 / 4000, 0.5, 3999 / 4000, 1.0, 1.0])
+    assert transfer.anneal(2000, 10_000, 0.5) == 0.25
+    f = [transfer.lr_factor(s, 10_000) for s in (1, 4000, 4001, 7000, 7001, 9001, 10_000)]
+    np.testing.assert_allclose(f, [1, 1, 0.3, 0.3, 0.09, 0.027, 0.027])
+
+
+@pytest.mark.parametrize("scheme, groups", [("paper", 10), ("code", 5)])
+def test_source_tasks(scheme, groups):
+    # P12: 200 classes x 10 images, as Tiny ImageNet's 200 x 500.
+    labels = np.repeat(np.arange(200), 10)
+    tasks = transfer.source_tasks(labels, 10, scheme, seed=0)
+    assert len(tasks) == 10
+    classes = [frozenset(c) for _, _, c in tasks]
+    assert len(set(classes)) == groups and all(len(c) == 200 // groups for c in classes)
+    for train, val, cls in tasks:
+        assert not set(train) & set(val)
+        assert len(train) == len(val) == 10 * len(cls) // 2
+        assert set(labels[train]) == set(labels[val]) == set(cls)
+    if scheme == "code":  # tasks 2i and 2i+1: the same images, halves swapped
+        for i in range(0, 10, 2):
+            assert np.array_equal(tasks[i][0], tasks[i + 1][1]) and np.array_equal(
+                tasks[i][1], tasks[i + 1][0]
+            )
+    else:
+        assert frozenset().union(*classes) == frozenset(range(200))
+    again = transfer.source_tasks(labels, 10, scheme, seed=0)
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(tasks, again))  # seeded
+
+
+def test_batches_cover_an_epoch_and_repeat():
+    seen = np.concatenate([transfer.batch_indices(10, 3, [0], s) for s in range(3)])
+    assert len(set(seen)) == 9  # the last partial batch is dropped
+    assert np.array_equal(transfer.batch_indices(10, 3, [0], 4), transfer.batch_indices(10, 3, [0], 4))
+
+
+def source_graph(n_tasks: int):
+    args = argparse.Namespace(lr=1e-2, model="conv4_2", img_size=16, augment="crop_flip")
+    tf.compat.v1.set_random_seed(0)
+    return transfer.Source(args, SHAPE, [3] * n_tasks, noise.get("metaperturb"), F64)
+
+
+def source_feed(g, which, seed=0):
+    rng = np.random.default_rng(seed)
+    fd = {}
+    for i in (g.train_in, g.val_in)[which]:
+        fd[i.x] = rng.random((4, 256))
+        fd[i.y] = np.array([0, 1, 2, 1])
+        fd[i.seed] = np.array([seed, 5])
+    return fd
+
+
+def randomize_phi(sess, phi, scale=0.3):
+    rng = np.random.default_rng(1)
+    for v in phi.values():
+        v.load(scale * rng.standard_normal(v.shape.as_list()), sess)
+
+
+def test_phi_step_is_adam_on_the_mean_task_gradient():
+    # P11: phi takes one Adam step (weight decay added) on the mean over tasks of each task's
+    # validation gradient at its new theta; each task's theta step leaves the others' alone.
+    with tf.Graph().as_default():
+        g = source_graph(2)
+        phi = list(g.phi.values())
+        per_task = [tf.gradients(loss, phi) for loss, _ in g.val_losses]
+        with transfer.session(tf.compat.v1.get_default_graph()) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            randomize_phi(sess, g.phi)
+            theta0 = sess.run([n.theta for n in g.nets])
+            sess.run(g.theta_ops[0], source_feed(g, 0))
+            theta1 = sess.run([n.theta for n in g.nets])
+            assert all(np.array_equal(theta0[1][k], theta1[1][k]) for k in theta0[1])
+            assert any(not np.array_equal(theta0[0][k], theta1[0][k]) for k in theta0[0])
+            fd = source_feed(g, 1)
+            p0 = sess.run(phi)
+            grads = [sess.run(gs, fd) for gs in per_task]
+            sess.run(g.phi_op, fd)
+            p1 = sess.run(phi)
+    for j, (v0, v1) in enumerate(zip(p0, p1)):
+        grad = (grads[0][j] + grads[1][j]) / 2 + transfer.WEIGHT_DECAY * v0
+        m, v = 0.1 * grad, 0.001 * grad**2
+        lr_t = 1e-2 * np.sqrt(1 - 0.999) / (1 - 0.9)
+        np.testing.assert_allclose(v1, v0 - lr_t * m / (np.sqrt(v) + 1e-8), rtol=1e-7, atol=1e-7)
+        assert np.abs(v1 - v0).max() > 5e-3  # an Adam step of ~lr
+
+
+def test_phi_gradient_matches_finite_differences():
+    # P7: float64, noise fixed by the seeds; first order: the validation loss at the current theta.
+    with tf.Graph().as_default():
+        g = source_graph(2)
+        loss = tf.add_n([l for l, _ in g.val_losses]) / 2
+        phi = list(g.phi.values())
+        grads = tf.gradients(loss, phi)
+        with transfer.session(tf.compat.v1.get_default_graph()) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            randomize_phi(sess, g.phi)
+            fd = source_feed(g, 1)
+            analytic = sess.run(grads, fd)
+            rng = np.random.default_rng(2)
+            h = 1e-6
+            for p, gp in zip(phi, analytic):
+                v0 = sess.run(p)
+                d = rng.standard_normal(v0.shape)
+                p.load(v0 + h * d, sess)
+                up = sess.run(loss, fd)
+                p.load(v0 - h * d, sess)
+                down = sess.run(loss, fd)
+                p.load(v0, sess)
+                fd_grad = (up - down) / (2 * h)
+                assert abs(fd_grad - np.sum(gp * d)) <= 1e-6 * max(1.0, abs(fd_grad)), p.name
+
+
+# ---------------------------------------------------------------------------------------------
+# Target training on digits (tiny)
+
+
+def tgt_flags(tmp_path, *extra):
+    return [
+        "--phase", "tgt", "--data", "digits", "--tgt_split", "test", "--n_per_class", "10",
+        "--model", "conv4_4", "--img_size", "16", "--batch_size", "8", "--train_steps", "6",
+        "--print_every", "3", "--save_every", "3", "--eval_samples", "1", "--test_samples", "2",
+        "--save_dir", str(tmp_path), "--exp_name", "t", *extra,
+    ]  # fmt: skip
+
+
+def phi_file(tmp_path) -> str:
+    rng = np.random.default_rng(3)
+    shapes = {"k1_id": [3, 3, 1, 1], "k1_all": [3, 3, 1, 1], "k2_id": [3, 3, 1, 1], "k2_all": [3, 3, 1, 1]}
+    phi = {k: 0.3 * rng.standard_normal(s) for k, s in {**shapes, "K": [3, 3, 1, 4], "w": [10]}.items()}
+    path = os.path.join(tmp_path, "phi.npz")
+    transfer.write_phi(path, {k: v.astype(np.float32) for k, v in phi.items()})
+    return path
+
+
+def test_target_phi_is_frozen(tmp_path):
+    args = transfer.parse_args(tgt_flags(tmp_path, "--phi_from", phi_file(tmp_path)))
+    shape, train, _, k = transfer.target_data(args)
+    with tf.Graph().as_default():
+        g = transfer.Target(args, shape, k, noise.get("metaperturb"))
+        assert all(gr is None for gr in tf.gradients(g.loss, list(g.phi_vars.values())))
+        assert not set(g.params) & set(g.phi_vars.values())
+        with transfer.session(tf.compat.v1.get_default_graph()) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            phi0, theta0 = sess.run([g.phi_vars, g.net.theta])
+            for step in range(1, 4):
+                fd = {g.train_in.x: train[0][:8], g.train_in.y: train[1][:8], g.train_in.seed: [step, 0]}
+                sess.run(g.train_op, {**fd, g.lam: 1.0, g.lr: 1e-2})
+            phi1, theta1 = sess.run([g.phi_vars, g.net.theta])
+    assert all(np.array_equal(phi0[k], phi1[k]) for k in phi0)
+    assert all(not np.array_equal(theta0[k], theta1[k]) for k in theta0)
+
+
+def test_interrupted_target_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    flags = tgt_flags(tmp_path, "--phi_from", phi_file(tmp_path))
+    assert transfer.main(flags) == 0
+    whole = read_json(os.path.join(tmp_path, "tgt", "t", "results.json"))
+    real = transfer.batch_indices
+
+    def interrupt(n, batch, seed, step):
+        if step == 4:  # the 5th step
+            raise KeyboardInterrupt
+        return real(n, batch, seed, step)
+
+    flags[flags.index("t")] = "u"
+    monkeypatch.setattr(transfer, "batch_indices", interrupt)
+    assert transfer.main(flags) == transfer.STOPPED
+    folder = os.path.join(tmp_path, "tgt", "u")
+    assert not os.path.exists(os.path.join(folder, "results.json"))
+    assert "stopped at step 4" in open(os.path.join(folder, "train.log")).read()
+    monkeypatch.setattr(transfer, "batch_indices", real)
+    assert transfer.main(flags) == 0
+    resumed = read_json(os.path.join(folder, "results.json"))
+    assert "resumed from step 4" in open(os.path.join(folder, "train.log")).read()
+    assert resumed["acc"] == pytest.approx(whole["acc"], abs=1e-9)
+    assert resumed["nll"] == pytest.approx(whole["nll"], rel=1e-5)
+    # A finished run is not trained again; other settings in its folder are refused.
+    assert transfer.main(flags) == 0
+    assert transfer.main([*flags, "--lr", "0.01"]) == 2
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--batch_size", "1"], "--batch_size must be at least 2"),
+        (["--train_steps", "0"], "--train_steps must be at least 1"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--clipval", "-1"], "--clipval must be a positive number"),
+        (["--noise_coeff", "-0.5"], "--noise_coeff must be a number >= 0"),
+        (["--model", "resnet19"], "unknown model"),
+        (["--noise", "dropout"], "unknown perturbation"),
+        (["--noise", "infodrop", "--noise_hp", "beta=x"], "is not a float"),
+        (["--n_per_class", "-1"], "--n_per_class must be at least 0"),
+        (["--eval_samples", "0"], "--eval_samples must be at least 1"),
+        ([], "is transferred: give --phi_from"),
+        (["--noise", "none", "--phi_from", "x.npz"], "learns no transferred phi"),
+        (["--augment", "rotate"], "invalid choice"),
+    ],
+)
+def test_bad_flags_exit_2(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as e:
+        transfer.parse_args(tgt_flags(tmp_path, *extra))
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_source_flags_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        transfer.parse_args(["--phase", "src", "--split_scheme", "code", "--num_split", "3"])
+    assert e.value.code == 2 and "must be even" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--phi_from", "missing.npz"], "no phi file"),
+        (["--noise", "none", "--tgt_split", "nope"], "--tgt_split nope"),
+        (["--noise", "none", "--batch_size", "500"], "fewer than --batch_size"),
+        (["--noise", "none", "--data", "nodata"], "unknown dataset"),
+        (["--noise", "none", "--img_size", "8"], "raise --img_size"),
+    ],
+)
+def test_bad_input_exits_2_without_writing_results(tmp_path, capsys, extra, message):
+    assert transfer.main(tgt_flags(tmp_path, *extra)) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(tmp_path, "tgt", "t", "results.json"))
+
+
+def test_phi_of_the_wrong_shape_exits_2(tmp_path, capsys):
+    path = os.path.join(tmp_path, "bad.npz")
+    transfer.write_phi(path, {"w": np.zeros(3, np.float32)})
+    assert transfer.main(tgt_flags(tmp_path, "--phi_from", path)) == 2
+    assert "not this perturbation's phi" in capsys.readouterr().err
