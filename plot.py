@@ -296,11 +296,51 @@ def plot_robustness(root: str) -> str:
     return path
 
 
+def plot_transfer(root: str) -> str:
+    """MetaPerturb's target runs under root (transfer.py --phase tgt): periodic test accuracy
+    (curve.json) against the step, the mean over seeds with the seeds' range shaded, one line per
+    regulariser, one panel per (target dataset, model)."""
+    import matplotlib.pyplot as plt
+
+    from report import ReportError, transfer_results
+
+    try:
+        results = transfer_results(root)
+    except ReportError as e:
+        raise PlotError(str(e)) from e
+    curves: dict[tuple[str, str], dict[str, list]] = {}
+    for r in results:
+        path = os.path.join(os.path.dirname(r["path"]), "curve.json")
+        try:
+            with open(path) as f:
+                steps, acc = np.array([(c["step"], c["acc"]) for c in json.load(f)]).T
+        except (OSError, ValueError, KeyError) as e:
+            raise PlotError(f"{path} is not a transfer.py curve ({e!r})") from e
+        curves.setdefault((r["data"], r["model"]), {}).setdefault(r["title"], []).append((steps, acc))
+    if not curves:
+        raise PlotError(f"no transfer.py target results under {root}: run transfer.py --phase tgt first")
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.5), squeeze=False)
+    for ax, ((data, model), lines) in zip(axes.flat, sorted(curves.items())):
+        for title, runs in sorted(lines.items()):
+            n = min(len(s) for s, _ in runs)
+            acc = np.stack([a[:n] for _, a in runs])
+            ax.plot(runs[0][0][:n], acc.mean(0), label=f"{title} (n={len(runs)})")
+            ax.fill_between(runs[0][0][:n], acc.min(0), acc.max(0), alpha=0.2)
+        ax.set_title(f"{data}, {model}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("test accuracy (%)")
+        ax.legend(fontsize=7)
+    path = os.path.join(root, "transfer_curves.png")
+    save_png(fig, path)
+    return path
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--savedir", help="the --savedir of main.py --mode export")
     what.add_argument("--robustness", metavar="ROOT", help="plot every robust_<norm>.json under ROOT")
+    what.add_argument("--transfer", metavar="ROOT", help="plot the test curves of transfer.py's target runs")
     p.add_argument("--features", action="store_true", help="plot feature maps (Figure 8) instead")
     p.add_argument("--layer", type=int, default=1, help="--features: conv block, 1 = first")
     p.add_argument("--channels", type=int, nargs="+", default=[0, 1], help="--features: channels to show")
@@ -325,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.robustness:
             print(f"wrote {plot_robustness(args.robustness)}")
+            return 0
+        if args.transfer:
+            print(f"wrote {plot_transfer(args.transfer)}")
             return 0
         ex, meta = load_export(args.savedir)
         paths = [plot_features(ex, meta, args)] if args.features else plot_boundaries(ex, meta, args)

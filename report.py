@@ -1,6 +1,7 @@
-"""Compare meta-test results with the paper's Tables 1, 2 and 3.
+"""Compare meta-test results with the paper's Tables 1, 2 and 3; MetaPerturb's transfer table.
 
     python report.py results/ [--markdown FILE]
+    python report.py --transfer checkpoints/tgt [--baseline none] [--markdown FILE]
 
 Reads every results.json under a folder (written by `main.py --mode meta_test` for the test split;
 results_<name>.json for other evaluations, e.g. a file of fixed episodes) and prints markdown
@@ -26,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from data.files import atomic, read_json
 
 PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
+TRANSFER_PUBLISHED = Path(__file__).resolve().parent / "paper" / "metaperturb.json"
 MISSING = "—"
 RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations"]
 PAPER_COLUMNS = RUN_COLUMNS + ["paper", "orig. repo", "ours − paper", "file"]
@@ -282,13 +286,106 @@ def report(root: str, published: Path = PUBLISHED) -> str:
     return "\n".join(out) + "\n"
 
 
+def transfer_results(root: str) -> list[dict[str, Any]]:
+    """Every target run's results.json under root (transfer.py --phase tgt)."""
+    found = []
+    for path in sorted(Path(root).rglob("results.json")):
+        try:
+            r = read_json(str(path))
+            c = r["config"]
+            if c.get("phase") != "tgt":
+                continue
+            found.append(
+                {
+                    "acc": float(r["acc"]),
+                    "data": c["data"],
+                    "model": c["model"],
+                    "seed": c["seed"],
+                    "noise": c["noise"],
+                    "title": c["noise_title"],
+                    "path": str(path),
+                }
+            )
+        except (ValueError, KeyError, TypeError) as e:
+            raise ReportError(
+                f"{path} is not a transfer.py result ({e!r}); rerun transfer.py --phase tgt"
+            ) from e
+    return found
+
+
+def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFER_PUBLISHED) -> str:
+    """MetaPerturb's transfer table (rows: regularisers; columns: target datasets): mean ± std over
+    seeds (n), the paper's Table 1 (empty until copied into paper/metaperturb.json), and each
+    regulariser's paired difference from `baseline` over the seeds they share, ± the 95% t-interval."""
+    from scipy import stats
+
+    results = transfer_results(root)
+    if not results:
+        return f"No transfer.py target results.json under {root}: run transfer.py --phase tgt first.\n"
+    cols = sorted({(r["data"], r["model"]) for r in results})
+    rows = sorted({(r["noise"], r["title"]) for r in results}, key=lambda n: (n[0] != baseline, n[1]))
+    names = [f"{d} ({m})" for d, m in cols]
+    cell = {
+        k: [r for r in results if (r["data"], r["model"]) == k[1] and r["noise"] == k[0]]
+        for k in ((n, c) for n, _ in rows for c in cols)
+    }
+    ours = []
+    for n, title in rows:
+        row = {"regulariser": title}
+        for c, name in zip(cols, names):
+            accs = [r["acc"] for r in cell[n, c]]
+            sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
+            row[name] = f"{np.mean(accs):.2f} ± {sd:.2f} (n={len(accs)})" if accs else MISSING
+        ours.append(row)
+    paper = read_json(str(published))["accuracy"]
+    datasets = sorted({d for v in paper.values() for d in v})
+    paper_rows = [
+        {"regulariser": n, **{d: MISSING if v.get(d) is None else f"{v[d]:.2f}" for d in datasets}}
+        for n, v in paper.items()
+    ]
+    diffs = []
+    for n, title in rows:
+        if n == baseline:
+            continue
+        row = {"regulariser": f"{title} − {baseline}"}
+        for c, name in zip(cols, names):
+            base = {r["seed"]: r["acc"] for r in cell.get((baseline, c), [])}
+            d = [r["acc"] - base[r["seed"]] for r in cell[n, c] if r["seed"] in base]
+            if len(d) < 2:
+                row[name] = MISSING
+                continue
+            half = stats.t.ppf(0.975, len(d) - 1) * np.std(d, ddof=1) / math.sqrt(len(d))
+            row[name] = f"{np.mean(d):+.2f} ± {half:.2f} (n={len(d)})"
+        diffs.append(row)
+    return "\n".join(
+        [
+            f"### Transfer: test accuracy (%) of target networks trained from scratch ({root})",
+            "",
+            table(["regulariser", *names], ours),
+            "",
+            f"### Paired differences from {baseline} (same seed), ± 95% t-interval",
+            "",
+            table(["regulariser", *names], diffs),
+            "",
+            f"### The paper's Table 1 (ResNet-20; {published.name}; empty until copied from the paper)",
+            "",
+            table(["regulariser", *datasets], paper_rows),
+            "",
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="folder searched for results.json (e.g. results/)")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
+    p.add_argument("--transfer", action="store_true", help="root holds transfer.py target runs")
+    p.add_argument(
+        "--baseline", default="none", help="--transfer: the regulariser differences are taken from"
+    )
     args = p.parse_args(argv)
     try:
-        text = report(args.root)
+        text = transfer_report(args.root, args.baseline) if args.transfer else report(args.root)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -193,8 +193,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.phi = args.phi_from or os.path.join(
                 args.save_dir, "src", args.src_name, f"run_{args.src_run}", f"phi_{args.src_steps}.npz"
             )
-        elif args.phi_from or args.src_name:
-            p.error(f"--noise {args.noise} learns no transferred phi: drop --phi_from/--src_name")
+        elif args.phi_from:  # (--src_name is ignored: run.sh passes it for every regulariser)
+            p.error(f"--noise {args.noise} learns no transferred phi: drop --phi_from")
     args.exp_name = args.exp_name or default_name(args)
     return args
 

@@ -1,0 +1,84 @@
+"""report.py --transfer and plot.py --transfer on written results; runfiles/metaperturb/run.sh."""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import plot
+import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ACC = {"none": [50.0, 55.0, 52.0], "metaperturb": [53.0, 56.5, 56.0]}
+
+
+def write_runs(root):
+    for noise, accs in ACC.items():
+        for seed, acc in enumerate(accs):
+            folder = root / f"{noise}{seed}"
+            folder.mkdir()
+            config = {
+                "phase": "tgt",
+                "data": "digits",
+                "model": "conv4_32",
+                "seed": seed,
+                "noise": noise,
+                "noise_title": noise.upper(),
+            }
+            (folder / "results.json").write_text(json.dumps({"acc": acc, "config": config}))
+            (folder / "curve.json").write_text(
+                json.dumps([{"step": 50, "acc": acc - 5}, {"step": 100, "acc": acc}])
+            )
+
+
+def test_transfer_table_and_paired_differences(tmp_path):
+    write_runs(tmp_path)
+    text = report.transfer_report(str(tmp_path), "none")
+    mean, sd = np.mean(ACC["metaperturb"]), np.std(ACC["metaperturb"], ddof=1)
+    assert f"| METAPERTURB | {mean:.2f} ± {sd:.2f} (n=3) |" in text
+    d = np.subtract(ACC["metaperturb"], ACC["none"])
+    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+    assert f"| METAPERTURB − none | {d.mean():+.2f} ± {half:.2f} (n=3) |" in text
+    assert "empty until copied" in text and "| metaperturb | — |" in text
+    assert report.main(["--transfer", str(tmp_path)]) == 0
+
+
+def test_transfer_plot_and_bad_results(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    write_runs(tmp_path)
+    assert os.path.getsize(plot.plot_transfer(str(tmp_path))) > 1000
+    (tmp_path / "none0" / "results.json").write_text("{}")
+    assert report.main(["--transfer", str(tmp_path)]) == 2
+
+
+def run_sh(*args, env=None):
+    return subprocess.run(
+        ["bash", os.path.join(ROOT, "runfiles", "metaperturb", "run.sh"), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": "echo", **(env or {})},
+    )
+
+
+def test_run_sh_commands():
+    src = run_sh("src").stdout.split()
+    assert src[:3] == ["transfer.py", "--phase", "src"]
+    flags = dict(zip(src[3::2], src[4::2]))
+    assert (
+        flags["--num_run"] == "5" and flags["--train_steps"] == "750" and flags["--data"] == "tiny_imagenet"
+    )
+    tgt = run_sh("tgt", "3", "--seed", "1").stdout.split()
+    flags = dict(zip(tgt[3::2], tgt[4::2]))
+    assert flags["--gpus"] == "3" and flags["--data"] == "stanford_cars" and flags["--img_size"] == "84"
+    assert flags["--src_name"] == "tiny_imagenet_resnet20_final" and flags["--seed"] == "1"
+
+
+@pytest.mark.parametrize("args", [(), ("train",), ("tgt",)])
+def test_run_sh_wrong_argument_exits_2(args):
+    out = run_sh(*args)
+    assert out.returncode == 2 and ("Wrong Argument" in out.stderr or "usage" in out.stderr)
