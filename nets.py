@@ -14,9 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import tensorflow as tf
-
 from layers import dense, max_pool
+from lazy import tf
 from noise import Draw, Params, Perturbation, Site
 
 BN_EPS = 1e-5

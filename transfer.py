@@ -16,6 +16,11 @@ Both phases checkpoint and resume (re-run the same command); bad input exits 2 w
 
 from __future__ import annotations
 
+import cli
+
+if __name__ == "__main__":
+    cli.quiet_ctrl_c()  # Ctrl-C while the modules below load: one line, exit 130
+
 import argparse
 import math
 import os
@@ -27,7 +32,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from main import STOPPED, Stopped, build_noise, log, write_json
+from cli import STOPPED
+from main import Stopped, build_noise, log, write_json
 from savedir import Checkpoints, UsageError, check_writable, locked
 
 if TYPE_CHECKING:
@@ -43,6 +49,9 @@ PAD = 4  # random-crop padding (spec 2.3)
 WEIGHT_DECAY = 5e-4  # L2 added to every gradient, as torch.optim.Adam(weight_decay=5e-4)
 LR_MILESTONES = (0.4, 0.7, 0.9)  # x LR_GAMMA at these fractions of --train_steps (spec 2.4)
 LR_GAMMA = 0.3
+EVAL_BATCH = (
+    256  # test images per run of the test graph (all of them are tested: no partial batch dropped, Q10)
+)
 ANNEAL = 0.4  # lambda reaches --noise_coeff at this fraction of --train_steps
 # Settings a resumed run must share with the run that wrote its folder.
 MATCH = {
@@ -172,8 +181,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         architecture(args.model)
     except ValueError as e:
         p.error(f"--model: {e}")
-    if args.phase == "src":
-        args.noise = "metaperturb"  # what the source phase meta-learns
+    if args.phase == "src" and not build_noise(args.noise, {}).transferred:
+        p.error(
+            f"--noise {args.noise}: the source phase meta-learns a transferred perturbation (metaperturb)"
+        )
     try:
         hp = dict(build_noise(args.noise, args.noise_hp).hp())
         if "clipval" in hp:
@@ -226,8 +237,9 @@ def source_tasks(
     (train indices, validation indices, its classes in label order).
 
     paper: the classes in num_split equal groups (the remainder dropped); each class's images are
-    shuffled and halved (so every class is in both halves), train on one half, validate on the other. code: num_split/2 groups,
-    tasks 2i and 2i+1 share group i with the halves swapped (the original code). Seeded."""
+    shuffled and halved (so every class is in both halves), train on one half, validate on the
+    other. code: num_split/2 groups, tasks 2i and 2i+1 share group i with the halves swapped (the
+    original code). Seeded."""
     classes = np.unique(labels)
     n_groups = num_split if scheme == "paper" else num_split // 2
     per = len(classes) // n_groups
@@ -705,8 +717,8 @@ def run_target(args: argparse.Namespace) -> None:
             probs = np.zeros((len(test[1]), n_classes))
             for _ in range(samples):
                 seed = rng.integers(2**31 - 1, size=2)
-                for i in range(0, len(test[1]), args.batch_size):
-                    xb = data.as_float(test[0][i : i + args.batch_size])
+                for i in range(0, len(test[1]), EVAL_BATCH):
+                    xb = data.as_float(test[0][i : i + EVAL_BATCH])
                     probs[i : i + len(xb)] += sess.run(
                         g.probs, {g.test_in.x: xb, g.test_in.seed: seed, g.lam: lam}
                     )
@@ -779,6 +791,7 @@ RUNS = {"src": run_source, "tgt": run_target}
 
 
 def main(argv: list[str] | None = None) -> int:
+    cli.ctrl_c_raises()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = parse_args(argv)
     if args.gpus:
@@ -806,4 +819,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

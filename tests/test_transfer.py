@@ -223,10 +223,18 @@ def test_bad_flags_exit_2(tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
-def test_bad_source_flags_exit_2(capsys):
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--split_scheme", "code", "--num_split", "3"], "must be even"),
+        (["--noise", "infodrop"], "meta-learns a transferred perturbation"),
+        (["--num_run", "0"], "--num_run must be at least 1"),
+    ],
+)
+def test_bad_source_flags_exit_2(capsys, extra, message):
     with pytest.raises(SystemExit) as e:
-        transfer.parse_args(["--phase", "src", "--split_scheme", "code", "--num_split", "3"])
-    assert e.value.code == 2 and "must be even" in capsys.readouterr().err
+        transfer.parse_args(["--phase", "src", *extra])
+    assert e.value.code == 2 and message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

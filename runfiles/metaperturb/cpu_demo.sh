@@ -8,11 +8,11 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python}
 OUT=${OUT:-./results/metaperturb_cpu}
 DATA_ROOT=${DATA_ROOT:-./data/omniglot_small}
-SRC_STEPS=${SRC_STEPS:-300}
-TGT_STEPS=${TGT_STEPS:-400}
+SRC_STEPS=${SRC_STEPS:-200}
+TGT_STEPS=${TGT_STEPS:-300}
 $PYTHON get_data.py --dataset omniglot_small --data_root "$DATA_ROOT"
 nice $PYTHON transfer.py --phase src --data omniglot_small --data_root "$DATA_ROOT" --model conv4_32 \
-  --img_size 28 --num_split 4 --batch_size 64 --train_steps "$SRC_STEPS" --augment crop --print_every 50 \
+  --img_size 28 --num_split 4 --batch_size 32 --train_steps "$SRC_STEPS" --augment crop --print_every 25 \
   --save_every 100 --save_dir "$OUT" --exp_name omniglot_conv4
 for seed in 0 1 2; do
   for noise in none metaperturb infodrop; do
