@@ -104,6 +104,7 @@ def test_phi_step_is_adam_on_the_mean_task_gradient():
         assert np.abs(v1 - v0).max() > 5e-3  # an Adam step of ~lr
 
 
+@pytest.mark.slow
 def test_phi_gradient_matches_finite_differences():
     # P7: float64, noise fixed by the seeds; first order: the validation loss at the current theta.
     with tf.Graph().as_default():
@@ -170,6 +171,7 @@ def test_target_phi_is_frozen(tmp_path):
     assert all(not np.array_equal(theta0[k], theta1[k]) for k in theta0)
 
 
+@pytest.mark.slow
 def test_interrupted_target_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     flags = tgt_flags(tmp_path, "--phi_from", phi_file(tmp_path))
     assert transfer.main(flags) == 0
