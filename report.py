@@ -33,6 +33,8 @@ from data.files import atomic, read_json
 
 PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
 TRANSFER_PUBLISHED = Path(__file__).resolve().parent / "paper" / "metaperturb.json"
+# display titles of the transfer table where a perturbation's own (an episodic learner's) does not fit
+TRANSFER_TITLES = {"none": "Base (no regulariser)"}
 MISSING = "—"
 RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations"]
 PAPER_COLUMNS = RUN_COLUMNS + ["paper", "orig. repo", "ours − paper", "file"]
@@ -302,7 +304,7 @@ def transfer_results(root: str) -> list[dict[str, Any]]:
                     "model": c["model"],
                     "seed": c["seed"],
                     "noise": c["noise"],
-                    "title": c["noise_title"],
+                    "title": TRANSFER_TITLES.get(c["noise"], c["noise_title"]),
                     "path": str(path),
                 }
             )
