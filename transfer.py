@@ -753,7 +753,8 @@ def run_target(args: argparse.Namespace) -> None:
             curve = read_json(curve_path) if os.path.exists(curve_path) else []
             curve = [c for c in curve if c["step"] < step] + [{"step": step, "acc": acc, "nll": nll}]
             write_json_list(curve_path, curve)
-            return f"test acc {acc:.2f} nll {nll:.4f} ({args.eval_samples} samples)"
+            samples = args.eval_samples if perturbation.stochastic else 1
+            return f"test acc {acc:.2f} nll {nll:.4f} ({samples} samples)"
 
         def final(sess: tf.compat.v1.Session) -> None:
             acc, nll = test_acc(sess, args.test_samples, args.noise_coeff, 0)
