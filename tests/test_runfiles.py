@@ -234,3 +234,29 @@ def test_robust_advmaml_trains_maml_at_the_legends_radii(tmp_path):
         expected = {**SETTINGS["mimgnet_1shot"], **COMMON, **MODES[a.mode], **MODELS["maml"]}
         assert {k: getattr(a, k) for k in expected} == expected
     assert run_robust(tmp_path, "advmaml", "nosuch")[0] == 2
+
+
+# Figure 5 (Omniglot), as the original repository's images/adversarial_robustness.png shows it.
+FIGURE5 = {
+    "l1": [0, 20, 40, 60, 80, 100],
+    "l2": [0, 1, 2, 3, 4, 5],
+    "linf": [0, 0.02, 0.04, 0.06, 0.08, 0.1],
+}
+
+
+def test_robust_omniglot_uses_figure5_radii(tmp_path):
+    rc, calls = run_robust(tmp_path, "advmaml", "omni_1shot")
+    assert rc == 0
+    trained = [main.parse_args(c[1:]) for c in calls[::2]]
+    legends = {"l1": (20, 100), "l2": (1, 5), "linf": (0.02, 0.1)}  # Figure 5's "Adv. e=" legends
+    assert [(a.adv_inner, a.adv_eps) for a in trained] == [(n, e) for n, r in legends.items() for e in r]
+    root = tmp_path / "results"
+    (root / "m" / "ckpt").mkdir(parents=True)
+    config = vars(main.parse_args(["--savedir", str(root / "m"), "--maml"]))
+    (root / "m" / "config.json").write_text(json.dumps({**config, "image_shape": [28, 28, 1]}))
+    (root / "m" / "ckpt" / "checkpoint").write_text("model-1")
+    (tmp_path / "calls.jsonl").unlink()
+    rc, calls = run_robust(tmp_path, "attack_all", ROOT=str(root))
+    assert rc == 0
+    attacks = [main.parse_args(c[1:]) for c in calls[:-1]]
+    assert {a.attack: a.attack_eps for a in attacks} == FIGURE5
