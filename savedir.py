@@ -44,12 +44,17 @@ MATCH = {
         "n_steps",
         "seed",
         "sampler",
+        "first_order",
         *ADV_KEYS,
     ),
     "meta_test": (*MODEL_KEYS, "shot", "query", "inner_lr", "n_steps", *ADV_KEYS),
     "export": MODEL_KEYS,
 }
-DEFAULTS = {"noise_hp": {}, "sampler": "independent"}  # settings that configs may predate
+DEFAULTS = {
+    "noise_hp": {},
+    "sampler": "independent",
+    "first_order": False,
+}  # settings that configs may predate
 AFTERWARDS = {
     "meta_train": "use the same flags to resume, or another --savedir for a new run",
     "meta_test": "meta_test with the training run's flags",
