@@ -17,10 +17,11 @@ import main
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The hyperparameters, stated once. Original README commands (seed 000); where they differ from the
-# paper's Section 4 (Omniglot: B=8 / B=6, 40K iterations, meta-lr 1e-3) the README wins.
+# The hyperparameters, stated once (their sources: paper/hyperparameters.csv, tests/test_hyperparameters.py).
+# The original runfiles' --metabatch 4 and 60000 iterations for all models (Section 4: Omniglot B=8 / B=6,
+# 40K); meta-lr 1e-3 on Omniglot but for meta-dropout 1-shot (the original README's and runfile's 3e-4).
 SETTINGS = {
-    "omni_1shot": dict(dataset="omniglot", way=20, shot=1, inner_lr=0.1, meta_lr=3e-4),
+    "omni_1shot": dict(dataset="omniglot", way=20, shot=1, inner_lr=0.1, meta_lr=1e-3),
     "omni_5shot": dict(dataset="omniglot", way=20, shot=5, inner_lr=0.4, meta_lr=1e-3),
     "mimgnet_1shot": dict(dataset="mimgnet", way=5, shot=1, inner_lr=0.01, meta_lr=1e-4),
     "mimgnet_5shot": dict(dataset="mimgnet", way=5, shot=5, inner_lr=0.01, meta_lr=1e-4),
@@ -37,6 +38,7 @@ MODELS = {  # --maml, --metasgd, and the perturbation main.py derives
     "metasgd_metadrop": dict(maml=False, metasgd=True, noise="metadrop"),
 }
 CELLS = [(m, s) for m in MODELS for s in SETTINGS]
+OWN = {("metadrop", "omni_1shot"): dict(meta_lr=3e-4)}  # a cell's own values
 
 STUB = """#!{python}
 import json, os, sys
@@ -91,7 +93,8 @@ def test_runfile_commands(tmp_path, model, setting):
     assert [c["argv"][c["argv"].index("--mode") + 1] for c in calls] == list(MODES)
     for call, (mode, mode_values) in zip(calls, MODES.items()):
         args = parsed(call)
-        expected = {**SETTINGS[setting], **COMMON, **mode_values, **MODELS[model], "mode": mode}
+        expected = {**SETTINGS[setting], **OWN.get((model, setting), {}), **COMMON, **mode_values}
+        expected.update(MODELS[model], mode=mode)
         got = {k: getattr(args, k, None) for k in expected}
         assert got == expected, f"{path} {mode}"
         assert os.path.normpath(args.savedir) == f"results/{model}/{setting}"
@@ -234,29 +237,3 @@ def test_robust_advmaml_trains_maml_at_the_legends_radii(tmp_path):
         expected = {**SETTINGS["mimgnet_1shot"], **COMMON, **MODES[a.mode], **MODELS["maml"]}
         assert {k: getattr(a, k) for k in expected} == expected
     assert run_robust(tmp_path, "advmaml", "nosuch")[0] == 2
-
-
-# Figure 5 (Omniglot), as the original repository's images/adversarial_robustness.png shows it.
-FIGURE5 = {
-    "l1": [0, 20, 40, 60, 80, 100],
-    "l2": [0, 1, 2, 3, 4, 5],
-    "linf": [0, 0.02, 0.04, 0.06, 0.08, 0.1],
-}
-
-
-def test_robust_omniglot_uses_figure5_radii(tmp_path):
-    rc, calls = run_robust(tmp_path, "advmaml", "omni_1shot")
-    assert rc == 0
-    trained = [main.parse_args(c[1:]) for c in calls[::2]]
-    legends = {"l1": (20, 100), "l2": (1, 5), "linf": (0.02, 0.1)}  # Figure 5's "Adv. e=" legends
-    assert [(a.adv_inner, a.adv_eps) for a in trained] == [(n, e) for n, r in legends.items() for e in r]
-    root = tmp_path / "results"
-    (root / "m" / "ckpt").mkdir(parents=True)
-    config = vars(main.parse_args(["--savedir", str(root / "m"), "--maml"]))
-    (root / "m" / "config.json").write_text(json.dumps({**config, "image_shape": [28, 28, 1]}))
-    (root / "m" / "ckpt" / "checkpoint").write_text("model-1")
-    (tmp_path / "calls.jsonl").unlink()
-    rc, calls = run_robust(tmp_path, "attack_all", ROOT=str(root))
-    assert rc == 0
-    attacks = [main.parse_args(c[1:]) for c in calls[:-1]]
-    assert {a.attack: a.attack_eps for a in attacks} == FIGURE5
