@@ -13,7 +13,8 @@ are models of their own (e.g. maml+adv(linf,eps=0.1), maml+first_order): never i
 Each result is one row, its seed the training seed. Within a cell, results are grouped by what was
 evaluated ("evaluated on": the test split and its episode seed, or a file of fixed episodes by its
 hash, whatever the results file's name) and by every other setting that changes a result
-("settings": meta_lr, inner_lr, n_steps, metabatch, query, sampler, MC samples at meta-test); a
+("settings": meta_lr, inner_lr, n_steps, metabatch, query, sampler, MC samples at meta-test, the
+perturbation's hyperparameters); a
 group of several results, which then differ in their training seed only, gets an extra row with the
 mean over them, ± the standard deviation across them.
 Cells without a result show "—"; a table appears once one of its cells has a result. Results in
@@ -116,9 +117,13 @@ def evaluated(path: Path, r: dict[str, Any], config: dict[str, Any]) -> tuple[st
 
 
 def settings_text(train: dict[str, Any], test: dict[str, Any]) -> str:
+    """The settings of TRAIN_SETTINGS and TEST_SETTINGS, and every hyperparameter of the perturbation
+    (a Table 2/3 row names only the one it varies)."""
     values = [(k, train.get(k, test.get(k))) for k in TRAIN_SETTINGS]
     values += [(short, test.get(k)) for k, short in TEST_SETTINGS.items()]
-    return " ".join(f"{k}={v:g}" if _number(v) else f"{k}={v}" for k, v in values if v is not None)
+    text = " ".join(f"{k}={v:g}" if _number(v) else f"{k}={v}" for k, v in values if v is not None)
+    hp = train.get("noise_hp")
+    return f"{text} {hp_text(hp)}".strip() if isinstance(hp, dict) and hp else text
 
 
 def hp_text(hp: dict[str, Any]) -> str:

@@ -350,3 +350,16 @@ def test_settings_that_change_a_result_separate_rows_and_are_shown(tmp_path):
         ("mean of 2 (± sd)", f"meta_lr=0.001 {same} mc=30"),
     ]
     assert rows[-1]["ours"] == "96.50 ± 0.71"
+
+
+def test_a_perturbation_hyperparameter_outside_the_row_separates_rows(tmp_path):
+    # Table 2's information dropout row names beta only; alpha_max changes the result too.
+    hp = {"beta": 1e-5, "alpha_max": 0.7}
+    write_result(tmp_path, "a", 94.0, noise="infodrop", noise_hp=hp)
+    write_result(tmp_path, "b", 93.0, noise="infodrop", noise_hp={**hp, "alpha_max": 0.5}, seed=0)
+    rows = tables(report.report(str(tmp_path)))["Table 2: ours vs. published"]
+    ours = [r for r in rows if r["ours"] != "—"]
+    assert [(r["ours"], r["settings"]) for r in ours] == [
+        ("93.00 ± 0.20", "beta=1e-05,alpha_max=0.5"),
+        ("94.00 ± 0.20", "beta=1e-05,alpha_max=0.7"),
+    ]
