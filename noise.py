@@ -356,7 +356,7 @@ class VIB(InputDependentKL):
     adapted in the inner steps (Table 2).
 
     Scale (the paper gives none for VIB in a conv net): Alemi et al.'s bottleneck has K = 256 units
-    and sigma = softplus(. - 5) (Section 4.1), so the noise starts ~100x below the signal and beta
+    and sigma = softplus(. - 5) (Section 4.1), so the noise starts small (std 0.0067) and beta
     weighs a KL summed over 256 units. Here every unit of every block is a bottleneck unit (~66k per
     Omniglot example) and the pre-activations start at ~0.03 (kernels of std 0.02): summing the KL
     makes beta * KL (~7 nats at beta 1e-3) outweigh the cross-entropy, and a std of softplus(0) = 0.69
