@@ -27,11 +27,13 @@ DATASETS = {
     # Bayesian TAML (seed 002, spec section 3)
     "cifar": "data.cifar100",
     "svhn": "data.svhn",
+    "cub": "data.cub",
     # MetaPerturb targets (seed 004, spec section 3) from the same sources
     "small_cifar_100": "data.cifar100:small",
+    "cub_official": "data.cub:official",
 }
 # views prepared in the folder of their source (they share its downloaded archive)
-FOLDERS = {"small_cifar_100": "cifar"}
+FOLDERS = {"small_cifar_100": "cifar", "cub_official": "cub"}
 DATA_ENV = "METADROP_DATA"  # the folder of all data roots (default ./data)
 
 

@@ -306,18 +306,23 @@ def class_lists(key: str, counts: dict[str, int]) -> dict[str, list[str]]:
     return {s: lists[s] for s in counts}
 
 
-def image(raw: bytes | np.ndarray, side: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """An encoded image (bytes: JPEG, PNG, PPM, ...) or a uint8 array, cropped to `box` (left, upper,
-    right, lower; PIL's crop) if given, resized to side x side with PIL's bicubic filter (the default
-    of PIL's resize that the original scripts call): uint8 [side, side, C], C as the image's mode
-    (RGB 3, L 1 as [side, side])."""
+def image(
+    raw: bytes | np.ndarray, side: int, box: tuple[int, int, int, int] | None = None, mode: str | None = None
+) -> np.ndarray:
+    """An encoded image (bytes: JPEG, PNG, PPM, ...) or a uint8 array, converted to PIL `mode` if
+    given, cropped to `box` (left, upper, right, lower; PIL's crop) if given, resized to side x side
+    with PIL's bicubic filter (the default of the PIL resize that the original scripts call): uint8
+    [side, side, 3] for RGB, [side, side] for gray; ValueError if it cannot be decoded."""
     from PIL import Image
 
-    im = Image.fromarray(raw) if isinstance(raw, np.ndarray) else Image.open(io.BytesIO(raw))
-    with im:
-        if box is not None:
-            im = im.crop(box)
-        return np.asarray(im.resize((side, side), Image.Resampling.BICUBIC), dtype=np.uint8)
+    try:
+        im = Image.fromarray(raw) if isinstance(raw, np.ndarray) else Image.open(io.BytesIO(raw))
+        with im:
+            im = im.convert(mode) if mode else im
+            im = im.crop(box) if box is not None else im
+            return np.asarray(im.resize((side, side), Image.Resampling.BICUBIC), dtype=np.uint8)
+    except (OSError, SyntaxError) as e:  # PIL's errors for damaged files
+        raise ValueError(str(e)) from e
 
 
 def rgb(images: np.ndarray) -> np.ndarray:

@@ -101,13 +101,16 @@ def decode(images: np.ndarray) -> np.ndarray:
 
 
 def tar_gz(files: dict[str, bytes]) -> bytes:
+    """A .tar.gz of these files, the same bytes every time (no time stamps)."""
+    import gzip
+
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+    with tarfile.open(fileobj=buf, mode="w") as tar:
         for name, body in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
-    return buf.getvalue()
+    return gzip.compress(buf.getvalue(), compresslevel=1, mtime=0)
 
 
 def md5(body: bytes) -> str:
@@ -225,3 +228,45 @@ def prepare(name: str, root: str, per_class: int = 70) -> None:
     files, settings = build(name, per_class)
     with serving(files) as server, patched(settings):
         module.prepare(root, server.url, *([view] if view else []))
+
+
+def png(x: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(x).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def cub(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """CUB_200_2011.tgz: 200 classes of per_class images (PNG bytes under .jpg names, 10x12 px, as
+    the module decodes by content); image k of class c is grayscale when c % 5 == 0 and k == 1; the
+    first half of each class is in the official training split. Images come before the lists."""
+    from data import cub as mod
+
+    rng = np.random.default_rng(SEED + 2)
+    labels = _interleaved([per_class] * mod.N_CLASSES, rng)
+    seen: Counter = Counter()
+    members, rows = {}, {"images.txt": [], "image_class_labels.txt": [], "train_test_split.txt": []}
+    for i, c in enumerate(labels, start=1):
+        k = seen[c]
+        seen[c] += 1
+        path = f"{c + 1:03d}.Bird_{c + 1}/Bird_{c + 1}_{k:04d}_{i}.jpg"
+        gray = c % 5 == 0 and k == 1
+        members[f"CUB_200_2011/images/{path}"] = png(
+            ident(int(c), k, TRAIN_TAG, (10, 12) if gray else (10, 12, 3))
+        )
+        rows["images.txt"].append(f"{i} {path}")
+        rows["image_class_labels.txt"].append(f"{i} {c + 1}")
+        rows["train_test_split.txt"].append(f"{i} {int(k < per_class // 2)}")
+    members.update({f"CUB_200_2011/{f}": "\n".join(r).encode() + b"\n" for f, r in rows.items()})
+    body = tar_gz(members)
+    return {mod.ARCHIVE: body}, {"data.cub": {"MD5": md5(body), "N_IMAGES": len(labels)}}
+
+
+BUILDERS.update({"cub": cub, "cub_official": cub})
+
+
+def sources() -> list[str]:
+    """One dataset name per source (views of one source share its builder)."""
+    return sorted({b: n for n, b in sorted(BUILDERS.items(), reverse=True)}.values())

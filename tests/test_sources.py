@@ -118,7 +118,7 @@ def test_svhn_validation_draw_and_ragged_test(tmp_path):
 # ---------------------------------------------------------------- every stand-in: resume, damage
 
 
-@pytest.mark.parametrize("name", sorted(standin.BUILDERS))
+@pytest.mark.parametrize("name", standin.sources())
 def test_interrupted_download_is_resumed_and_prepares_nothing_before(name, tmp_path, capsys):
     files, settings = standin.build(name, per_class=6)
     first = next(iter(files))
@@ -141,7 +141,7 @@ def test_interrupted_download_is_resumed_and_prepares_nothing_before(name, tmp_p
     assert all(len(data.sizes(ds.split(s))) for s in ds.splits)
 
 
-@pytest.mark.parametrize("name", sorted(standin.BUILDERS))
+@pytest.mark.parametrize("name", standin.sources())
 def test_truncated_archive_prepares_nothing(name, tmp_path, capsys):
     files, settings = standin.build(name, per_class=6)
     first = next(iter(files))
@@ -154,7 +154,7 @@ def test_truncated_archive_prepares_nothing(name, tmp_path, capsys):
     assert prepared(root) == []
 
 
-@pytest.mark.parametrize("folder", ["cifar", "svhn", "mimgnet"])
+@pytest.mark.parametrize("folder", ["cifar", "cub"])
 def test_seed_002_shims_prepare_their_own_folder(folder):
     """`cd ./data/<folder> && python get_data.py` (seed 002's README) runs get_data.py for that folder's
     dataset into that folder: a closed port gives the download's clear error, nothing else."""
@@ -173,3 +173,33 @@ def test_seed_002_shims_prepare_their_own_folder(folder):
     assert p.returncode == 2 and "network error" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert f"--dataset {folder} --data_root {here}" in p.stderr
     assert sorted(os.listdir(here)) == before
+
+
+# ---------------------------------------------------------------- CUB
+
+
+def test_cub_ood_classes_drop_grayscale_and_official_split(tmp_path):
+    root = str(tmp_path / "cub")
+    standin.prepare("cub", root, per_class=4)
+    ds = data.load("cub", root)
+    assert sorted(ds.splits) == ["test", "val"] and ds.shape == (84, 84, 3)
+    for split, mod4 in (("val", 2), ("test", 0)):
+        x = ds.split(split)
+        ids = [c for c in range(1, 201) if c % 4 == mod4]
+        assert len(data.sizes(x)) == 50
+        for j, cid in enumerate(ids):
+            cls = x[j] if isinstance(x, Ragged) else x[j]
+            got = decode(np.rint(np.asarray(cls) * 255))
+            gray = (cid - 1) % 5 == 0
+            assert got.tolist() == [[cid - 1, k, TRAIN_TAG] for k in range(4) if not (gray and k == 1)]
+    files, settings = standin.build("cub_official", per_class=4)
+    with standin.serving(files) as server:
+        assert run("cub_official", root, server, settings) == 0
+        assert sum(server.hits.values()) == 0  # the archive is there
+    off = data.load("cub_official", root)
+    train, test = off.split("train"), off.split("test")
+    assert train.shape == (200, 2, 84 * 84 * 3) and test.shape == (200, 2, 84 * 84 * 3)
+    for c in range(200):  # official: grayscale kept as RGB (gray value (16 c + k) % 256)
+        gray = [(16 * c + 1) % 256] * 3 if c % 5 == 0 else [c, 1, TRAIN_TAG]
+        assert decode(np.rint(train[c] * 255)).tolist() == [[c, 0, TRAIN_TAG], gray]
+        assert decode(np.rint(test[c] * 255)).tolist() == [[c, k, TRAIN_TAG] for k in (2, 3)]
