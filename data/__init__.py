@@ -28,6 +28,8 @@ DATASETS = {
     "cifar": "data.cifar100",
     "svhn": "data.svhn",
     "cub": "data.cub",
+    "traffic": "data.gtsrb",
+    "fashion-mnist": "data.fashion_mnist",
     # MetaPerturb targets (seed 004, spec section 3) from the same sources
     "small_cifar_100": "data.cifar100:small",
     "cub_official": "data.cub:official",

@@ -270,3 +270,50 @@ BUILDERS.update({"cub": cub, "cub_official": cub})
 def sources() -> list[str]:
     """One dataset name per source (views of one source share its builder)."""
     return sorted({b: n for n, b in sorted(BUILDERS.items(), reverse=True)}.values())
+
+
+def fashion_mnist(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """t10k-{images-idx3,labels-idx1}-ubyte.gz: 10 classes of per_class gray 28x28 images."""
+    import gzip
+
+    from data import fashion_mnist as mod
+
+    labels = _interleaved([per_class] * mod.N_CLASSES, np.random.default_rng(SEED + 3)).astype(np.uint8)
+    x = _images(labels, TRAIN_TAG, (28, 28))
+    head = np.array([2051, len(x), 28, 28], ">u4").tobytes()
+    files = {
+        mod.FILES["images"][0]: gzip.compress(head + x.tobytes(), mtime=0),
+        mod.FILES["labels"][0]: gzip.compress(
+            np.array([2049, len(x)], ">u4").tobytes() + labels.tobytes(), mtime=0
+        ),
+    }
+    sums = {k: (name, md5(files[name])) for k, (name, _) in mod.FILES.items()}
+    return files, {"data.fashion_mnist": {"FILES": sums, "PER_CLASS": per_class}}
+
+
+def gtsrb(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """GTSRB_Final_Training_Images.zip: 43 class folders of per_class + c % 3 PPM images (odd sizes)
+    and a GT-<class>.csv each, members in no particular order."""
+    import zipfile
+
+    from PIL import Image
+
+    from data import gtsrb as mod
+
+    buf = io.BytesIO()
+    n = 0
+    with zipfile.ZipFile(buf, "w") as zf:
+        for c in reversed(range(mod.N_CLASSES)):
+            folder = f"GTSRB/Final_Training/Images/{c:05d}"
+            rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+            for k in reversed(range(per_class + c % 3)):
+                ppm = io.BytesIO()
+                Image.fromarray(ident(c, k, TRAIN_TAG, (9 + k % 4, 11, 3))).save(ppm, format="PPM")
+                zf.writestr(f"{folder}/{k // 2:05d}_{k % 2:05d}.ppm", ppm.getvalue())
+                rows.append(f"{k // 2:05d}_{k % 2:05d}.ppm;11;{9 + k % 4};1;1;10;8;{c}")
+                n += 1
+            zf.writestr(f"{folder}/GT-{c:05d}.csv", "\n".join(rows) + "\n")
+    return {mod.ARCHIVE: buf.getvalue()}, {"data.gtsrb": {"N_IMAGES": n}}
+
+
+BUILDERS.update({"fashion-mnist": fashion_mnist, "traffic": gtsrb})

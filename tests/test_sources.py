@@ -203,3 +203,32 @@ def test_cub_ood_classes_drop_grayscale_and_official_split(tmp_path):
         gray = [(16 * c + 1) % 256] * 3 if c % 5 == 0 else [c, 1, TRAIN_TAG]
         assert decode(np.rint(train[c] * 255)).tolist() == [[c, 0, TRAIN_TAG], gray]
         assert decode(np.rint(test[c] * 255)).tolist() == [[c, k, TRAIN_TAG] for k in (2, 3)]
+
+
+# ---------------------------------------------------------------- Fashion-MNIST, GTSRB
+
+
+def test_fashion_mnist_gray_to_rgb_32(tmp_path):
+    root = str(tmp_path / "fm")
+    standin.prepare("fashion-mnist", root, per_class=3)
+    ds = data.load("fashion-mnist", root)
+    assert sorted(ds.splits) == ["test"] and ds.shape == (32, 32, 3)
+    x = ds.split("test")
+    assert x.shape == (10, 3, 3072)
+    for c in range(10):  # a solid gray (16 c + k) stays solid when resized, repeated to RGB
+        np.testing.assert_array_equal(
+            np.rint(x[c] * 255), np.repeat([[16 * c + k] for k in range(3)], 3072, 1)
+        )
+
+
+def test_traffic_classes_in_folder_order_images_by_name(tmp_path):
+    root = str(tmp_path / "traffic")
+    standin.prepare("traffic", root, per_class=3)
+    ds = data.load("traffic", root)
+    x = ds.split("test")
+    assert sorted(ds.splits) == ["test"] and isinstance(x, Ragged) and ds.shape == (32, 32, 3)
+    assert x.sizes.tolist() == [3 + c % 3 for c in range(43)]
+    for c in range(43):  # file k is named k//2, k%2: name order is k order
+        assert decode(x.images[x.offsets[c] : x.offsets[c + 1]]).tolist() == [
+            [c, k, TRAIN_TAG] for k in range(3 + c % 3)
+        ]
