@@ -28,6 +28,7 @@ DATASETS = {
     "cifar": "data.cifar100",
     "svhn": "data.svhn",
     "cub": "data.cub",
+    "vgg_flower": "data.vgg_flower",
     "traffic": "data.gtsrb",
     "fashion-mnist": "data.fashion_mnist",
     # MetaPerturb targets (seed 004, spec section 3) from the same sources

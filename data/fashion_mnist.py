@@ -63,8 +63,8 @@ def prepare(root: str, source: str | None) -> None:
     counts = np.bincount(labels, minlength=N_CLASSES)
     if images.shape[1:] != (28, 28) or len(images) != len(labels) or (counts != PER_CLASS).any():
         raise DataError(
-            f"{paths['images']} and {paths['labels']} hold {images.shape} images and {counts.tolist()} labels "
-            f"per class, not 28x28 and {PER_CLASS} each; delete them and run: {retry}"
+            f"{paths['images']} and {paths['labels']} hold {images.shape} images and {counts.tolist()} "
+            f"labels per class, not 28x28 and {PER_CLASS} each; delete them and run: {retry}"
         )
     big = np.stack([rgb(image(x, SIDE)) for x in images])
     save_classes(root, "", "test", [big[labels == c] for c in range(N_CLASSES)])

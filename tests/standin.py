@@ -317,3 +317,23 @@ def gtsrb(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
 
 
 BUILDERS.update({"fashion-mnist": fashion_mnist, "traffic": gtsrb})
+
+
+def vgg_flower(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """102flowers.tgz + imagelabels.mat: class label l (1-102) has per_class + l % 4 images, PNG
+    bytes under .jpg names, 13x9 px, labels interleaved."""
+    import scipy.io
+
+    from data import vgg_flower as mod
+
+    labels = _interleaved([per_class + (c + 1) % 4 for c in range(102)], np.random.default_rng(SEED + 4))
+    x = _images(labels, TRAIN_TAG, (13, 9, 3))
+    body = tar_gz({f"jpg/image_{i + 1:05d}.jpg": png(img) for i, img in enumerate(x)})
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"labels": (labels + 1)[None, :].astype(np.uint8)})
+    files = {mod.FILES["images"][0]: body, mod.FILES["labels"][0]: buf.getvalue()}
+    sums = {k: (name, md5(files[name])) for k, (name, _) in mod.FILES.items()}
+    return files, {"data.vgg_flower": {"FILES": sums, "N_IMAGES": len(labels)}}
+
+
+BUILDERS["vgg_flower"] = vgg_flower

@@ -232,3 +232,19 @@ def test_traffic_classes_in_folder_order_images_by_name(tmp_path):
         assert decode(x.images[x.offsets[c] : x.offsets[c + 1]]).tolist() == [
             [c, k, TRAIN_TAG] for k in range(3 + c % 3)
         ]
+
+
+def test_vgg_flower_hard_coded_classes_in_0_1(tmp_path):
+    root = str(tmp_path / "flower")
+    standin.prepare("vgg_flower", root, per_class=3)
+    ds = data.load("vgg_flower", root)
+    lists = read_json(CLASSES_JSON)["vgg_flower"]
+    assert ds.shape == (32, 32, 3)
+    for split in ("train", "val", "test"):
+        x = ds.split(split)
+        assert isinstance(x, Ragged) and len(x) == len(lists[split])
+        for j, name in enumerate(lists[split]):
+            label = int(name[:3])
+            assert x[j].max() <= 1 and x[j].dtype == np.float32  # normalised (spec Q8)
+            got = decode(np.rint(x[j] * 255))
+            assert got.tolist() == [[label - 1, k, TRAIN_TAG] for k in range(3 + label % 4)]
