@@ -337,3 +337,37 @@ def vgg_flower(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
 
 
 BUILDERS["vgg_flower"] = vgg_flower
+
+
+def aircraft(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """fgvc-aircraft-2013b.tar.gz: the 100 variants of data/classes.json, per_class images each (the
+    first third in test), 20x30 PNG bytes under .jpg names: inside the bounding box (5, 4, 25, 14)
+    the ident colour, outside it white; images before the lists."""
+    from data import aircraft as mod
+
+    lists = data.files.read_json(data.files.CLASSES_JSON)["aircraft"]
+    variants = sorted(v for split in lists.values() for v in split)
+    labels = _interleaved([per_class] * len(variants), np.random.default_rng(SEED + 5))
+    seen: Counter = Counter()
+    members, rows = {}, {"trainval": [], "test": [], "box": []}
+    for i, c in enumerate(labels):
+        k = seen[c]
+        seen[c] += 1
+        image_id = f"{1000000 + 7 * i:07d}"
+        x = np.full((20, 30, 3), 255, np.uint8)
+        x[4:14, 5:25] = ident(int(c), k, TRAIN_TAG, (10, 20, 3))
+        members[f"fgvc-aircraft-2013b/data/images/{image_id}.jpg"] = png(x)
+        rows["test" if k < per_class // 3 else "trainval"].append(f"{image_id} {variants[c]}")
+        rows["box"].append(f"{image_id} 5 4 25 14")
+    prefix = "fgvc-aircraft-2013b/data/"
+    members[prefix + "variants.txt"] = "\n".join(variants).encode() + b"\n"
+    for key, f in (
+        ("trainval", "images_variant_trainval.txt"),
+        ("test", "images_variant_test.txt"),
+        ("box", "images_box.txt"),
+    ):
+        members[prefix + f] = "\n".join(sorted(rows[key])).encode() + b"\n"
+    return {mod.ARCHIVE: tar_gz(members)}, {"data.aircraft": {"PER_VARIANT": per_class}}
+
+
+BUILDERS.update({"aircraft": aircraft, "aircraft_official": aircraft})

@@ -248,3 +248,37 @@ def test_vgg_flower_hard_coded_classes_in_0_1(tmp_path):
             assert x[j].max() <= 1 and x[j].dtype == np.float32  # normalised (spec Q8)
             got = decode(np.rint(x[j] * 255))
             assert got.tolist() == [[label - 1, k, TRAIN_TAG] for k in range(3 + label % 4)]
+
+
+def test_aircraft_bounding_box_crop_variant_split_and_official_view(tmp_path):
+    root = str(tmp_path / "aircraft")
+    standin.prepare("aircraft", root, per_class=6)
+    ds = data.load("aircraft", root)
+    lists = read_json(CLASSES_JSON)["aircraft"]
+    variants = sorted(v for split in lists.values() for v in split)
+    assert ds.shape == (32, 32, 3) and {s: len(lists[s]) for s in lists} == {
+        "train": 70,
+        "val": 15,
+        "test": 15,
+    }
+    for split in ("train", "val", "test"):
+        x = np.rint(ds.split(split) * 255)
+        assert x.shape == (len(lists[split]), 6, 3072)
+        for j, v in enumerate(lists[split]):  # cropped: no white border pixel survives
+            c = variants.index(v)
+            assert (x[j].reshape(6, -1, 3) == x[j].reshape(6, -1, 3)[:, :1]).all()
+            assert sorted(decode(x[j]).tolist()) == [[c, k, TRAIN_TAG] for k in range(6)]
+    files, settings = standin.build("aircraft_official", per_class=6)
+    with standin.serving(files) as server:
+        assert run("aircraft_official", root, server, settings) == 0
+        assert sum(server.hits.values()) == 0
+    off = data.load("aircraft_official", root)
+    train, test = off.split("train"), off.split("test")
+    assert (
+        off.shape == (84, 84, 3)
+        and train.shape == (100, 4, 84 * 84 * 3)
+        and test.shape == (100, 2, 84 * 84 * 3)
+    )
+    assert (train.max(axis=2) == 1).all()  # whole images: the white border is kept
+    images, labels = data.labelled(test)
+    assert images.shape == (200, 84 * 84 * 3) and labels.tolist() == np.repeat(np.arange(100), 2).tolist()
