@@ -29,6 +29,7 @@ DATASETS = {
     "svhn": "data.svhn",
     "cub": "data.cub",
     "aircraft": "data.aircraft",
+    "quickdraw": "data.quickdraw",
     "vgg_flower": "data.vgg_flower",
     "traffic": "data.gtsrb",
     "fashion-mnist": "data.fashion_mnist",

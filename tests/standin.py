@@ -24,6 +24,7 @@ import re
 import tarfile
 import threading
 import unittest.mock
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -371,3 +372,20 @@ def aircraft(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
 
 
 BUILDERS.update({"aircraft": aircraft, "aircraft_official": aircraft})
+
+
+def quickdraw(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """<category>.npy for the 345 categories: uint8 [per_class + 5, 784] each, row k of category c
+    (in sorted order) a solid gray (16 c + k) % 256; the module reads the first per_class rows."""
+
+    lists = data.files.read_json(data.files.CLASSES_JSON)["quickdraw"]
+    names = sorted(n for split in lists.values() for n in split)
+    files = {}
+    for c, name in enumerate(names):
+        buf = io.BytesIO()
+        np.save(buf, np.stack([ident(c, k, TRAIN_TAG, (28, 28)).ravel() for k in range(per_class + 5)]))
+        files[f"{urllib.parse.quote(name)}.npy"] = buf.getvalue()
+    return files, {"data.quickdraw": {"PER_CLASS": per_class}}
+
+
+BUILDERS["quickdraw"] = quickdraw

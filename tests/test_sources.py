@@ -2,6 +2,7 @@
 (tests/standin.py) served on 127.0.0.1: contents, class splits, resume, failures."""
 
 import os
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -128,14 +129,15 @@ def test_interrupted_download_is_resumed_and_prepares_nothing_before(name, tmp_p
         assert run(name, root, server, settings) == 2
         err = capsys.readouterr().err
         assert first in err and "resume" in err
-        assert prepared(root) == [] and os.path.exists(os.path.join(root, first + PARTIAL))
+        parts = [f for _, _, names in os.walk(root) for f in names if f.endswith(PARTIAL)]
+        assert prepared(root) == [] and parts == [urllib.parse.unquote(first) + PARTIAL]
         with pytest.raises(DataError):
             data.load(name, root)
         server.serve(first, files[first])
-        server.hits.clear()
+        server.range_hits.clear()
         assert run(name, root, server, settings) == 0
         assert server.range_hits[f"/{first}"] == 1 and "resuming after" in capsys.readouterr().out
-    assert not any(f.endswith(PARTIAL) for f in os.listdir(root))
+    assert not any(f.endswith(PARTIAL) for _, _, names in os.walk(root) for f in names)
     with standin.patched(settings):
         ds = data.load(name, root)
     assert all(len(data.sizes(ds.split(s))) for s in ds.splits)
@@ -282,3 +284,23 @@ def test_aircraft_bounding_box_crop_variant_split_and_official_view(tmp_path):
     assert (train.max(axis=2) == 1).all()  # whole images: the white border is kept
     images, labels = data.labelled(test)
     assert images.shape == (200, 84 * 84 * 3) and labels.tolist() == np.repeat(np.arange(100), 2).tolist()
+
+
+def test_quickdraw_reads_the_first_drawings_of_each_category(tmp_path):
+    root = str(tmp_path / "qd")
+    files, settings = standin.build("quickdraw", per_class=3)
+    with standin.serving(files) as server:
+        assert run("quickdraw", root, server, settings) == 0
+        assert len(server.range_hits) == 345  # only the start of each file was asked for
+    ds = data.load("quickdraw", root)
+    lists = read_json(CLASSES_JSON)["quickdraw"]
+    names = sorted(n for split in lists.values() for n in split)
+    assert len(names) == len(set(names)) == 345 and "The Eiffel Tower" in names
+    for split, n in (("train", 241), ("val", 52), ("test", 52)):
+        x = ds.split(split)
+        assert x.shape == (n, 3, 3072)
+        for j in (0, n - 1):
+            c = names.index(lists[split][j])
+            np.testing.assert_array_equal(
+                np.rint(x[j] * 255), np.repeat([[(16 * c + k) % 256] for k in range(3)], 3072, 1)
+            )
