@@ -198,8 +198,7 @@ def fetch(url: str, dest: str, md5: str | None, retry: str, stop: int | None = N
             f"{name} from {url} is corrupt (MD5 {got}, expected {md5}); nothing was kept: run "
             f"`{retry}` again, and if this repeats the server holds another file"
         )
-    _fsync(part)
-    os.replace(part, dest)
+    os.replace(part, dest)  # no fsync: a download damaged by a power loss fails its checksum or decoding
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
