@@ -345,3 +345,23 @@ def test_metadrop_data_moves_every_default_root(tmp_path, monkeypatch):
         data.load("svhn")
     monkeypatch.delenv(data.DATA_ENV)
     assert data.default_root("svhn") == "./data/svhn"
+
+
+def test_the_datasets_of_seeds_002_and_004_have_stand_ins():
+    """tests/standin.py prepares each of them (seed 002's commands run on stand-ins)."""
+    names = ["cifar", "svhn", "mimgnet", "cub", "aircraft", "quickdraw", "vgg_flower", "traffic"]
+    names += ["fashion-mnist", "small_cifar_100", "aircraft_official", "cub_official"]
+    assert [n for n in names if n not in standin.BUILDERS or n not in data.DATASETS] == []
+
+
+def test_mimgnet_stand_in_loads_in_a_fresh_process(tmp_path):
+    """A stand-in's smaller classes load without the stand-in's settings (main.py runs on them)."""
+    import subprocess
+    import sys
+
+    root = str(tmp_path / "mimgnet")
+    standin.prepare("mimgnet", root, per_class=3)
+    code = f"import data; ds = data.load('mimgnet', {root!r}); print(*(ds.split(s).shape for s in ('train', 'val', 'test')))"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[0] == "(64, 3, 21168) (16, 3, 21168) (20, 3, 21168)"
