@@ -361,7 +361,8 @@ def test_mimgnet_stand_in_loads_in_a_fresh_process(tmp_path):
 
     root = str(tmp_path / "mimgnet")
     standin.prepare("mimgnet", root, per_class=3)
-    code = f"import data; ds = data.load('mimgnet', {root!r}); print(*(ds.split(s).shape for s in ('train', 'val', 'test')))"
+    splits = "('train', 'val', 'test')"
+    code = f"import data; ds = data.load('mimgnet', {root!r}); print(*(ds.split(s).shape for s in {splits}))"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split("\n")[0] == "(64, 3, 21168) (16, 3, 21168) (20, 3, 21168)"
