@@ -3,10 +3,15 @@
     python get_data.py --dataset omniglot         # official Omniglot archives -> ./data/omniglot
     python get_data.py --dataset mimgnet          # miniImageNet (Ravi & Larochelle split) -> ./data/mimgnet
     python get_data.py --dataset omniglot_small   # ../shared/data/omniglot -> ./data/omniglot_small
+    python get_data.py --dataset cifar            # CIFAR-FS (Bayesian TAML); svhn, cub, aircraft, quickdraw,
+                                                  # vgg_flower, traffic, fashion-mnist, small_cifar_100,
+                                                  # aircraft_official, cub_official: see docs/datasets.md
     python get_data.py --dataset omniglot_small --episodes eps.npz --split test --way 5 --shot 1 \\
         --query 15 --n_episodes 1000 --seed 0
 
-A re-run skips whatever is already complete.
+A re-run skips whatever is already complete and resumes an interrupted download. Data roots default
+to $METADROP_DATA/<dataset> ($METADROP_DATA defaults to ./data). Seed 002's form, `cd ./data/cifar &&
+python get_data.py` (also svhn, mimgnet, cub), prepares into that folder.
 """
 
 from __future__ import annotations
