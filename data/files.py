@@ -360,7 +360,7 @@ def save_classes(root: str, prefix: str, split: str, classes: list[np.ndarray]) 
     images_path, offsets_path = _classes_paths(root, prefix, split)
     if os.path.exists(offsets_path):
         os.remove(offsets_path)
-    ragged = Ragged.of([c.reshape(len(c), -1) for c in classes])
+    ragged = Ragged.of([c.reshape(len(c), int(np.prod(c.shape[1:]))) for c in classes])  # empty ones too
     save_npy(images_path, ragged.images.astype(np.uint8, copy=False))
     save_npy(offsets_path, ragged.offsets)
 

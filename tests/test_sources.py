@@ -366,3 +366,23 @@ def test_mimgnet_stand_in_loads_in_a_fresh_process(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split("\n")[0] == "(64, 3, 21168) (16, 3, 21168) (20, 3, 21168)"
+
+
+def test_save_classes_round_trip_and_a_split_without_offsets_is_not_prepared(tmp_path):
+    from data.files import open_classes, save_classes
+
+    classes = [
+        np.full((2, 4, 4, 3), 7, np.uint8),
+        np.zeros((0, 4, 4, 3), np.uint8),
+        np.ones((3, 4, 4, 3), np.uint8),
+    ]
+    save_classes(str(tmp_path), "p_", "train", classes)
+    r = open_classes(str(tmp_path), "p_", "train", 3, 48, "retry me")
+    assert r.sizes.tolist() == [2, 0, 3] and (r.images[:2] == 7).all() and (r.images[2:] == 1).all()
+    with pytest.raises(DataError, match="expected \\(5,\\); delete it and run: retry me"):
+        open_classes(str(tmp_path), "p_", "train", 4, 48, "retry me")  # another class count
+    save_classes(str(tmp_path), "p_", "train", classes[:1])  # rewritten: offsets go first
+    assert open_classes(str(tmp_path), "p_", "train", 1, 48, "retry me").sizes.tolist() == [2]
+    os.remove(tmp_path / "p_train.offsets.npy")  # as if killed while writing the images
+    with pytest.raises(DataError, match="p_train.offsets.npy is missing; run: retry me"):
+        open_classes(str(tmp_path), "p_", "train", 1, 48, "retry me")
