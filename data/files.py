@@ -116,7 +116,9 @@ def _get(url: str, start: int, stop: int | None, name: str, retry: str) -> Any: 
     )
 
 
-def _transfer(url: str, part: str, stop: int | None, name: str, retry: str) -> tuple[int, int | None]:
+def _transfer(
+    url: str, part: str, stop: int | None, name: str, retry: str, bar: bool
+) -> tuple[int, int | None]:
     """Append url's bytes to `part` from its current size on; (bytes now in part, bytes expected)."""
     from tqdm import tqdm
 
@@ -147,33 +149,38 @@ def _transfer(url: str, part: str, stop: int | None, name: str, retry: str) -> t
         want = total if stop is None else stop if total is None else min(stop, total)
         size = start
         with open(part, "ab" if start else "wb") as f:
-            with tqdm(total=want, initial=start, unit="B", unit_scale=True, desc=name) as bar:
+            with tqdm(
+                total=want, initial=start, unit="B", unit_scale=True, desc=name, disable=not bar
+            ) as shown:
                 for chunk in r.iter_content(CHUNK):
                     chunk = chunk if stop is None else chunk[: stop - size]
                     f.write(chunk)
                     f.flush()
                     size += len(chunk)
-                    bar.update(len(chunk))
+                    shown.update(len(chunk))
                     if size == stop:
                         break
     return size, want
 
 
-def fetch(url: str, dest: str, md5: str | None, retry: str, stop: int | None = None) -> None:
+def fetch(
+    url: str, dest: str, md5: str | None, retry: str, stop: int | None = None, bar: bool = True
+) -> None:
     """Download url to dest, unless dest is already there (with the right MD5).
 
     The bytes go to dest + PARTIAL, which becomes dest only when complete (Content-Length, or the
     first `stop` bytes of the file if given) and matching md5. An interrupted transfer keeps that
     partial file and the next call resumes it with an HTTP Range request (a server that answers 200
     instead of 206 sends it all again); a wrong checksum keeps nothing. `retry` is the command named
-    in error messages.
+    in error messages; `bar` False: no progress bar and no message for a file already there.
     """
     import requests
 
     name = os.path.basename(dest)
     if os.path.exists(dest):
         if md5 is None or file_hash(dest, "md5") == md5:
-            print(f"{dest}: already downloaded")
+            if bar:
+                print(f"{dest}: already downloaded")
             return
         print(f"{dest}: checksum mismatch, downloading it again")
         os.remove(dest)
@@ -181,7 +188,7 @@ def fetch(url: str, dest: str, md5: str | None, retry: str, stop: int | None = N
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     kept = f"the part is kept in {part}: run `{retry}` again to resume"
     try:
-        size, want = _transfer(url, part, stop, name, retry)
+        size, want = _transfer(url, part, stop, name, retry, bar)
     except requests.exceptions.ChunkedEncodingError as e:  # the connection closed early
         raise DataError(f"the download of {name} from {url} was cut short ({e}); {kept}") from e
     except requests.RequestException as e:

@@ -61,6 +61,8 @@ def first_rows(path: str, n: int, retry: str) -> np.ndarray:
 def prepare(root: str, source: str | None) -> None:
     """Download the start of each category's file (source: base URL, default BASE_URL or
     $METADROP_QUICKDRAW_URL) and make the splits."""
+    from tqdm import tqdm
+
     retry = command("quickdraw", root, source)
     if ready(lambda: _open(root, retry)):
         print(f"{root}: QuickDraw is already prepared")
@@ -69,8 +71,9 @@ def prepare(root: str, source: str | None) -> None:
     folder = os.path.join(root, "numpy_bitmap")
     lists = class_lists("quickdraw", CLASSES)
     paths = {name: os.path.join(folder, f"{name}.npy") for names in lists.values() for name in names}
-    for name, path in paths.items():  # every download first: no split is made from a partial set
-        fetch(f"{base}/{urllib.parse.quote(name)}.npy", path, None, retry, stop=HEADER_MAX + PER_CLASS * 784)
+    stop = HEADER_MAX + PER_CLASS * 784
+    for name, path in tqdm(paths.items(), desc="QuickDraw categories", unit="file"):  # all before any split
+        fetch(f"{base}/{urllib.parse.quote(name)}.npy", path, None, retry, stop=stop, bar=False)
     drawings = {name: first_rows(path, PER_CLASS, retry) for name, path in paths.items()}  # all readable
     for split, names in lists.items():
         save_classes(root, "", split, [np.stack([rgb(image(x, SIDE)) for x in drawings[n]]) for n in names])
