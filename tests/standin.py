@@ -21,6 +21,7 @@ import http.server
 import io
 import pickle
 import re
+import struct
 import tarfile
 import threading
 import unittest.mock
@@ -135,6 +136,34 @@ def _images(labels: np.ndarray, tag: int, shape: tuple[int, ...]) -> np.ndarray:
     return np.stack(out)
 
 
+class Py2Pickler(pickle._Pickler):
+    """Protocol 2 as Python 2's cPickle wrote it (CIFAR's batches): str and bytes as 8-bit strings."""
+
+    def _string(self, b: bytes) -> None:
+        short = len(b) < 256
+        self.write(
+            pickle.SHORT_BINSTRING + bytes([len(b)]) + b
+            if short
+            else pickle.BINSTRING + struct.pack("<i", len(b)) + b
+        )
+
+    def save_str(self, obj: str) -> None:
+        self._string(obj.encode("latin1"))
+        self.memoize(obj)
+
+    def save_bytes(self, obj: bytes) -> None:
+        self._string(obj)
+        self.memoize(obj)
+
+    dispatch = {**pickle._Pickler.dispatch, str: save_str, bytes: save_bytes}
+
+
+def py2_pickle(obj: object) -> bytes:
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
 # ---------------------------------------------------------------- one builder per source
 
 
@@ -151,8 +180,8 @@ def cifar100(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
         labels = _interleaved([n] * len(names), rng)
         x = _images(labels, tag, (32, 32, 3))
         rows = x.transpose(0, 3, 1, 2).reshape(len(x), -1)  # CHW rows, as the real pickles
-        files[split] = pickle.dumps({b"data": rows, b"fine_labels": labels.tolist()}, protocol=2)
-    files["meta"] = pickle.dumps({b"fine_label_names": [n.encode() for n in names]}, protocol=2)
+        files[split] = py2_pickle({"data": rows, "fine_labels": labels.tolist(), "batch_label": split})
+    files["meta"] = py2_pickle({"fine_label_names": names, "coarse_label_names": ["c"]})
     body = tar_gz({f"cifar-100-python/{k}": v for k, v in files.items()})
     patches = {
         "MD5": md5(body),
