@@ -114,7 +114,11 @@ def prepare(root: str, source: str | None, view: str | None = None) -> None:
             f"{path} lacks {len(missing)} listed images, e.g. {missing[0]}; delete it and run: {retry}"
         )
     if view is None:
-        for split, names in class_lists("aircraft", FS_CLASSES).items():
+        fs = class_lists("aircraft", FS_CLASSES)
+        unknown = [v for names in fs.values() for v in names if v not in per_variant]
+        if unknown:
+            raise DataError(f"{path} has no variants {unknown}; delete it and run: {retry}")
+        for split, names in fs.items():
             save_classes(root, "", split, [np.stack([images[i] for i in per_variant[v]]) for v in names])
     else:
         for split in ("train", "test"):
