@@ -143,9 +143,15 @@ def _transfer(
             print(f"{name}: resuming after {start} bytes")
         length = int(r.headers.get("Content-Length", 0))
         total = start + length if length else None  # the file's size, if the server says
-        if r.status_code == 206 and "/" in r.headers.get("Content-Range", ""):
-            end = r.headers["Content-Range"].rsplit("/", 1)[1]
-            total = int(end) if end.isdigit() else None
+        if r.status_code == 206:  # "bytes <first>-<last>/<size>"
+            first, _, end = r.headers.get("Content-Range", "").partition("-")
+            if first.split()[-1:] != [str(start)]:
+                raise DataError(
+                    f"{url} sent {r.headers.get('Content-Range')!r} for bytes {start}- of {name}: delete "
+                    f"{part} and run `{retry}` again"
+                )
+            end = end.rpartition("/")[2]
+            total = int(end) if end.isdigit() else total
         want = total if stop is None else stop if total is None else min(stop, total)
         size = start
         with open(part, "ab" if start else "wb") as f:
