@@ -386,3 +386,18 @@ def test_save_classes_round_trip_and_a_split_without_offsets_is_not_prepared(tmp
     os.remove(tmp_path / "p_train.offsets.npy")  # as if killed while writing the images
     with pytest.raises(DataError, match="p_train.offsets.npy is missing; run: retry me"):
         open_classes(str(tmp_path), "p_", "train", 1, 48, "retry me")
+
+
+def test_a_server_without_range_requests_sends_the_file_again(tmp_path, capsys):
+    files, settings = standin.build("svhn", per_class=6)
+    first = next(iter(files))
+    root = str(tmp_path / "svhn")
+    with standin.serving(files) as server:
+        server.ranges = False
+        server.serve(first, files[first], cut=True)
+        assert run("svhn", root, server, settings) == 2
+        server.serve(first, files[first])
+        assert run("svhn", root, server, settings) == 0
+    assert "does not resume downloads; downloading it again" in capsys.readouterr().out
+    with open(os.path.join(root, first), "rb") as f:
+        assert f.read() == files[first]
