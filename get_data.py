@@ -3,6 +3,8 @@
     python get_data.py --dataset omniglot         # official Omniglot archives -> ./data/omniglot
     python get_data.py --dataset mimgnet          # miniImageNet (Ravi & Larochelle split) -> ./data/mimgnet
     python get_data.py --dataset omniglot_small   # ../shared/data/omniglot -> ./data/omniglot_small
+    python get_data.py --dataset tiny_imagenet    # MetaPerturb's source (also stl10, stanford_dogs,
+                                                  # stanford_cars): docs/datasets.md
     python get_data.py --dataset omniglot_small --episodes eps.npz --split test --way 5 --shot 1 \\
         --query 15 --n_episodes 1000 --seed 0
 
@@ -30,7 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="where the raw files come from: a base URL for omniglot and mimgnet (default: their "
         "official source, or $METADROP_OMNIGLOT_URL / $METADROP_MIMGNET_URL), a folder for "
-        "omniglot_small (default ../shared/data/omniglot)",
+        "omniglot_small (default ../shared/data/omniglot), a base URL or a folder holding the archives "
+        "for tiny_imagenet, stl10, stanford_dogs and stanford_cars (default: their source, or "
+        "$METADROP_<DATASET>_URL)",
     )
     e = p.add_argument_group("fixed evaluation episodes (for main.py --mode meta_test --episodes FILE)")
     e.add_argument("--episodes", metavar="FILE.npz", default=None, help="write episodes to this file")

@@ -21,6 +21,11 @@ DATASETS = {
     "omniglot": "data.omniglot",
     "omniglot_small": "data.omniglot_small",
     "mimgnet": "data.mimgnet",
+    # MetaPerturb's source and targets (seed 004), under the original's names
+    "tiny_imagenet": "data.tiny_imagenet",
+    "stl10": "data.stl10",
+    "stanford_dogs": "data.stanford_dogs",
+    "stanford_cars": "data.stanford_cars",
 }
 
 
