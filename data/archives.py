@@ -34,10 +34,11 @@ def base(source: str | None, env: str, default: str) -> str:
 
 
 def obtain(name: str, root: str, source: str, md5: str | None, retry: str) -> tuple[str, bool]:
-    """(path of archive `name`, whether it was downloaded into root and may be deleted once used).
+    """(path of archive `name`, whether this run downloaded it, so that it is deleted once used).
 
-    `source` is a folder holding the archive (used in place, never deleted) or a base URL from which
-    it is downloaded into root (an archive already there with the right MD5 is used as it is)."""
+    `source` is a folder holding the archive (used in place) or a base URL from which it is
+    downloaded into root; an archive already in root with the right MD5 is used as it is. Archives
+    this run did not download are kept."""
     if os.path.isdir(source):
         path = os.path.join(source, name)
         if not os.path.isfile(path):
@@ -48,14 +49,15 @@ def obtain(name: str, root: str, source: str, md5: str | None, retry: str) -> tu
             raise DataError(f"{path} is corrupt (MD5 {got}, expected {md5}): replace it with an intact copy")
         return path, False
     path = os.path.join(root, name)
-    download(f"{source.rstrip('/')}/{name}", path, md5, retry)
-    return path, True
+    return path, download(f"{source.rstrip('/')}/{name}", path, md5, retry)
 
 
-def download(url: str, dest: str, md5: str | None, retry: str) -> None:
-    """Download url to dest, resuming an earlier partial transfer (dest + PARTIAL) where the server
-    allows it (HTTP Range). dest appears only when complete and matching md5; a partial transfer is
-    kept for the next run, a complete one with the wrong MD5 is deleted. DataError says what to do."""
+def download(url: str, dest: str, md5: str | None, retry: str) -> bool:
+    """Download url to dest and return True, or False if dest is already there with the right MD5.
+
+    An earlier partial transfer (dest + PARTIAL) is resumed where the server allows it (HTTP Range).
+    dest appears only when complete and matching md5; a partial transfer is kept for the next run,
+    a complete one with the wrong MD5 is deleted. DataError says what to do."""
     import requests
     import urllib3
     from tqdm import tqdm
@@ -63,8 +65,8 @@ def download(url: str, dest: str, md5: str | None, retry: str) -> None:
     name = os.path.basename(dest)
     if os.path.exists(dest):
         if md5 is None or file_hash(dest, "md5") == md5:
-            print(f"{dest}: already downloaded")
-            return
+            print(f"{dest}: already there, used as it is")
+            return False
         print(f"{dest}: checksum mismatch, downloading it again")
         os.remove(dest)
     part = dest + PARTIAL
@@ -114,6 +116,7 @@ def download(url: str, dest: str, md5: str | None, retry: str) -> None:
         )
     _fsync(part)
     os.replace(part, dest)
+    return True
 
 
 def rgb(data: bytes, side: int, name: str) -> np.ndarray:

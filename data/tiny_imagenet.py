@@ -48,13 +48,14 @@ def _members(zf: zipfile.ZipFile) -> dict[str, list[str]]:
     if not wnids or len(set(wnids)) != len(wnids):
         raise ValueError("wnids.txt lists no classes, or one twice")
     names = set(zf.namelist())
-    train = []
-    for wnid in wnids:
-        prefix = f"{TOP}/train/{wnid}/images/"
-        files = sorted(n for n in names if n.startswith(prefix) and n.lower().endswith(".jpeg"))
-        if not files:
-            raise ValueError(f"train/{wnid}/images holds no JPEG")
-        train.append(files)
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for name in names:  # <TOP>/train/<wnid>/images/<file>.JPEG
+        parts = name.split("/")
+        if len(parts) == 5 and parts[1:4:2] == ["train", "images"] and parts[4].lower().endswith(".jpeg"):
+            by_class[parts[2]].append(name)
+    if missing := [w for w in wnids if not by_class[w]]:
+        raise ValueError(f"train/{missing[0]}/images holds no JPEG")
+    train = [sorted(by_class[w]) for w in wnids]
     val: dict[str, list[str]] = defaultdict(list)
     for line in zf.read(f"{TOP}/val/val_annotations.txt").decode().splitlines():
         if line.strip():

@@ -194,6 +194,18 @@ def test_source_folder_is_used_in_place(dataset, server, tmp_path):
     check_prepared(name, root, expected)
 
 
+def test_archives_already_in_the_data_root_are_used_and_kept(dataset, server, tmp_path, capsys):
+    name, _, files, expected = dataset
+    root = tmp_path / name
+    root.mkdir()
+    for f, body in files.items():
+        (root / f).write_bytes(body)
+    assert get_data.main(["--dataset", name, "--data_root", str(root)]) == 0
+    assert sum(server.hits.values()) == 0 and "already there" in capsys.readouterr().out
+    assert set(files) < set(os.listdir(root))
+    check_prepared(name, str(root), expected)
+
+
 def test_source_folder_with_a_wrong_file(dataset, tmp_path, capsys):
     name, _, files, _ = dataset
     folder = tmp_path / "archives"
