@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from data import Dataset
+from data import DataError, Dataset
 from data.archives import UNREADABLE, base, decode_tar, obtain, open_split_of, save_split, unreadable
 from data.files import command, ready
 
@@ -71,8 +71,17 @@ def prepare(root: str, source: str | None) -> None:
         print(f"{root}: stanford_cars is already prepared")
         return
     url = base(source, URL_ENV, URL)
-    annos, annos_downloaded = obtain(ANNOS, root, url, MD5.get(ANNOS), retry)
-    images, images_downloaded = obtain(IMAGES, root, url, MD5.get(IMAGES), retry)
+    try:
+        annos, annos_downloaded = obtain(ANNOS, root, url, MD5.get(ANNOS), retry)
+        images, images_downloaded = obtain(IMAGES, root, url, MD5.get(IMAGES), retry)
+    except DataError as e:
+        if url != URL:
+            raise
+        raise DataError(
+            f"{e}\nStanford Cars' own hosts are gone and {URL} is the Internet Archive's copy: if it "
+            f"fails, get {IMAGES} (MD5 {MD5[IMAGES]}) and {ANNOS} (MD5 {MD5[ANNOS]}) from a mirror and "
+            f"run: {command('stanford_cars', root, 'FOLDER_OR_URL')}"
+        ) from e
     try:
         split_annos = read_annotations(annos)
     except (*UNREADABLE, NotImplementedError, IndexError, TypeError) as e:  # what scipy's loadmat raises

@@ -243,3 +243,16 @@ def test_missing_or_damaged_splits_name_the_command(tmp_path):
     np.save(root / "test_offsets.npy", np.array([0, 2, 6]))
     ds = data.load("stl10", str(root))
     assert ds.split("train").shape == (2, 3, dim) and isinstance(ds.split("test"), Ragged)
+
+
+def test_http_error_and_the_stanford_cars_hint(server, tmp_path, monkeypatch, capsys):
+    from data import stanford_cars
+
+    monkeypatch.delenv(stanford_cars.URL_ENV, raising=False)
+    monkeypatch.setattr(stanford_cars, "URL", server.url + "/gone")  # serves nothing: HTTP 404
+    root = str(tmp_path / "cars")
+    assert get_data.main(["--dataset", "stanford_cars", "--data_root", root]) == 2
+    err = capsys.readouterr().err
+    assert "cars_annos.mat" in err and "HTTP 404" in err and "Internet Archive" in err
+    assert "--source FOLDER_OR_URL" in err and stanford_cars.MD5["car_ims.tgz"] in err
+    assert os.listdir(root) == []
