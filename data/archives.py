@@ -165,6 +165,14 @@ def write_split(
     write_npy(images, np.uint8, (int(np.sum(sizes)), dim), fill)
 
 
+def discard(root: str, splits: tuple[str, ...]) -> None:
+    """Remove these splits' files (a preparation that failed half-way leaves none of them)."""
+    for split in splits:
+        for path in _paths(root, split):
+            if os.path.exists(path):
+                os.remove(path)
+
+
 def save_split(root: str, split: str, images: np.ndarray, labels: np.ndarray, classes: int) -> None:
     """Write images [N, dim] uint8 with labels [N] in range(classes), stably sorted by class."""
     order = np.argsort(labels, kind="stable")

@@ -8,11 +8,11 @@ a folder holding both files, e.g. from a mirror) or $METADROP_STANFORD_CARS_URL 
 MD5s make sure any of them gives the original bytes. cars_annos.mat holds `annotations`, one
 struct an image: relative_im_path, bounding box, class (1-196) and test (1 for the official test
 split).
-- train: Ragged, 8,144 images (24-68 a class); test: Ragged, 8,041 images; classes in label order,
-  images in annotation order within a class.
+- train: Ragged, 8,144 images; test: Ragged, 8,041 images (classes of different sizes); classes
+  in label order, images in annotation order within a class.
 Images are stored at 84x84 (RGB, whole image resized with Lanczos filtering, aspect ratio not
 kept, no bounding-box crop), the size MetaPerturb's run.sh uses for Cars. The archive is streamed
-once (no extraction) and both files are deleted once the splits are written.
+once (no extraction); files this run downloaded are deleted once the splits are written.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Images/ in images.tar) and labels (1-120, breeds in wnid order).
 Images have various sizes; they are stored at 84x84 (RGB, resized whole with Lanczos filtering,
 aspect ratio not kept, no bounding-box crop): the size of MetaPerturb's run.sh for fine-grained
 targets, which resizes again to --img_size in its graph. The archives are streamed once (no
-extraction) and deleted once both splits are written.
+extraction); those this run downloaded are deleted once both splits are written.
 """
 
 from __future__ import annotations

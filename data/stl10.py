@@ -6,7 +6,8 @@ stl10, or --source (a base URL or a folder holding it) or $METADROP_STL10_URL. O
 {train,test}_y.bin one label 1-10 an image; the unlabelled set is skipped.
 - train: [10, 500, 96*96*3] uint8; test: [10, 800, 96*96*3] uint8; classes in label order (airplane,
   bird, car, cat, deer, dog, horse, monkey, ship, truck), images in file order within a class.
-The archive is streamed once (no extraction) and deleted once both splits are written.
+The archive is streamed once (no extraction); if this run downloaded it, it is deleted once both
+splits are written.
 """
 
 from __future__ import annotations

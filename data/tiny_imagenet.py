@@ -8,7 +8,8 @@ wnids.txt (the 200 class ids, one a line: their order is the class order here), 
 - train: the official training images, [200, 500, 64*64*3] uint8, each class in file-name order
 - test: the official validation images, [200, 50, 64*64*3] uint8, in file-name order
 Images are kept at 64 px (grayscale ones repeated to RGB); MetaPerturb resizes to --img_size in its
-graph. The zip is read in place and deleted once both splits are written.
+graph. The zip is read in place; if this run downloaded it, it is deleted once both
+splits are written.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections import defaultdict
 import numpy as np
 
 from data import Dataset
-from data.archives import UNREADABLE, base, obtain, open_split_of, rgb, unreadable, write_split
+from data.archives import UNREADABLE, base, discard, obtain, open_split_of, rgb, unreadable, write_split
 from data.files import command, ready
 
 URL = "http://cs231n.stanford.edu"
@@ -94,6 +95,7 @@ def prepare(root: str, source: str | None) -> None:
                 _write(zf, root, split, classes)
                 print(f"{root}/{split}.npy: {sum(map(len, classes))} images of {len(classes)} classes")
     except UNREADABLE as e:
+        discard(root, SPLITS)
         raise unreadable(path, downloaded, "Tiny ImageNet zip", retry, e) from e
     if downloaded:
         os.remove(path)

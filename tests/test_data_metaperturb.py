@@ -256,3 +256,26 @@ def test_http_error_and_the_stanford_cars_hint(server, tmp_path, monkeypatch, ca
     assert "cars_annos.mat" in err and "HTTP 404" in err and "Internet Archive" in err
     assert "--source FOLDER_OR_URL" in err and stanford_cars.MD5["car_ims.tgz"] in err
     assert os.listdir(root) == []
+
+
+def test_tiny_imagenet_bad_image_after_train_leaves_no_split(server, tmp_path, monkeypatch, capsys):
+    import io
+    import zipfile
+
+    from data import tiny_imagenet
+
+    (files,) = [ARCHIVES["tiny_imagenet"]()[0]]
+    good = zipfile.ZipFile(io.BytesIO(files[tiny_imagenet.ZIP]))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for info in good.infolist():  # a val image (read after the train split is written) is no JPEG
+            zf.writestr(info, b"garbage" if info.filename.endswith("val_3.JPEG") else good.read(info))
+    body = buf.getvalue()
+    monkeypatch.setenv(tiny_imagenet.URL_ENV, server.url)
+    monkeypatch.setattr(tiny_imagenet, "MD5", {tiny_imagenet.ZIP: hashlib.md5(body).hexdigest()})
+    server.serve(tiny_imagenet.ZIP, body)
+    root = str(tmp_path / "tiny")
+    assert get_data.main(["--dataset", "tiny_imagenet", "--data_root", root]) == 2
+    err = capsys.readouterr().err
+    assert "val_3.JPEG is not a readable image" in err and "deleted" in err
+    assert os.listdir(root) == []
