@@ -10,8 +10,8 @@ struct an image: relative_im_path, bounding box, class (1-196) and test (1 for t
 split).
 - train: Ragged, 8,144 images; test: Ragged, 8,041 images (classes of different sizes); classes
   in label order, images in annotation order within a class.
-Images are stored at 84x84 (RGB, whole image resized with Lanczos filtering, aspect ratio not
-kept, no bounding-box crop), the size MetaPerturb's run.sh uses for Cars. The archive is streamed
+Images are stored at 84x84 (RGB, whole image resized with bicubic filtering, aspect ratio not
+kept, no bounding-box crop), the size MetaPerturb's run.sh uses for Cars. The archive is read
 once (no extraction); files this run downloaded are deleted once the splits are written.
 """
 
@@ -29,6 +29,7 @@ URL = "https://web.archive.org/web/2019id_/http://imagenet.stanford.edu/internal
 URL_ENV = "METADROP_STANFORD_CARS_URL"  # overrides URL (a mirror, or a test server)
 IMAGES, ANNOS = "car_ims.tgz", "cars_annos.mat"
 MD5 = {IMAGES: "d5c8f0aa497503f355e17dc7886c3f14", ANNOS: "b407c6086d669747186bd1d764ff9dbc"}
+CLASSES = 196
 SIDE = 84
 SHAPE = (SIDE, SIDE, 3)
 FILTERS = 32  # conv width of the 4-layer network for RGB data (Meta-Dropout, Section 4)
@@ -40,7 +41,7 @@ def _dim() -> int:
 
 
 def _open(root: str, retry: str) -> dict:
-    return {s: open_split_of(root, s, _dim(), retry) for s in SPLITS}
+    return {s: open_split_of(root, s, CLASSES, _dim(), retry) for s in SPLITS}
 
 
 def read_annotations(path: str) -> dict[str, tuple[list[str], np.ndarray]]:
@@ -51,8 +52,8 @@ def read_annotations(path: str) -> dict[str, tuple[list[str], np.ndarray]]:
     files = [str(np.ravel(a)[0]) for a in ann["relative_im_path"]]
     labels = np.array([int(np.ravel(a)[0]) for a in ann["class"]], np.int64) - 1
     test = np.array([int(np.ravel(a)[0]) for a in ann["test"]]) == 1
-    if not len(files) or labels.min() < 0:
-        raise ValueError("its annotations are empty or hold a class below 1")
+    if not len(files) or not 0 <= labels.min() <= labels.max() < CLASSES:
+        raise ValueError(f"its annotations are empty or hold a class outside 1-{CLASSES}")
     if len(set(files)) != len(files):
         raise ValueError("its annotations name an image twice")
     out = {}
@@ -88,13 +89,12 @@ def prepare(root: str, source: str | None) -> None:
         raise unreadable(annos, annos_downloaded, "Stanford Cars cars_annos.mat", retry, e) from e
     wanted = {f: (s, i) for s, (files, _) in split_annos.items() for i, f in enumerate(files)}
     try:
-        decoded = decode_tar(images, wanted, SIDE)
-    except UNREADABLE as e:
+        decoded = decode_tar(images, wanted, SIDE, retry)
+    except (DataError, *UNREADABLE) as e:  # DataError: a damaged tar
         raise unreadable(images, images_downloaded, "Stanford Cars car_ims.tgz", retry, e) from e
-    classes = 1 + max(int(labels.max()) for _, labels in split_annos.values() if len(labels))
     for split, (_, labels) in split_annos.items():
-        save_split(root, split, decoded[split], labels, classes)
-        print(f"{root}/{split}.npy: {len(labels)} images of {classes} classes")
+        save_split(root, split, decoded[split], labels, CLASSES)
+        print(f"{root}/{split}.npy: {len(labels)} images of {CLASSES} classes")
     for path, downloaded in ((annos, annos_downloaded), (images, images_downloaded)):
         if downloaded:
             os.remove(path)

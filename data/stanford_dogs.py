@@ -7,9 +7,9 @@ as MATLAB files train_list.mat and test_list.mat: file_list (paths <wnid>-<breed
 Images/ in images.tar) and labels (1-120, breeds in wnid order).
 - train: [120, 100, 84*84*3] uint8 (12,000 images); test: Ragged, 8,580 images, 48-152 a class;
   classes in label order, images in list order within a class.
-Images have various sizes; they are stored at 84x84 (RGB, resized whole with Lanczos filtering,
+Images have various sizes; they are stored at 84x84 (RGB, resized whole with bicubic filtering,
 aspect ratio not kept, no bounding-box crop): the size of MetaPerturb's run.sh for fine-grained
-targets, which resizes again to --img_size in its graph. The archives are streamed once (no
+targets, which resizes again to --img_size in its graph. The archives are read once (no
 extraction); those this run downloaded are deleted once both splits are written.
 """
 
@@ -21,7 +21,7 @@ import tarfile
 
 import numpy as np
 
-from data import Dataset
+from data import DataError, Dataset
 from data.archives import UNREADABLE, base, decode_tar, obtain, open_split_of, save_split, unreadable
 from data.files import command, ready
 
@@ -29,6 +29,7 @@ URL = "http://vision.stanford.edu/aditya86/ImageNetDogs"
 URL_ENV = "METADROP_STANFORD_DOGS_URL"  # overrides URL (a mirror, or a test server)
 IMAGES, LISTS = "images.tar", "lists.tar"
 MD5 = {IMAGES: "1bb1f2a596ae7057f99d7d75860002ef", LISTS: "edbb9f16854ec66506b5f09b583e0656"}
+CLASSES = 120
 SIDE = 84
 SHAPE = (SIDE, SIDE, 3)
 FILTERS = 32  # conv width of the 4-layer network for RGB data (Meta-Dropout, Section 4)
@@ -40,7 +41,7 @@ def _dim() -> int:
 
 
 def _open(root: str, retry: str) -> dict:
-    return {s: open_split_of(root, s, _dim(), retry) for s in SPLITS}
+    return {s: open_split_of(root, s, CLASSES, _dim(), retry) for s in SPLITS}
 
 
 def read_list(data: bytes, name: str) -> tuple[list[str], np.ndarray]:
@@ -52,8 +53,8 @@ def read_list(data: bytes, name: str) -> tuple[list[str], np.ndarray]:
     labels = np.ravel(mat["labels"]).astype(np.int64) - 1
     if len(files) != len(labels) or not files:
         raise ValueError(f"{name}: {len(files)} files but {len(labels)} labels")
-    if labels.min() < 0:
-        raise ValueError(f"{name} holds labels below 1")
+    if not 0 <= labels.min() <= labels.max() < CLASSES:
+        raise ValueError(f"{name} holds labels outside 1-{CLASSES}")
     return files, labels
 
 
@@ -82,13 +83,12 @@ def prepare(root: str, source: str | None) -> None:
     except (*UNREADABLE, NotImplementedError, IndexError, TypeError) as e:  # what scipy's loadmat raises
         raise unreadable(lists, lists_downloaded, "Stanford Dogs lists.tar", retry, e) from e
     try:
-        decoded = decode_tar(images, wanted, SIDE)
-    except UNREADABLE as e:
+        decoded = decode_tar(images, wanted, SIDE, retry)
+    except (DataError, *UNREADABLE) as e:  # DataError: a damaged tar
         raise unreadable(images, images_downloaded, "Stanford Dogs images.tar", retry, e) from e
-    classes = 1 + max(int(labels.max()) for _, labels in split_lists.values())
     for split, (_, labels) in split_lists.items():
-        save_split(root, split, decoded[split], labels, classes)
-        print(f"{root}/{split}.npy: {len(labels)} images of {classes} classes")
+        save_split(root, split, decoded[split], labels, CLASSES)
+        print(f"{root}/{split}.npy: {len(labels)} images of {CLASSES} classes")
     for path, downloaded in ((lists, lists_downloaded), (images, images_downloaded)):
         if downloaded:
             os.remove(path)

@@ -6,20 +6,19 @@ stl10, or --source (a base URL or a folder holding it) or $METADROP_STL10_URL. O
 {train,test}_y.bin one label 1-10 an image; the unlabelled set is skipped.
 - train: [10, 500, 96*96*3] uint8; test: [10, 800, 96*96*3] uint8; classes in label order (airplane,
   bird, car, cat, deer, dog, horse, monkey, ship, truck), images in file order within a class.
-The archive is streamed once (no extraction); if this run downloaded it, it is deleted once both
+The archive is read once (no extraction); if this run downloaded it, it is deleted once both
 splits are written.
 """
 
 from __future__ import annotations
 
 import os
-import tarfile
 
 import numpy as np
 
-from data import Dataset
+from data import DataError, Dataset
 from data.archives import UNREADABLE, base, obtain, open_split_of, save_split, unreadable
-from data.files import command, ready
+from data.files import command, ready, tar_members
 
 URL = "http://ai.stanford.edu/~acoates/stl10"
 URL_ENV = "METADROP_STL10_URL"  # overrides URL (a mirror, or a test server)
@@ -37,18 +36,16 @@ def _dim() -> int:
 
 
 def _open(root: str, retry: str) -> dict:
-    return {s: open_split_of(root, s, _dim(), retry) for s in SPLITS}
+    return {s: open_split_of(root, s, CLASSES, _dim(), retry) for s in SPLITS}
 
 
-def _read(path: str) -> dict[str, bytes]:
-    """{train,test}_{X,y}.bin from the archive, streamed in one pass."""
+def _read(path: str, retry: str) -> dict[str, bytes]:
+    """{train,test}_{X,y}.bin from the archive, read in one pass."""
     wanted = {f"{s}_{k}.bin" for s in SPLITS for k in "Xy"}
-    found = {}
-    with tarfile.open(path, "r|gz") as tar:
-        for member in tar:
-            name = os.path.basename(member.name)
-            if name in wanted and member.isfile():
-                found[name] = tar.extractfile(member).read()
+    found = dict(
+        (os.path.basename(n), raw)
+        for n, raw in tar_members(path, lambda n: os.path.basename(n) in wanted, retry)
+    )
     if missing := sorted(wanted - set(found)):
         raise ValueError(f"it lacks {', '.join(missing)}")
     return found
@@ -75,9 +72,9 @@ def prepare(root: str, source: str | None) -> None:
         return
     path, downloaded = obtain(ARCHIVE, root, base(source, URL_ENV, URL), MD5.get(ARCHIVE), retry)
     try:
-        files = _read(path)
+        files = _read(path, retry)
         splits = {s: images_of(files[f"{s}_X.bin"], files[f"{s}_y.bin"], s) for s in SPLITS}
-    except UNREADABLE as e:
+    except (DataError, *UNREADABLE) as e:  # DataError: a damaged tar
         raise unreadable(path, downloaded, "STL-10 binary archive", retry, e) from e
     for split, (images, labels) in splits.items():
         save_split(root, split, images, labels, CLASSES)

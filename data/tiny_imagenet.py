@@ -7,9 +7,9 @@ wnids.txt (the 200 class ids, one a line: their order is the class order here), 
 (file, wnid, box; 50 a class). The unlabelled test images are not used.
 - train: the official training images, [200, 500, 64*64*3] uint8, each class in file-name order
 - test: the official validation images, [200, 50, 64*64*3] uint8, in file-name order
-Images are kept at 64 px (grayscale ones repeated to RGB); MetaPerturb resizes to --img_size in its
-graph. The zip is read in place; if this run downloaded it, it is deleted once both
-splits are written.
+Images are kept at 64 px (grayscale ones converted to RGB); MetaPerturb resizes to --img_size in
+its graph. Both splits are decoded before either is written (about 2.5 GB of memory at the peak);
+a zip this run downloaded is deleted once they are written.
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ from collections import defaultdict
 import numpy as np
 
 from data import Dataset
-from data.archives import UNREADABLE, base, discard, obtain, open_split_of, rgb, unreadable, write_split
-from data.files import command, ready
+from data.archives import UNREADABLE, base, obtain, open_split_of, rgb, unreadable
+from data.files import command, ready, save_classes
 
 URL = "http://cs231n.stanford.edu"
 URL_ENV = "METADROP_TINY_IMAGENET_URL"  # overrides URL (a mirror, or a test server)
 ZIP = "tiny-imagenet-200.zip"
 MD5 = {ZIP: "90528d7ca1a48142e341f4ef8d21d0de"}
 TOP = "tiny-imagenet-200"  # the folder inside the zip
+CLASSES = 200
 SIDE = 64
 SHAPE = (SIDE, SIDE, 3)
 FILTERS = 32  # conv width of the 4-layer network for RGB data (Meta-Dropout, Section 4)
@@ -40,23 +41,20 @@ def _dim() -> int:
 
 
 def _open(root: str, retry: str) -> dict:
-    return {s: open_split_of(root, s, _dim(), retry) for s in SPLITS}
+    return {s: open_split_of(root, s, CLASSES, _dim(), retry) for s in SPLITS}
 
 
-def _members(zf: zipfile.ZipFile) -> dict[str, list[str]]:
-    """split -> member names, class-sorted (wnids.txt order), file-name order within a class."""
+def members(zf: zipfile.ZipFile) -> dict[str, list[list[str]]]:
+    """split -> per class (wnids.txt order) its member names in file-name order."""
     wnids = zf.read(f"{TOP}/wnids.txt").decode().split()
-    if not wnids or len(set(wnids)) != len(wnids):
-        raise ValueError("wnids.txt lists no classes, or one twice")
+    if len(wnids) != CLASSES or len(set(wnids)) != len(wnids):
+        raise ValueError(f"wnids.txt lists {len(set(wnids))} distinct classes, not {CLASSES}")
     names = set(zf.namelist())
-    by_class: dict[str, list[str]] = defaultdict(list)
+    train: dict[str, list[str]] = defaultdict(list)
     for name in names:  # <TOP>/train/<wnid>/images/<file>.JPEG
         parts = name.split("/")
         if len(parts) == 5 and parts[1:4:2] == ["train", "images"] and parts[4].lower().endswith(".jpeg"):
-            by_class[parts[2]].append(name)
-    if missing := [w for w in wnids if not by_class[w]]:
-        raise ValueError(f"train/{missing[0]}/images holds no JPEG")
-    train = [sorted(by_class[w]) for w in wnids]
+            train[parts[2]].append(name)
     val: dict[str, list[str]] = defaultdict(list)
     for line in zf.read(f"{TOP}/val/val_annotations.txt").decode().splitlines():
         if line.strip():
@@ -66,20 +64,10 @@ def _members(zf: zipfile.ZipFile) -> dict[str, list[str]]:
             if f"{TOP}/val/images/{file}" not in names:
                 raise ValueError(f"val_annotations.txt names {file}, which val/images lacks")
             val[wnid].append(f"{TOP}/val/images/{file}")
-    if any(not val[w] for w in wnids):
-        raise ValueError("val_annotations.txt gives some class no image")
-    return {"train": train, "test": [sorted(val[w]) for w in wnids]}
-
-
-def _write(zf: zipfile.ZipFile, root: str, split: str, classes: list[list[str]]) -> None:
-    def fill(out: np.ndarray) -> None:
-        i = 0
-        for files in classes:
-            for name in files:
-                out[i] = rgb(zf.read(name), SIDE, name)
-                i += 1
-
-    write_split(root, split, np.array([len(f) for f in classes]), _dim(), fill)
+    for split, found in (("train", train), ("val", val)):
+        if missing := [w for w in wnids if not found[w]]:
+            raise ValueError(f"{split} holds no image of {missing[0]}")
+    return {"train": [sorted(train[w]) for w in wnids], "test": [sorted(val[w]) for w in wnids]}
 
 
 def prepare(root: str, source: str | None) -> None:
@@ -89,14 +77,16 @@ def prepare(root: str, source: str | None) -> None:
         print(f"{root}: tiny_imagenet is already prepared")
         return
     path, downloaded = obtain(ZIP, root, base(source, URL_ENV, URL), MD5.get(ZIP), retry)
+    splits = {}
     try:
         with zipfile.ZipFile(path) as zf:
-            for split, classes in _members(zf).items():
-                _write(zf, root, split, classes)
-                print(f"{root}/{split}.npy: {sum(map(len, classes))} images of {len(classes)} classes")
+            for split, classes in members(zf).items():
+                splits[split] = [np.stack([rgb(zf.read(n), SIDE, n) for n in files]) for files in classes]
     except UNREADABLE as e:
-        discard(root, SPLITS)
         raise unreadable(path, downloaded, "Tiny ImageNet zip", retry, e) from e
+    for split, classes in splits.items():
+        save_classes(root, "", split, classes)
+        print(f"{root}/{split}.npy: {sum(map(len, classes))} images of {CLASSES} classes")
     if downloaded:
         os.remove(path)
 

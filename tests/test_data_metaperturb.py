@@ -2,95 +2,41 @@
 small archives in the real formats (tests/metaperturb_archives.py)."""
 
 import hashlib
-import http.server
-import importlib
 import os
 import re
-import threading
-from collections import Counter
 
 import numpy as np
 import pytest
-from metaperturb_archives import ARCHIVES
 
 import data
 import get_data
 from data import DataError, Ragged
+from data.files import PARTIAL
+from tests import standin
+from tests.metaperturb_archives import ARCHIVES
 
 NAMES = sorted(ARCHIVES)
-
-
-class Server:
-    """Serves `routes` (path -> (body, cut)) on 127.0.0.1, honouring `Range: bytes=N-` unless
-    `ranges` is False; `cut` announces the whole (remaining) body but sends half of it and closes."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[bytes, bool]] = {}
-        self.hits: Counter = Counter()
-        self.ranges_asked: list[str] = []
-        self.ranges = True
-        srv = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                srv.hits[self.path] += 1
-                if self.path not in srv.routes:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "9")
-                    self.end_headers()
-                    self.wfile.write(b"not found")
-                    return
-                body, cut = srv.routes[self.path]
-                asked = self.headers.get("Range")
-                start = int(re.fullmatch(r"bytes=(\d+)-", asked)[1]) if asked and srv.ranges else 0
-                if asked:
-                    srv.ranges_asked.append(asked)
-                if start >= len(body) > 0:
-                    self.send_response(416)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(206 if asked and srv.ranges else 200)
-                if asked and srv.ranges:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                rest = body[start:]
-                self.send_header("Content-Length", str(len(rest)))
-                self.end_headers()
-                self.wfile.write(rest[: len(rest) // 2] if cut else rest)
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def serve(self, name: str, body: bytes, cut: bool = False) -> None:
-        self.routes[f"/{name}"] = (body, cut)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
 def server(monkeypatch):
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    s = Server()
-    yield s
-    s.close()
+    with standin.serving({}) as s:
+        yield s
+
+
+SMALL = {"tiny_imagenet": (3, 3), "stl10": (10, 2), "stanford_dogs": (3, 2), "stanford_cars": (4, 1)}
 
 
 @pytest.fixture(params=NAMES)
 def dataset(request, server, monkeypatch):
     """(name, module, archives, expected): the module's URL and MD5s pointed at small archives."""
     name = request.param
-    module = importlib.import_module(data.DATASETS[name])
-    files, expected = ARCHIVES[name]()
+    module, _ = data.entry(name)
+    classes, per_class = SMALL[name]
+    files, expected = ARCHIVES[name](classes, per_class)
+    monkeypatch.setattr(module, "CLASSES", classes)
     monkeypatch.setenv(module.URL_ENV, server.url)
     monkeypatch.setattr(module, "MD5", {f: hashlib.md5(b).hexdigest() for f, b in files.items()})
     for f, body in files.items():
@@ -100,7 +46,7 @@ def dataset(request, server, monkeypatch):
 
 def check_prepared(name: str, root: str, expected: dict) -> None:
     ds = data.load(name, root)
-    module = importlib.import_module(data.DATASETS[name])
+    module, _ = data.entry(name)
     assert ds.name == name and ds.shape == module.SHAPE and sorted(ds.splits) == ["test", "train"]
     for split, (images, sizes) in expected.items():
         x = ds.split(split)
@@ -120,7 +66,7 @@ def test_download_prepare_and_rerun(dataset, server, tmp_path, capsys):
     root = str(tmp_path / name)
     assert get_data.main(["--dataset", name, "--data_root", root]) == 0
     assert server.hits == {f"/{f}": 1 for f in files}
-    assert sorted(os.listdir(root)) == ["test.npy", "test_offsets.npy", "train.npy", "train_offsets.npy"]
+    assert sorted(os.listdir(root)) == ["test.npy", "test.offsets.npy", "train.npy", "train.offsets.npy"]
     check_prepared(name, root, expected)
     server.hits.clear()
     stamps = {f: os.stat(os.path.join(root, f)).st_mtime_ns for f in os.listdir(root)}
@@ -138,13 +84,13 @@ def test_interrupted_download_resumes(dataset, server, tmp_path, capsys):
     err = capsys.readouterr().err
     assert big in err and "resume" in err and f"python get_data.py --dataset {name}" in err
     half = len(files[big]) // 2
-    assert os.path.getsize(os.path.join(root, big + ".partial")) == half
+    assert os.path.getsize(os.path.join(root, big + PARTIAL)) == half
     assert not [f for f in os.listdir(root) if f.endswith(".npy")]
     with pytest.raises(DataError, match="is missing; run: python get_data.py"):
         data.load(name, root)
     server.serve(big, files[big])
     assert get_data.main(["--dataset", name, "--data_root", root]) == 0
-    assert server.ranges_asked == [f"bytes={half}-"]
+    assert server.range_hits == {f"/{big}": 1}
     check_prepared(name, root, expected)
 
 
@@ -163,7 +109,8 @@ def test_corrupt_archive_leaves_nothing_prepared(checksum, dataset, server, tmp_
     root = str(tmp_path / name)
     assert get_data.main(["--dataset", name, "--data_root", root]) == 2
     err = capsys.readouterr().err
-    assert ("corrupt" if checksum == "known" else "is not a readable") in err and "deleted" in err, err
+    want = ("is corrupt", "nothing was kept") if checksum == "known" else ("is not a readable", "deleted")
+    assert all(w in err for w in want), err
     assert f"python get_data.py --dataset {name}" in err
     assert sorted(os.listdir(root)) == sorted(f for f in files if f != big)  # the intact ones only
     with pytest.raises(DataError):
@@ -175,7 +122,7 @@ def test_server_without_ranges_restarts_the_download(dataset, server, tmp_path):
     big = max(files, key=lambda f: len(files[f]))
     root = tmp_path / name
     root.mkdir()
-    (root / (big + ".partial")).write_bytes(b"\0" * 7)  # not the archive's first bytes
+    (root / (big + PARTIAL)).write_bytes(b"\0" * 7)  # not the archive's first bytes
     server.ranges = False
     assert get_data.main(["--dataset", name, "--data_root", str(root)]) == 0
     check_prepared(name, str(root), expected)
@@ -201,7 +148,7 @@ def test_archives_already_in_the_data_root_are_used_and_kept(dataset, server, tm
     for f, body in files.items():
         (root / f).write_bytes(body)
     assert get_data.main(["--dataset", name, "--data_root", str(root)]) == 0
-    assert sum(server.hits.values()) == 0 and "already there" in capsys.readouterr().out
+    assert sum(server.hits.values()) == 0 and "already downloaded" in capsys.readouterr().out
     assert set(files) < set(os.listdir(root))
     check_prepared(name, str(root), expected)
 
@@ -219,30 +166,37 @@ def test_source_folder_with_a_wrong_file(dataset, tmp_path, capsys):
     assert sorted(os.listdir(folder)) == sorted(files)
 
 
-def test_missing_or_damaged_splits_name_the_command(tmp_path):
+def test_missing_or_damaged_splits_name_the_command(tmp_path, monkeypatch):
     for name in NAMES:
         root = tmp_path / name
         with pytest.raises(
             DataError, match=re.escape(f"run: python get_data.py --dataset {name} --data_root")
         ):
             data.load(name, str(root))
+    from data import stl10
+
+    monkeypatch.setattr(stl10, "CLASSES", 2)
     root = tmp_path / "stl10"
     root.mkdir()
     dim = 96 * 96 * 3
     np.save(root / "train.npy", np.zeros((6, dim), np.uint8))
     np.save(root / "test.npy", np.zeros((6, dim), np.uint8))
-    np.save(root / "train_offsets.npy", np.array([0, 3, 6]))
-    np.save(root / "test_offsets.npy", np.array([0, 4, 2, 6]))
-    with pytest.raises(DataError, match="test_offsets.npy holds offsets that do not start at 0 and grow"):
+    np.save(root / "train.offsets.npy", np.array([0, 3, 6]))
+    np.save(root / "test.offsets.npy", np.array([0, 4, 2]))
+    with pytest.raises(DataError, match="test.offsets.npy is not a list of class offsets"):
         data.load("stl10", str(root))
-    np.save(root / "test_offsets.npy", np.array([0, 2, 7]))
+    np.save(root / "test.offsets.npy", np.array([0, 2, 7]))
     with pytest.raises(
         DataError, match=r"test.npy holds an array of shape \(6, 27648\), expected \(7, 27648\)"
     ):
         data.load("stl10", str(root))
-    np.save(root / "test_offsets.npy", np.array([0, 2, 6]))
+    np.save(root / "test.offsets.npy", np.array([0, 2, 6]))
     ds = data.load("stl10", str(root))
-    assert ds.split("train").shape == (2, 3, dim) and isinstance(ds.split("test"), Ragged)
+    assert ds.split("train").shape == (2, 3, dim) and ds.split("train").dtype == np.uint8
+    assert isinstance(ds.split("test"), Ragged)
+    monkeypatch.setattr(stl10, "CLASSES", 10)  # another number of classes than prepared
+    with pytest.raises(DataError, match="train.offsets.npy holds an array of shape"):
+        data.load("stl10", str(root))
 
 
 def test_http_error_and_the_stanford_cars_hint(server, tmp_path, monkeypatch, capsys):
@@ -258,17 +212,18 @@ def test_http_error_and_the_stanford_cars_hint(server, tmp_path, monkeypatch, ca
     assert os.listdir(root) == []
 
 
-def test_tiny_imagenet_bad_image_after_train_leaves_no_split(server, tmp_path, monkeypatch, capsys):
+def test_tiny_imagenet_bad_image_leaves_no_split(server, tmp_path, monkeypatch, capsys):
     import io
     import zipfile
 
     from data import tiny_imagenet
 
-    (files,) = [ARCHIVES["tiny_imagenet"]()[0]]
+    files, _ = ARCHIVES["tiny_imagenet"](3, 3)
+    monkeypatch.setattr(tiny_imagenet, "CLASSES", 3)
     good = zipfile.ZipFile(io.BytesIO(files[tiny_imagenet.ZIP]))
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for info in good.infolist():  # a val image (read after the train split is written) is no JPEG
+        for info in good.infolist():  # a val image (decoded after the training images) is no JPEG
             zf.writestr(info, b"garbage" if info.filename.endswith("val_3.JPEG") else good.read(info))
     body = buf.getvalue()
     monkeypatch.setenv(tiny_imagenet.URL_ENV, server.url)
