@@ -47,12 +47,13 @@ def _open(root: str, view: str | None, retry: str) -> dict:
     return {s: open_classes(root, PREFIX[view], s, n, dim, retry) for s, n in _n_classes(view).items()}
 
 
-def read_archive(
-    path: str, retry: str
-) -> tuple[dict[str, list[list[str]]], dict[str, tuple[np.ndarray, bool]]]:
+Lists = dict[str, list[list[str]]]  # id list file -> its rows, split into fields
+
+
+def read_archive(path: str, retry: str) -> tuple[Lists, dict[str, tuple[np.ndarray, bool]]]:
     """(the id lists: file -> rows of fields, image path -> (uint8 [84, 84, 3], was RGB)), in one
     pass over the archive."""
-    lists: dict[str, list[list[str]]] = {}
+    lists: Lists = {}
     images: dict[str, tuple[np.ndarray, bool]] = {}
 
     def wanted(name: str) -> bool:

@@ -140,7 +140,11 @@ def _transfer(url: str, part: str, stop: int | None, name: str, retry: str) -> t
         elif start:
             print(f"{name}: resuming after {start} bytes")
         length = int(r.headers.get("Content-Length", 0))
-        want = stop if stop is not None else (start + length if length else None)
+        total = start + length if length else None  # the file's size, if the server says
+        if r.status_code == 206 and "/" in r.headers.get("Content-Range", ""):
+            end = r.headers["Content-Range"].rsplit("/", 1)[1]
+            total = int(end) if end.isdigit() else None
+        want = total if stop is None else stop if total is None else min(stop, total)
         size = start
         with open(part, "ab" if start else "wb") as f:
             with tqdm(total=want, initial=start, unit="B", unit_scale=True, desc=name) as bar:

@@ -24,6 +24,7 @@ import re
 import tarfile
 import threading
 import unittest.mock
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -273,3 +274,121 @@ BUILDERS.update({name: metaperturb_archives.builder(name) for name in metapertur
 def sources() -> list[str]:
     """One dataset name per source (views of one source share its builder)."""
     return sorted({b: n for n, b in sorted(BUILDERS.items(), reverse=True)}.values())
+
+
+def fashion_mnist(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """t10k-{images-idx3,labels-idx1}-ubyte.gz: 10 classes of per_class gray 28x28 images."""
+    import gzip
+
+    from data import fashion_mnist as mod
+
+    labels = _interleaved([per_class] * mod.N_CLASSES, np.random.default_rng(SEED + 3)).astype(np.uint8)
+    x = _images(labels, TRAIN_TAG, (28, 28))
+    head = np.array([2051, len(x), 28, 28], ">u4").tobytes()
+    files = {
+        mod.FILES["images"][0]: gzip.compress(head + x.tobytes(), mtime=0),
+        mod.FILES["labels"][0]: gzip.compress(
+            np.array([2049, len(x)], ">u4").tobytes() + labels.tobytes(), mtime=0
+        ),
+    }
+    sums = {k: (name, md5(files[name])) for k, (name, _) in mod.FILES.items()}
+    return files, {"data.fashion_mnist": {"FILES": sums, "PER_CLASS": per_class}}
+
+
+def gtsrb(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """GTSRB_Final_Training_Images.zip: 43 class folders of per_class + c % 3 PPM images (odd sizes)
+    and a GT-<class>.csv each, members in no particular order."""
+    import zipfile
+
+    from PIL import Image
+
+    from data import gtsrb as mod
+
+    buf = io.BytesIO()
+    n = 0
+    with zipfile.ZipFile(buf, "w") as zf:
+        for c in reversed(range(mod.N_CLASSES)):
+            folder = f"GTSRB/Final_Training/Images/{c:05d}"
+            rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+            for k in reversed(range(per_class + c % 3)):
+                ppm = io.BytesIO()
+                Image.fromarray(ident(c, k, TRAIN_TAG, (9 + k % 4, 11, 3))).save(ppm, format="PPM")
+                zf.writestr(f"{folder}/{k // 2:05d}_{k % 2:05d}.ppm", ppm.getvalue())
+                rows.append(f"{k // 2:05d}_{k % 2:05d}.ppm;11;{9 + k % 4};1;1;10;8;{c}")
+                n += 1
+            zf.writestr(f"{folder}/GT-{c:05d}.csv", "\n".join(rows) + "\n")
+    return {mod.ARCHIVE: buf.getvalue()}, {"data.gtsrb": {"N_IMAGES": n}}
+
+
+BUILDERS.update({"fashion-mnist": fashion_mnist, "traffic": gtsrb})
+
+
+def vgg_flower(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """102flowers.tgz + imagelabels.mat: class label l (1-102) has per_class + l % 4 images, PNG
+    bytes under .jpg names, 13x9 px, labels interleaved."""
+    import scipy.io
+
+    from data import vgg_flower as mod
+
+    labels = _interleaved([per_class + (c + 1) % 4 for c in range(102)], np.random.default_rng(SEED + 4))
+    x = _images(labels, TRAIN_TAG, (13, 9, 3))
+    body = tar_gz({f"jpg/image_{i + 1:05d}.jpg": png(img) for i, img in enumerate(x)})
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, {"labels": (labels + 1)[None, :].astype(np.uint8)})
+    files = {mod.FILES["images"][0]: body, mod.FILES["labels"][0]: buf.getvalue()}
+    sums = {k: (name, md5(files[name])) for k, (name, _) in mod.FILES.items()}
+    return files, {"data.vgg_flower": {"FILES": sums, "N_IMAGES": len(labels)}}
+
+
+BUILDERS["vgg_flower"] = vgg_flower
+
+
+def aircraft(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """fgvc-aircraft-2013b.tar.gz: the 100 variants of data/classes.json, per_class images each (the
+    first third in test), 20x30 PNG bytes under .jpg names: inside the bounding box (5, 4, 25, 14)
+    the ident colour, outside it white; images before the lists."""
+    from data import aircraft as mod
+
+    lists = data.files.read_json(data.files.CLASSES_JSON)["aircraft"]
+    variants = sorted(v for split in lists.values() for v in split)
+    labels = _interleaved([per_class] * len(variants), np.random.default_rng(SEED + 5))
+    seen: Counter = Counter()
+    members, rows = {}, {"trainval": [], "test": [], "box": []}
+    for i, c in enumerate(labels):
+        k = seen[c]
+        seen[c] += 1
+        image_id = f"{1000000 + 7 * i:07d}"
+        x = np.full((20, 30, 3), 255, np.uint8)
+        x[4:14, 5:25] = ident(int(c), k, TRAIN_TAG, (10, 20, 3))
+        members[f"fgvc-aircraft-2013b/data/images/{image_id}.jpg"] = png(x)
+        rows["test" if k < per_class // 3 else "trainval"].append(f"{image_id} {variants[c]}")
+        rows["box"].append(f"{image_id} 5 4 25 14")
+    prefix = "fgvc-aircraft-2013b/data/"
+    members[prefix + "variants.txt"] = "\n".join(variants).encode() + b"\n"
+    for key, f in (
+        ("trainval", "images_variant_trainval.txt"),
+        ("test", "images_variant_test.txt"),
+        ("box", "images_box.txt"),
+    ):
+        members[prefix + f] = "\n".join(sorted(rows[key])).encode() + b"\n"
+    return {mod.ARCHIVE: tar_gz(members)}, {"data.aircraft": {"PER_VARIANT": per_class}}
+
+
+BUILDERS.update({"aircraft": aircraft, "aircraft_official": aircraft})
+
+
+def quickdraw(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
+    """<category>.npy for the 345 categories: uint8 [per_class + 5, 784] each, row k of category c
+    (in sorted order) a solid gray (16 c + k) % 256; the module reads the first per_class rows."""
+
+    lists = data.files.read_json(data.files.CLASSES_JSON)["quickdraw"]
+    names = sorted(n for split in lists.values() for n in split)
+    files = {}
+    for c, name in enumerate(names):
+        buf = io.BytesIO()
+        np.save(buf, np.stack([ident(c, k, TRAIN_TAG, (28, 28)).ravel() for k in range(per_class + 5)]))
+        files[f"{urllib.parse.quote(name)}.npy"] = buf.getvalue()
+    return files, {"data.quickdraw": {"PER_CLASS": per_class}}
+
+
+BUILDERS["quickdraw"] = quickdraw

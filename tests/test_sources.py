@@ -2,6 +2,7 @@
 (tests/standin.py) served on 127.0.0.1: contents, class splits, resume, failures."""
 
 import os
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -128,14 +129,15 @@ def test_interrupted_download_is_resumed_and_prepares_nothing_before(name, tmp_p
         assert run(name, root, server, settings) == 2
         err = capsys.readouterr().err
         assert first in err and "resume" in err
-        assert prepared(root) == [] and os.path.exists(os.path.join(root, first + PARTIAL))
+        parts = [f for _, _, names in os.walk(root) for f in names if f.endswith(PARTIAL)]
+        assert prepared(root) == [] and parts == [urllib.parse.unquote(first) + PARTIAL]
         with pytest.raises(DataError):
             data.load(name, root)
         server.serve(first, files[first])
-        server.hits.clear()
+        server.range_hits.clear()
         assert run(name, root, server, settings) == 0
         assert server.range_hits[f"/{first}"] == 1 and "resuming after" in capsys.readouterr().out
-    assert not any(f.endswith(PARTIAL) for f in os.listdir(root))
+    assert not any(f.endswith(PARTIAL) for _, _, names in os.walk(root) for f in names)
     with standin.patched(settings):
         ds = data.load(name, root)
     assert all(len(data.sizes(ds.split(s))) for s in ds.splits)
@@ -203,3 +205,102 @@ def test_cub_ood_classes_drop_grayscale_and_official_split(tmp_path):
         gray = [(16 * c + 1) % 256] * 3 if c % 5 == 0 else [c, 1, TRAIN_TAG]
         assert decode(np.rint(train[c] * 255)).tolist() == [[c, 0, TRAIN_TAG], gray]
         assert decode(np.rint(test[c] * 255)).tolist() == [[c, k, TRAIN_TAG] for k in (2, 3)]
+
+
+# ---------------------------------------------------------------- Fashion-MNIST, GTSRB
+
+
+def test_fashion_mnist_gray_to_rgb_32(tmp_path):
+    root = str(tmp_path / "fm")
+    standin.prepare("fashion-mnist", root, per_class=3)
+    ds = data.load("fashion-mnist", root)
+    assert sorted(ds.splits) == ["test"] and ds.shape == (32, 32, 3)
+    x = ds.split("test")
+    assert x.shape == (10, 3, 3072)
+    for c in range(10):  # a solid gray (16 c + k) stays solid when resized, repeated to RGB
+        np.testing.assert_array_equal(
+            np.rint(x[c] * 255), np.repeat([[16 * c + k] for k in range(3)], 3072, 1)
+        )
+
+
+def test_traffic_classes_in_folder_order_images_by_name(tmp_path):
+    root = str(tmp_path / "traffic")
+    standin.prepare("traffic", root, per_class=3)
+    ds = data.load("traffic", root)
+    x = ds.split("test")
+    assert sorted(ds.splits) == ["test"] and isinstance(x, Ragged) and ds.shape == (32, 32, 3)
+    assert x.sizes.tolist() == [3 + c % 3 for c in range(43)]
+    for c in range(43):  # file k is named k//2, k%2: name order is k order
+        assert decode(x.images[x.offsets[c] : x.offsets[c + 1]]).tolist() == [
+            [c, k, TRAIN_TAG] for k in range(3 + c % 3)
+        ]
+
+
+def test_vgg_flower_hard_coded_classes_in_0_1(tmp_path):
+    root = str(tmp_path / "flower")
+    standin.prepare("vgg_flower", root, per_class=3)
+    ds = data.load("vgg_flower", root)
+    lists = read_json(CLASSES_JSON)["vgg_flower"]
+    assert ds.shape == (32, 32, 3)
+    for split in ("train", "val", "test"):
+        x = ds.split(split)
+        assert isinstance(x, Ragged) and len(x) == len(lists[split])
+        for j, name in enumerate(lists[split]):
+            label = int(name[:3])
+            assert x[j].max() <= 1 and x[j].dtype == np.float32  # normalised (spec Q8)
+            got = decode(np.rint(x[j] * 255))
+            assert got.tolist() == [[label - 1, k, TRAIN_TAG] for k in range(3 + label % 4)]
+
+
+def test_aircraft_bounding_box_crop_variant_split_and_official_view(tmp_path):
+    root = str(tmp_path / "aircraft")
+    standin.prepare("aircraft", root, per_class=6)
+    ds = data.load("aircraft", root)
+    lists = read_json(CLASSES_JSON)["aircraft"]
+    variants = sorted(v for split in lists.values() for v in split)
+    assert ds.shape == (32, 32, 3) and {s: len(lists[s]) for s in lists} == {
+        "train": 70,
+        "val": 15,
+        "test": 15,
+    }
+    for split in ("train", "val", "test"):
+        x = np.rint(ds.split(split) * 255)
+        assert x.shape == (len(lists[split]), 6, 3072)
+        for j, v in enumerate(lists[split]):  # cropped: no white border pixel survives
+            c = variants.index(v)
+            assert (x[j].reshape(6, -1, 3) == x[j].reshape(6, -1, 3)[:, :1]).all()
+            assert sorted(decode(x[j]).tolist()) == [[c, k, TRAIN_TAG] for k in range(6)]
+    files, settings = standin.build("aircraft_official", per_class=6)
+    with standin.serving(files) as server:
+        assert run("aircraft_official", root, server, settings) == 0
+        assert sum(server.hits.values()) == 0
+    off = data.load("aircraft_official", root)
+    train, test = off.split("train"), off.split("test")
+    assert (
+        off.shape == (84, 84, 3)
+        and train.shape == (100, 4, 84 * 84 * 3)
+        and test.shape == (100, 2, 84 * 84 * 3)
+    )
+    assert (train.max(axis=2) == 1).all()  # whole images: the white border is kept
+    images, labels = data.labelled(test)
+    assert images.shape == (200, 84 * 84 * 3) and labels.tolist() == np.repeat(np.arange(100), 2).tolist()
+
+
+def test_quickdraw_reads_the_first_drawings_of_each_category(tmp_path):
+    root = str(tmp_path / "qd")
+    files, settings = standin.build("quickdraw", per_class=3)
+    with standin.serving(files) as server:
+        assert run("quickdraw", root, server, settings) == 0
+        assert len(server.range_hits) == 345  # only the start of each file was asked for
+    ds = data.load("quickdraw", root)
+    lists = read_json(CLASSES_JSON)["quickdraw"]
+    names = sorted(n for split in lists.values() for n in split)
+    assert len(names) == len(set(names)) == 345 and "The Eiffel Tower" in names
+    for split, n in (("train", 241), ("val", 52), ("test", 52)):
+        x = ds.split(split)
+        assert x.shape == (n, 3, 3072)
+        for j in (0, n - 1):
+            c = names.index(lists[split][j])
+            np.testing.assert_array_equal(
+                np.rint(x[j] * 255), np.repeat([[(16 * c + k) % 256] for k in range(3)], 3072, 1)
+            )
