@@ -4,7 +4,7 @@
     python get_data.py --dataset mimgnet          # miniImageNet (Ravi & Larochelle split) -> ./data/mimgnet
     python get_data.py --dataset omniglot_small   # ../shared/data/omniglot -> ./data/omniglot_small
     python get_data.py --dataset tiny_imagenet    # MetaPerturb's source (also stl10, stanford_dogs,
-                                                  # stanford_cars): docs/datasets.md
+                                                  # stanford_cars): docs/datasets-metaperturb.md
     python get_data.py --dataset omniglot_small --episodes eps.npz --split test --way 5 --shot 1 \\
         --query 15 --n_episodes 1000 --seed 0
 

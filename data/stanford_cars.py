@@ -85,7 +85,7 @@ def prepare(root: str, source: str | None) -> None:
         ) from e
     try:
         split_annos = read_annotations(annos)
-    except (*UNREADABLE, NotImplementedError, IndexError, TypeError) as e:  # what scipy's loadmat raises
+    except (*UNREADABLE, NotImplementedError, TypeError) as e:  # what scipy's loadmat raises
         raise unreadable(annos, annos_downloaded, "Stanford Cars cars_annos.mat", retry, e) from e
     wanted = {f: (s, i) for s, (files, _) in split_annos.items() for i, f in enumerate(files)}
     try:

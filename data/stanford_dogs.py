@@ -80,7 +80,7 @@ def prepare(root: str, source: str | None) -> None:
         wanted = {f"Images/{f}": (s, i) for s, (fs, _) in split_lists.items() for i, f in enumerate(fs)}
         if len(wanted) != sum(len(files) for files, _ in split_lists.values()):
             raise ValueError("its lists name an image twice")
-    except (*UNREADABLE, NotImplementedError, IndexError, TypeError) as e:  # what scipy's loadmat raises
+    except (*UNREADABLE, NotImplementedError, TypeError) as e:  # what scipy's loadmat raises
         raise unreadable(lists, lists_downloaded, "Stanford Dogs lists.tar", retry, e) from e
     try:
         decoded = decode_tar(images, wanted, SIDE, retry)

@@ -42,10 +42,10 @@ def _open(root: str, retry: str) -> dict:
 def _read(path: str, retry: str) -> dict[str, bytes]:
     """{train,test}_{X,y}.bin from the archive, read in one pass."""
     wanted = {f"{s}_{k}.bin" for s in SPLITS for k in "Xy"}
-    found = dict(
-        (os.path.basename(n), raw)
+    found = {
+        os.path.basename(n): raw
         for n, raw in tar_members(path, lambda n: os.path.basename(n) in wanted, retry)
-    )
+    }
     if missing := sorted(wanted - set(found)):
         raise ValueError(f"it lacks {', '.join(missing)}")
     return found
