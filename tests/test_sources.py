@@ -304,3 +304,44 @@ def test_quickdraw_reads_the_first_drawings_of_each_category(tmp_path):
             np.testing.assert_array_equal(
                 np.rint(x[j] * 255), np.repeat([[(16 * c + k) % 256] for k in range(3)], 3072, 1)
             )
+
+
+# ---------------------------------------------------------------- the interface
+
+
+def test_ragged_labelled_and_splits_against_loops():
+    rng = np.random.default_rng(0)
+    classes = [rng.integers(0, 256, (n, 6), dtype=np.uint8) for n in (3, 1, 4)]
+    r = Ragged.of(classes)
+    assert len(r) == 3 and r.sizes.tolist() == [3, 1, 4] and r.offsets.tolist() == [0, 3, 4, 8]
+    for c, x in enumerate(classes):
+        assert r[c].dtype == np.float32
+        np.testing.assert_allclose(r[c], x.astype(np.float64) / 255, rtol=1e-6)
+    images, labels = data.labelled(r)
+    rows = [(x[i], c) for c, x in enumerate(classes) for i in range(len(x))]
+    np.testing.assert_array_equal(images, np.stack([row for row, _ in rows]))
+    assert labels.tolist() == [c for _, c in rows] and data.sizes(r).tolist() == [3, 1, 4]
+    dense = rng.random((2, 3, 6)).astype(np.float32)
+    images, labels = data.labelled(dense)
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1] and (images[4] == dense[1, 1]).all()
+    # Splits: equal class sizes become float32 [classes, examples, D], others stay Ragged uint8
+    from data.files import Splits
+
+    even = Ragged.of([x[:1] for x in classes])
+    s = Splits({"a": r, "b": even})
+    assert s["a"] is r and s["b"].dtype == np.float32 and s["b"].shape == (3, 1, 6)
+    np.testing.assert_array_equal(s["b"][2, 0], classes[2][0] / np.float32(255))
+    assert s["b"] is s["b"]  # converted once
+
+
+def test_metadrop_data_moves_every_default_root(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
+    assert data.default_root("svhn") == str(tmp_path / "svhn")
+    assert data.default_root("cub_official") == str(tmp_path / "cub")
+    with pytest.raises(
+        DataError,
+        match=f"{tmp_path}/svhn/val.offsets.npy is missing; run: python get_data.py --dataset svhn$",
+    ):
+        data.load("svhn")
+    monkeypatch.delenv(data.DATA_ENV)
+    assert data.default_root("svhn") == "./data/svhn"
