@@ -6,6 +6,8 @@
     python get_data.py --dataset cifar            # CIFAR-FS (Bayesian TAML); svhn, cub, aircraft, quickdraw,
                                                   # vgg_flower, traffic, fashion-mnist, small_cifar_100,
                                                   # aircraft_official, cub_official: see docs/datasets.md
+    python get_data.py --dataset tiny_imagenet    # MetaPerturb's source (also stl10, stanford_dogs,
+                                                  # stanford_cars): docs/datasets-metaperturb.md
     python get_data.py --dataset omniglot_small --episodes eps.npz --split test --way 5 --shot 1 \\
         --query 15 --n_episodes 1000 --seed 0
 
@@ -38,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="where the raw files come from: a base URL for downloaded datasets (default: their "
         "official host, or the module's $METADROP_<SOURCE>_URL, see docs/datasets.md), a folder "
-        "for omniglot_small (default ../shared/data/omniglot)",
+        "for omniglot_small (default ../shared/data/omniglot); tiny_imagenet, stl10, stanford_dogs and "
+        "stanford_cars also take a folder holding their archives",
     )
     e = p.add_argument_group("fixed evaluation episodes (for main.py --mode meta_test --episodes FILE)")
     e.add_argument("--episodes", metavar="FILE.npz", default=None, help="write episodes to this file")

@@ -33,6 +33,7 @@ import numpy as np
 
 import data
 import data.files
+from tests import metaperturb_archives
 
 SEED = 0
 TRAIN_TAG, TEST_TAG = 0, 255  # blue of images from a source's training / test file
@@ -302,6 +303,8 @@ def cub(per_class: int) -> tuple[dict[str, bytes], dict[str, object]]:
 
 
 BUILDERS.update({"cub": cub, "cub_official": cub})
+# MetaPerturb's tiny_imagenet, stl10, stanford_dogs, stanford_cars (random pictures, not ident colours)
+BUILDERS.update({name: metaperturb_archives.builder(name) for name in metaperturb_archives.ARCHIVES})
 
 
 def sources() -> list[str]:
