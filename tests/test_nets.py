@@ -130,12 +130,12 @@ def test_unknown_model_and_vanishing_inputs():
 def test_mc_prediction_averages_probabilities():
     # P10: the mean of the softmax vectors, not the softmax of the mean logits; S copies of one
     # draw give that draw's probabilities.
-    logits = np.array([[[4.0, 0.0, 0.0]], [[0.0, 0.0, 0.1]], [[0.0, 0.0, 0.1]]])  # [S=3, N=1, K=3]
+    logits = np.array([[[20.0, 0.0, 0.0]], [[0.0, 3.0, 0.0]], [[0.0, 3.0, 0.0]]])  # [S=3, N=1, K=3]
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
         p = sess.run(nets.mc_probs(tf.constant(logits.reshape(3, 3)), 3))
         one = sess.run(nets.mc_probs(tf.constant(np.tile(logits[1], [5, 1])), 5))
     soft = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     np.testing.assert_allclose(p, soft.mean(0), rtol=1e-12)
-    assert p.argmax() == 0  # averaging logits would pick class 2
-    assert logits.mean(0).argmax() == 2
+    assert p.argmax() == 1  # two of three samples are confident in class 1
+    assert logits.mean(0).argmax() == 0  # averaging logits would pick the one large logit
     np.testing.assert_allclose(one, soft[1], rtol=1e-12)
