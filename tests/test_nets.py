@@ -42,11 +42,12 @@ def test_parameter_counts():
         net, _ = build("conv4_64", classes=5)
         convs = (27 * 64 + 64) + 3 * (576 * 64 + 64)
         assert n_params(net.theta.values()) == convs + 4 * 128 + 256 * 5 + 5
+    for model, blocks in (("resnet32", 15), ("resnet44", 21), ("resnet56", 27)):  # 6n+2 layers, 3n blocks
+        with tf.Graph().as_default():
+            assert build(model)[0].n_sites == blocks
 
 
-@pytest.mark.parametrize(
-    "model, sites", [("conv4_32", 4), ("conv6_16", 6), ("vgg9", 8), ("resnet20", 9), ("resnet32", 15)]
-)
+@pytest.mark.parametrize("model, sites", [("conv4_32", 4), ("conv6_16", 6), ("vgg9", 8), ("resnet20", 9)])
 def test_same_phi_runs_in_every_architecture(model, sites):
     # P13: one phi (82 values), one pair of running statistics per insertion point.
     with tf.Graph().as_default():
