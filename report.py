@@ -382,7 +382,9 @@ def transfer_results(root: str) -> list[dict[str, Any]]:
                     "model": c["model"],
                     "seed": c["seed"],
                     "noise": c["noise"],
-                    "title": TRANSFER_TITLES.get(c["noise"], c["noise_title"]),
+                    # a transferred perturbation's runs are told apart by their phi file
+                    "title": TRANSFER_TITLES.get(c["noise"], c["noise_title"])
+                    + (f" [{os.path.basename(c['phi'])}]" if c.get("phi") else ""),
                     "path": str(path),
                 }
             )
@@ -406,14 +408,15 @@ def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFE
     rows = sorted({(r["noise"], r["title"]) for r in results}, key=lambda n: (n[0] != baseline, n[1]))
     names = [f"{d} ({m})" for d, m in cols]
     cell = {
-        k: [r for r in results if (r["data"], r["model"]) == k[1] and r["noise"] == k[0]]
-        for k in ((n, c) for n, _ in rows for c in cols)
+        (row, c): [r for r in results if (r["data"], r["model"]) == c and (r["noise"], r["title"]) == row]
+        for row in rows
+        for c in cols
     }
     ours = []
     for n, title in rows:
         row = {"regulariser": title}
         for c, name in zip(cols, names):
-            accs = [r["acc"] for r in cell[n, c]]
+            accs = [r["acc"] for r in cell[(n, title), c]]
             sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
             row[name] = f"{np.mean(accs):.2f} ± {sd:.2f} (n={len(accs)})" if accs else MISSING
         ours.append(row)
@@ -429,8 +432,12 @@ def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFE
             continue
         row = {"regulariser": f"{title} − {baseline}"}
         for c, name in zip(cols, names):
-            base = {r["seed"]: r["acc"] for r in cell.get((baseline, c), [])}
-            d = [r["acc"] - base[r["seed"]] for r in cell[n, c] if r["seed"] in base]
+            base = {
+                r["seed"]: r["acc"]
+                for r in results
+                if r["noise"] == baseline and (r["data"], r["model"]) == c
+            }
+            d = [r["acc"] - base[r["seed"]] for r in cell[(n, title), c] if r["seed"] in base]
             if len(d) < 2:
                 row[name] = MISSING
                 continue

@@ -27,6 +27,7 @@ def write_runs(root):
                 "seed": seed,
                 "noise": noise,
                 "noise_title": noise.upper(),
+                "phi": "src/run_0/phi_1.npz" if noise == "metaperturb" else None,
             }
             (folder / "results.json").write_text(json.dumps({"acc": acc, "config": config}))
             (folder / "curve.json").write_text(
@@ -38,12 +39,20 @@ def test_transfer_table_and_paired_differences(tmp_path):
     write_runs(tmp_path)
     text = report.transfer_report(str(tmp_path), "none")
     mean, sd = np.mean(ACC["metaperturb"]), np.std(ACC["metaperturb"], ddof=1)
-    assert f"| METAPERTURB | {mean:.2f} ± {sd:.2f} (n=3) |" in text
+    assert f"| METAPERTURB [phi_1.npz] | {mean:.2f} ± {sd:.2f} (n=3) |" in text
     d = np.subtract(ACC["metaperturb"], ACC["none"])
     half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
-    assert f"| METAPERTURB − none | {d.mean():+.2f} ± {half:.2f} (n=3) |" in text
+    assert f"| METAPERTURB [phi_1.npz] − none | {d.mean():+.2f} ± {half:.2f} (n=3) |" in text
     assert "empty until copied" in text and "| metaperturb | — |" in text
     assert report.main(["--transfer", str(tmp_path)]) == 0
+    # Runs with another phi file are a row of their own.
+    other = json.loads((tmp_path / "metaperturb0" / "results.json").read_text())
+    other["config"]["phi"], other["acc"] = "perturb_750.pth", 10.0
+    (tmp_path / "released").mkdir()
+    (tmp_path / "released" / "results.json").write_text(json.dumps(other))
+    text = report.transfer_report(str(tmp_path), "none")
+    assert f"| METAPERTURB [phi_1.npz] | {mean:.2f} ± {sd:.2f} (n=3) |" in text
+    assert "| METAPERTURB [perturb_750.pth] | 10.00 ± 0.00 (n=1) |" in text
 
 
 def test_transfer_plot_and_bad_results(tmp_path):
