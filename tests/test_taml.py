@@ -72,12 +72,14 @@ def feed_of(ph: dict, ep: dict) -> dict:
     return {ph[k]: ep[k] for k in ph}
 
 
-def reference(metasgd: bool, ep: dict) -> tuple[float, dict]:
-    """Today's MAML / Meta-SGD graph on each task's real rows only (no padding, no mask)."""
+def reference(metasgd: bool, ep: dict, padded: bool = False) -> tuple[float, dict]:
+    """Today's MAML / Meta-SGD graph on each task's real rows only (no padding, no mask), or on
+    all its rows (padded)."""
     with tf.Graph().as_default():
         model = build(metasgd=metasgd)
         losses = []
-        for t, (x, y) in enumerate(ep["real"]):
+        rows = zip(ep["xtr"], ep["ytr"]) if padded else ep["real"]
+        for t, (x, y) in enumerate(rows):
             loss, _ = model.task(
                 tf.constant(x), tf.constant(y), tf.constant(ep["xte"][t]), tf.constant(ep["yte"][t]), 1
             )
@@ -97,13 +99,15 @@ def reference(metasgd: bool, ep: dict) -> tuple[float, dict]:
         ("maml", taml.get(max_shot=MAX_SHOT), False),  # T1: all switches off (K = 1 here, 2 below)
         ("metasgd", taml.get(max_shot=MAX_SHOT), True),  # T2: alpha alone
         ("prior mean", taml.get(**ALL), True),  # T3: all on, mu = 0, posterior means
+        # Quirk Q3's original: padding rows in the moments and in N, i.e. today's graph on all rows.
+        ("original padding", taml.get(max_shot=MAX_SHOT, original_padding=True), True),
     ],
 )
 def test_reductions_to_maml_and_metasgd_on_padded_anyshot_tasks(case, learner, metasgd):
     # The padded, masked any-shot graph against today's graph on the real rows alone: loss (the
     # query cross-entropy) and the meta-gradient of every shared variable, to float64 precision.
     ep = anyshot(SHOTS)
-    ref_loss, ref_grads = reference(metasgd, ep)
+    ref_loss, ref_grads = reference(metasgd, ep, padded=learner.original_padding)
     with tf.Graph().as_default():
         model = build(learner, metasgd)
         ph = model.placeholders(2, 0, QUERY, "t", max_shot=MAX_SHOT)
@@ -350,7 +354,12 @@ def test_inference_network_size_matches_the_original():
     with tf.Graph().as_default():
         arch = Arch(hw=32, channels=3, filters=32, way=5, dtype=tf.float32)
         model = Model(
-            arch, noise.get("none"), 0.5, 1, metasgd=True, learner=taml.get(True, True, True, zero_head=True)
+            arch,
+            noise.get("none"),
+            0.5,
+            1,
+            metasgd=True,
+            learner=taml.get(omega=True, gamma=True, z=True, zero_head=True),
         )
         size = {
             k: sum(int(np.prod(v.shape)) for v in vs)
