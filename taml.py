@@ -36,9 +36,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import tensorflow as tf
-
 from layers import conv2d, dense, max_pool, variable
+from lazy import tf
 from noise import Draw, Params
 
 ENC_FILTERS = 10  # NN1's conv channels (spec 1.3)
