@@ -4,7 +4,9 @@ episode shape (seed 002's CIFAR-FS setting by default), each model in a process 
     python bench/learners.py            # 5-way, max_shot 50, 15 queries, meta-batch 4, 32x32x3, K = 5
     python bench/learners.py --quick    # a small shape: checks that it runs
 
-All three read the same padded, masked episodes (taml.py: masked batch norm on the support passes)
+The three processes are built first, then step in turn, one step each per round in a rotating
+order, so that the load of a shared machine weighs on all alike. All three read the same padded,
+masked episodes (taml.py: masked batch norm on the support passes)
 with the original's zero head (quirk Q1), as the seed-002 runs do; synthetic images; Adam with
 clipping as main.py; grappler off as main.py on a CPU. Figures and verdicts: bench/RESULTS.md.
 """
@@ -53,8 +55,9 @@ def episodes(way: int, max_shot: int, query: int, n_tasks: int, x_dim: int) -> d
     return {k: v.astype(np.float32) for k, v in ep.items()}
 
 
-def child(model_name: str, shape: str, repeats: int) -> dict[str, float]:
-    """Build the model's training step, run a warm-up step and `repeats` timed ones."""
+def child(model_name: str, shape: str) -> None:
+    """Build the model's training step and run a warm-up step; then one timed step per line read
+    from stdin, each answered with its seconds, and at EOF the peak RSS."""
     import tensorflow as tf
 
     import noise
@@ -78,50 +81,53 @@ def child(model_name: str, shape: str, repeats: int) -> dict[str, float]:
             sess.run(tf.compat.v1.global_variables_initializer())
             feed = {ph[k]: v for k, v in episodes(way, max_shot, query, n_tasks, arch.x_dim).items()}
             sess.run(train, feed)
-            first = time.perf_counter() - t0
-            times = []
-            for _ in range(repeats):
+            print(json.dumps(time.perf_counter() - t0), flush=True)
+            for _ in sys.stdin:
                 t = time.perf_counter()
                 sess.run(train, feed)
-                times.append(time.perf_counter() - t)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {
-        "s_per_step": statistics.median(times),
-        "first_s": first,
-        "peak_rss_mib": rss,
-        "load": os.getloadavg()[0],
-    }
+                print(json.dumps(time.perf_counter() - t), flush=True)
+    print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a small shape and 2 repeats")
-    p.add_argument("--repeats", type=int, default=5, help="timed steps per model (median reported)")
+    p.add_argument("--quick", action="store_true", help="a small shape and 2 rounds")
+    p.add_argument("--rounds", type=int, default=5, help="timed steps per model (median reported)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
-    shape, repeats = ("quick", 2) if args.quick else ("full", args.repeats)
+    shape, rounds = ("quick", 2) if args.quick else ("full", args.rounds)
     if args.child:
-        print("RESULT " + json.dumps(child(args.child, shape, repeats)), flush=True)
+        child(args.child, shape)
         return
     way, max_shot, query, n_tasks, hw, n_steps = SHAPES[shape]
     print(
         f"{way}-way, max_shot {max_shot}, {query} queries, meta-batch {n_tasks}, {hw}x{hw}x3, K = {n_steps}"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    results = {}
-    for name in MODELS:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--repeats", str(repeats)]
-        out = subprocess.run(
-            cmd + ["--quick"] * args.quick, env=env, capture_output=True, text=True, check=True
-        )
-        results[name] = json.loads(out.stdout.split("RESULT ", 1)[1])
-    print("| model | s / step (median) | vs Meta-SGD | first step incl. build, s | peak RSS MiB | load |")
-    print("|---|---|---|---|---|---|")
-    for name, r in results.items():
-        ratio = r["s_per_step"] / results["Meta-SGD"]["s_per_step"]
+    procs, first = {}, {}
+    for name in MODELS:  # built one after the other; all kept waiting for their steps
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", name] + ["--quick"] * args.quick
+        procs[name] = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        first[name] = json.loads(procs[name].stdout.readline())
+    times: dict[str, list[float]] = {name: [] for name in MODELS}
+    for r in range(rounds):  # one step of each model per round, in a rotating order
+        names = list(MODELS)[r % len(MODELS) :] + list(MODELS)[: r % len(MODELS)]
+        for name in names:
+            procs[name].stdin.write("step\n")
+            procs[name].stdin.flush()
+            times[name].append(json.loads(procs[name].stdout.readline()))
+    print(f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        "| model | s / step (median) | / Meta-SGD (median per round) | first step with build, s | peak RSS MiB |"
+    )
+    print("|---|---|---|---|---|")
+    for name, proc in procs.items():
+        proc.stdin.close()
+        rss = json.loads(proc.stdout.readline())
+        proc.wait()
+        ratio = statistics.median(a / b for a, b in zip(times[name], times["Meta-SGD"]))
         print(
-            f"| {name} | {r['s_per_step']:.3f} | {ratio:.2f} | {r['first_s']:.1f} | {r['peak_rss_mib']:.0f} |"
-            f" {r['load']:.1f} |"
+            f"| {name} | {statistics.median(times[name]):.3f} | {ratio:.2f} | {first[name]:.1f} | {rss:.0f} |"
         )
 
 
