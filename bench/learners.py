@@ -117,9 +117,7 @@ def main() -> None:
             procs[name].stdin.flush()
             times[name].append(json.loads(procs[name].stdout.readline()))
     print(f"load average {os.getloadavg()[0]:.1f}")
-    print(
-        "| model | s / step (median) | / Meta-SGD (median per round) | first step with build, s | peak RSS MiB |"
-    )
+    print("| model | s / step (median) | / Meta-SGD (median per round) | first step, s | peak RSS MiB |")
     print("|---|---|---|---|---|")
     for name, proc in procs.items():
         proc.stdin.close()
