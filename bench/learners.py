@@ -5,10 +5,11 @@ episode shape (seed 002's CIFAR-FS setting by default), each model in a process 
     python bench/learners.py --quick    # a small shape: checks that it runs
 
 The three processes are built first, then step in turn, one step each per round in a rotating
-order, so that the load of a shared machine weighs on all alike. All three read the same padded,
-masked episodes (taml.py: masked batch norm on the support passes)
-with the original's zero head (quirk Q1), as the seed-002 runs do; synthetic images; Adam with
-clipping as main.py; grappler off as main.py on a CPU. Figures and verdicts: bench/RESULTS.md.
+order, so that the load of a shared machine weighs on all alike ("first step": graph building,
+initialisation and one step). All three read the same padded, masked episodes (masked batch norm
+on the support passes) with the original's zero head (quirk Q1), as the seed-002 runs do;
+synthetic images; Adam with clipping and grappler off, as main.py on a CPU. Figures and verdicts:
+bench/RESULTS.md.
 """
 
 from __future__ import annotations
