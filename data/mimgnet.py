@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from data import DataError, Dataset
-from data.files import command, fetch, open_split, ready, write_npy
+from data.files import command, fetch, open_split, ready, resource, write_npy
 
 BASE_URL = "https://zenodo.org/records/7978538/files"
 URL_ENV = "METADROP_MIMGNET_URL"  # overrides BASE_URL (a mirror, or a test server)
@@ -82,7 +82,15 @@ def _convert(pkl: str, split: str, npy: str, retry: str) -> None:
         index = np.array([classes[wnid] for wnid in sorted(classes)], dtype=np.int64)
         if index.shape != (CLASSES[split], EXAMPLES) or not 0 <= index.min() <= index.max() < len(images):
             raise ValueError(f"class_dict does not give {EXAMPLES} images of image_data to every class")
-    except Exception as e:  # anything a damaged or foreign pickle can raise
+    except MemoryError as e:  # a resource, not the file: kept
+        size = os.path.getsize(pkl) / 2**20
+        raise DataError(
+            f"not enough memory to read {pkl} ({size:.0f} MB, about twice that while converting); it is "
+            f"kept: free memory (or raise the memory limit) and run `{retry}` again"
+        ) from e
+    except OSError as e:  # reading failed (permissions, I/O): the file may be fine, kept
+        raise DataError(f"cannot read {pkl} ({resource(e)}); it is kept: run `{retry}` again") from e
+    except Exception as e:  # anything a damaged or foreign pickle can raise: shown malformed
         os.remove(pkl)
         raise DataError(
             f"{pkl} is not a miniImageNet cache ({type(e).__name__}: {e}); it was deleted: run `{retry}` "
