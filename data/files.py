@@ -230,8 +230,8 @@ def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry
     # A whole .npy of another shape or type is no damaged file: most likely --data_root is the folder
     # of another dataset than --dataset. Nothing is to be deleted; the message names the mismatch.
     other = (
-        f"{path} holds a {arr.dtype} array of shape {arr.shape}, not the {' or '.join(dtypes)} "
-        f"{shape} of `{retry}`"
+        f"{path} holds an array of shape {arr.shape}, expected {shape} "
+        f"({' or '.join(dtypes)} values; it holds {arr.dtype})"
     )
     mismatch = (
         "--dataset and --data_root do not match: give the --data_root where this --dataset was "
