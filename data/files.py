@@ -225,7 +225,11 @@ def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry
         if why:
             raise DataError(f"{why}; {redo}")
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except OSError as e:
+        if e.errno is None:  # numpy's own complaint about the content
+            raise DataError(f"{path} is not a readable .npy file ({e}); {redo}") from e
+        raise DataError(f"cannot read {path} ({resource(e)}); it is kept") from e
+    except (ValueError, EOFError) as e:
         raise DataError(f"{path} is not a readable .npy file ({e}); {redo}") from e
     # A whole .npy of another shape or type is no damaged file: most likely --data_root is the folder
     # of another dataset than --dataset. Nothing is to be deleted; the message names the mismatch.

@@ -25,7 +25,7 @@ import zlib
 import numpy as np
 
 from data import DataError, Dataset
-from data.files import command, fetch, open_split, ready, save_npy
+from data.files import command, fetch, open_split, ready, resource, save_npy
 
 BASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python"
 URL_ENV = "METADROP_OMNIGLOT_URL"  # overrides BASE_URL (a mirror, or a test server)
@@ -69,8 +69,10 @@ def read_characters(paths: list[str], retry: str) -> tuple[list[str], np.ndarray
         for path in paths:
             try:
                 archives[path] = zf = stack.enter_context(zipfile.ZipFile(path))
-            except (zipfile.BadZipFile, OSError) as e:
+            except zipfile.BadZipFile as e:
                 raise DataError(f"{path} is not a readable zip ({e}); delete it and run: {retry}") from e
+            except OSError as e:  # permissions, I/O: the archive may be fine, kept
+                raise DataError(f"cannot read {path} ({resource(e)}); it is kept") from e
             found: dict[int, tuple[str, str, dict[int, str]]] = {}
             for name in zf.namelist():
                 if m := PNG.match(name):

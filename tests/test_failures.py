@@ -842,6 +842,7 @@ def test_resource_names_what_ran_out():
 
     e = OSError(errno.ENOSPC, "No space left on device", "/x/results.json")
     assert resource(e) == "/x/results.json: No space left on device (the disk is full: free space)"
+    assert "out of memory" in resource(OSError(errno.ENOMEM, "Cannot allocate memory"))
 
 
 def test_tensorflow_errors_show_the_line_that_says_why():
@@ -897,3 +898,28 @@ def test_refused_run_leaves_no_new_savedir(tmp_path, capsys):
     argv = prepared_split_argv(root, tmp_path)
     refused(capsys, [*argv, *TRAIN[:2]], "is missing")
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("reader", ["split", "archive"])
+def test_unreadable_is_not_malformed(tmp_path, monkeypatch, reader):
+    """An I/O or permission error on a prepared split or an Omniglot archive keeps the file and names
+    the resource; it once said "not a readable ...; delete it"."""
+    from data import files, omniglot
+
+    def denied(*a, **k):
+        raise OSError(errno.EACCES, "Permission denied", str(tmp_path / "x.npy"))
+
+    path = tmp_path / "x.npy"
+    if reader == "split":
+        np.save(path, np.zeros((2, 20, 784), np.float32))
+        monkeypatch.setattr(files.np, "load", denied)
+        call = lambda: files.open_split(str(path), (2, 20, 784), ("float32",), "retry")  # noqa: E731
+    else:
+        path.write_bytes(b"PK\x03\x04")
+        monkeypatch.setattr(omniglot.zipfile, "ZipFile", denied)
+        call = lambda: omniglot.read_characters([str(path)], "retry")  # noqa: E731
+    with pytest.raises(data.DataError) as e:
+        call()
+    assert (
+        "it is kept" in str(e.value) and "permission denied" in str(e.value) and "delete" not in str(e.value)
+    )
