@@ -284,7 +284,7 @@ def ci95(acc: np.ndarray) -> tuple[float, float]:
 
 
 def accuracy_line(acc: np.ndarray) -> tuple[float, str]:
-    """Mean accuracy in percent, and "M +- CI", or "M" alone for one episode (no interval)."""
+    """Mean accuracy in percent, and "M +- CI" (n >= 2) or "M (1 episode: no interval)"."""
     if len(acc) < 2:
         mean = float(100.0 * np.mean(acc))
         return mean, f"{mean:.2f} (1 episode: no interval)"
