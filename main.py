@@ -87,6 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--maml", action="store_true", help="base MAML: no perturbation")
     p.add_argument("--metasgd", action="store_true", help="Meta-SGD: meta-learned inner step sizes")
+    p.add_argument(
+        "--first_order",
+        action="store_true",
+        help="first-order MAML (Finn et al. 2017, Section 5.2): the meta-gradient treats the inner"
+        " gradients as constants (less memory and time; phi gets only its direct part)",
+    )
     p.add_argument("--noise", default=None, help="perturbation by name (default: metadrop; README, noise.py)")
     p.add_argument(
         "--noise_hp",
@@ -354,7 +360,14 @@ class Runner:
         with self.graph.as_default():
             tf.compat.v1.set_random_seed(args.seed)
             arch = Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way)
-            self.model = Model(arch, perturbation, args.inner_lr, args.n_steps, metasgd=args.metasgd)
+            self.model = Model(
+                arch,
+                perturbation,
+                args.inner_lr,
+                args.n_steps,
+                metasgd=args.metasgd,
+                first_order=args.first_order,
+            )
             if args.adv_inner:
                 from attack import Adversary
 

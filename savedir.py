@@ -45,12 +45,14 @@ MATCH = {
         "n_steps",
         "seed",
         "sampler",
+        "first_order",
         *ADV_KEYS,
     ),
     "meta_test": (*MODEL_KEYS, "shot", "query", "inner_lr", "n_steps", *ADV_KEYS),
     "export": MODEL_KEYS,
 }
-DEFAULTS = {"noise_hp": {}, "sampler": "independent"}  # settings that configs may predate
+# Settings that configs may predate, and what such a run used.
+DEFAULTS = {"noise_hp": {}, "sampler": "independent", "first_order": False}
 AFTERWARDS = {
     "meta_train": "use the same flags to resume, or another --savedir for a new run",
     "meta_test": "meta_test with the training run's flags",
@@ -75,7 +77,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("dataset", "noise", "sampler"), (str,)),
     **dict.fromkeys(("way", "shot", "query", "metabatch", "n_steps", "seed", "filters"), (int,)),
     **dict.fromkeys(("meta_lr", "inner_lr"), (int, float)),
-    "metasgd": (bool,),
+    **dict.fromkeys(("metasgd", "first_order"), (bool,)),
     "noise_hp": (dict,),
     "image_shape": (list,),
     "adv_inner": (str, type(None)),

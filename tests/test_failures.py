@@ -830,7 +830,7 @@ def test_mimgnet_cache_kept_on_resource_errors(tmp_path, monkeypatch, error):
     def load(self):
         raise error
 
-    monkeypatch.setattr(mimgnet._ArraysOnly, "load", load)
+    monkeypatch.setattr(mimgnet.ArraysOnly, "load", load)
     with pytest.raises(data.DataError) as e:
         mimgnet._convert(str(pkl), "test", str(tmp_path / "test.npy"), "python get_data.py --dataset mimgnet")
     assert pkl.exists() and "it is kept" in str(e.value) and "not a miniImageNet cache" not in str(e.value)
@@ -923,3 +923,22 @@ def test_unreadable_is_not_malformed(tmp_path, monkeypatch, reader):
     assert (
         "it is kept" in str(e.value) and "permission denied" in str(e.value) and "delete" not in str(e.value)
     )
+
+
+@pytest.mark.parametrize(
+    "error, deleted",
+    [
+        (MemoryError(), False),
+        (OSError(errno.EIO, "Input/output error"), False),
+        (data.Unavailable("cannot read x (disk)"), False),  # from tar_members, say
+        (ValueError("not a tar"), True),  # shown malformed
+    ],
+)
+def test_downloaded_archive_deleted_only_when_malformed(tmp_path, error, deleted):
+    from data.archives import unreadable
+
+    path = tmp_path / "images.tar"
+    path.write_bytes(b"an archive")
+    e = unreadable(str(path), True, "images.tar", "retry", error)
+    assert isinstance(e, data.DataError) and path.exists() != deleted
+    assert ("it is kept" in str(e) or "(disk)" in str(e)) != deleted
