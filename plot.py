@@ -257,11 +257,10 @@ def load_robust(root: str) -> list[dict]:
 
 
 def curve_label(config: dict) -> str:
-    """The model's Table 1/2 row, and for adversarial MAML its training norm and radius."""
+    """The model's row in report.py (adversarial MAML with its training norm and radius)."""
     from report import model_name
 
-    adv = config.get("adv_inner")
-    return model_name(config) + (f", adv. {adv} eps={config['adv_eps']:g}" if adv else "")
+    return model_name(config)
 
 
 def plot_robustness(root: str) -> str:
