@@ -34,6 +34,7 @@ def run(main: Callable[[], int]) -> NoReturn:
     """sys.exit(main()); after Ctrl-C the process ends at once, without waiting for threads that
     libraries left running (everything is written whole by then: data.files.atomic)."""
     code = main()
+    quiet_ctrl_c()  # Ctrl-C while the process ends: still the one line
     if code == STOPPED:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -18,6 +18,11 @@ python get_data.py` (also svhn, mimgnet, cub), prepares into that folder.
 
 from __future__ import annotations
 
+import cli
+
+if __name__ == "__main__":
+    cli.quiet_ctrl_c()  # Ctrl-C while the modules below load: one line, exit 130
+
 import argparse
 import os
 import sys
@@ -59,14 +64,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for k in ("way", "shot", "query", "n_episodes"):
         if getattr(args, k) < 1:
             p.error(f"--{k} must be at least 1")
+    if args.seed < 0:
+        p.error(f"--seed must be at least 0, not {args.seed}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.ctrl_c_raises()
+        return prepare(parse_args(argv))
+    except KeyboardInterrupt:
+        print("stopped; what was complete is kept: re-run the same command to continue", file=sys.stderr)
+        return cli.STOPPED
+
+
+def prepare(args: argparse.Namespace) -> int:
     import data
     from data.episodes import write_file
+    from data.files import resource
 
-    args = parse_args(argv)
     root = args.data_root or data.default_root(args.dataset)
     module, view = data.entry(args.dataset)
     try:
@@ -94,11 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     except data.DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # a full disk, a read-only folder, ...
-        print(f"error: {e}; check that the disk has space and the paths are writable", file=sys.stderr)
+    except OSError as e:  # a full disk, a read-only folder, ...: what is complete is kept
+        print(f"error: {resource(e)}; what was complete is kept", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(
+            f"error: out of memory while preparing {args.dataset}; what was complete is kept: free "
+            "memory (or raise the memory limit) and run the same command again",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

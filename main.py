@@ -28,7 +28,7 @@ import numpy as np
 from cli import STOPPED
 from data import DataError
 from data.episodes import SAMPLERS
-from data.files import atomic, file_hash
+from data.files import atomic, file_hash, read_json, resource
 from data.prefetch import Prefetcher
 from savedir import (
     Checkpoints,
@@ -38,6 +38,7 @@ from savedir import (
     discard_unused,
     locked,
     read_config,
+    reason,
 )
 
 if TYPE_CHECKING:
@@ -151,6 +152,10 @@ COUNTS = {
     "attack_steps": 1,
 }
 MAX_SEED = 2**31 - 1
+# Divergence: the meta-training loss against a uniform guess's, ln(way), where every run starts.
+WARN_GROWTH = 100  # a warning, once
+STOP_GROWTH = 10_000  # a stop: logits of thousands; no run was seen to come back from this
+MAX_STEP = 1.0  # --meta_lr (Adam moves each weight by up to meta_lr), --inner_lr (an SGD step)
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -196,6 +201,19 @@ def add_attack_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack_steps", type=int, default=200, help="--attack PGD steps")
     p.add_argument("--adv_inner", default=None, help="adversarial MAML: inner steps on PGD examples (norm)")
     p.add_argument("--adv_eps", type=float, default=None, help="--adv_inner radius")
+
+
+def step_warnings(args: argparse.Namespace) -> list[str]:
+    """Step sizes above MAX_STEP, each with what was probably meant: weights start at a scale of 0.02
+    (layers.variable), so such a step overwrites them (--meta_lr 3e4 for 3e-4 trains at chance)."""
+    warnings = []
+    for name, what in (("meta_lr", "an Adam step"), ("inner_lr", "an inner SGD step")):
+        value = getattr(args, name)
+        if value > MAX_STEP:
+            exp = math.floor(math.log10(value))
+            meant = f" (did you mean {value / 10**exp:g}e-{exp:02d}?)" if exp > 0 else ""
+            warnings.append(f"--{name} {value:g} is {what} above {MAX_STEP:g}{meant}")
+    return warnings
 
 
 def check_attack_flags(args: argparse.Namespace) -> None:
@@ -263,9 +281,29 @@ def write_json(path: str, obj: dict) -> None:
 
 
 def ci95(acc: np.ndarray) -> tuple[float, float]:
-    """Mean accuracy and 95% confidence half-width over episodes, in percent: 1.96 * std / sqrt(n)."""
+    """Mean accuracy and 95% confidence half-width over n >= 2 episodes, in percent:
+    1.96 * std / sqrt(n) (one episode has no interval: ValueError)."""
     acc = 100.0 * np.asarray(acc, dtype=np.float64)
+    if len(acc) < 2:
+        raise ValueError(f"a confidence interval needs at least 2 episodes, not {len(acc)}")
     return float(acc.mean()), float(1.96 * acc.std() / math.sqrt(len(acc)))
+
+
+def accuracy_line(acc: np.ndarray) -> tuple[float, str]:
+    """Mean accuracy in percent, and "M +- CI" (n >= 2) or "M (1 episode: no interval)"."""
+    if len(acc) < 2:
+        mean = float(100.0 * np.mean(acc))
+        return mean, f"{mean:.2f} (1 episode: no interval)"
+    mean, ci = ci95(acc)
+    return mean, f"{mean:.2f} +- {ci:.2f}"
+
+
+def save_result(path: str, result: dict, what: str) -> None:
+    """write_json, or UsageError naming the file and saying that `what` was not saved."""
+    try:
+        write_json(path, result)
+    except OSError as e:
+        raise UsageError(f"could not write {path} ({resource(e)}): {what} was not saved") from e
 
 
 def log(path: str, line: str) -> None:
@@ -405,18 +443,19 @@ class Runner:
 
 
 def meta_train(args: argparse.Namespace) -> None:
+    for warning in step_warnings(args):
+        print(f"warning: {warning}", file=sys.stderr)
     check_writable(args.savedir)
     with locked(args.savedir):
         ckpts = Checkpoints(args.savedir)
         ckpts.clean()
         config_path = os.path.join(args.savedir, "config.json")
         if ckpts.steps():
-            if not os.path.exists(config_path):
-                raise UsageError(
-                    f"{ckpts.dir} holds checkpoints but {config_path} is missing: restore it, or use "
-                    "another --savedir"
-                )
-            check_settings(read_config(args.savedir), args)
+            check_settings(read_config(args.savedir), args)  # names a missing config.json
+            done = ckpts.trained()
+            if done >= args.n_train_iters:  # before the graph is built
+                print(f"{args.savedir}: already trained for {done} iterations")
+                return
         r = Runner(args, ("train", "val"))
         write_json(
             config_path, {**vars(args), "image_shape": list(r.dataset.shape), "filters": r.dataset.filters}
@@ -467,6 +506,8 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
             writer.close()
             return
         window: list[tuple[float, float]] = []
+        chance, warned = math.log(args.way), False  # the loss of a uniform guess, where training starts
+        advice = "".join(f"{w}. " for w in step_warnings(args)) or "Lower --meta_lr or --inner_lr and "
         bar = tqdm(range(start, args.n_train_iters), initial=start, total=args.n_train_iters)
         t0 = time.time()
         try:
@@ -476,12 +517,30 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
                     feed[model.noise_seed] = batch["noise_seed"]
                     _, l_, a_ = sess.run([train_op, loss, acc], feed)
                     step = it + 1
-                    if not math.isfinite(l_):
-                        raise UsageError(
-                            f"the meta-training loss is {l_} at iteration {step}: the run diverged and "
-                            f"was stopped (its checkpoints up to iteration {saved} are kept); lower "
-                            "--meta_lr or --inner_lr and start again with another --savedir"
+                    if not math.isfinite(l_) or l_ > WARN_GROWTH * chance:
+                        news = (
+                            f"the meta-training loss is {l_:.4g} at iteration {step} "
+                            f"(a uniform guess's: {chance:.2f})"
                         )
+                        if not math.isfinite(l_) or l_ > STOP_GROWTH * chance:
+                            log(train_log, f"stopped at iteration {step}: {news}")
+                            kept = (
+                                f"its checkpoints up to iteration {saved} are kept"
+                                if saved
+                                else "no checkpoint had been written"
+                            )
+                            raise UsageError(
+                                f"{news}: the run diverged and was stopped ({kept}). {advice}Start again "
+                                "with another --savedir"
+                            )
+                        if not warned:
+                            warned = True
+                            log(train_log, f"warning: {news}")
+                            bar.write(
+                                f"warning: {news}: the run is probably diverging. {advice}Start again with "
+                                "another --savedir",
+                                file=sys.stderr,
+                            )
                     window.append((float(l_), float(np.mean(a_))))
                     bar.set_postfix(loss=f"{l_:.3f}", acc=f"{100 * np.mean(a_):.1f}")
                     if step % args.log_freq == 0:
@@ -497,8 +556,8 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
                         val = sampled(val_split, args, np.random.default_rng([args.seed, 1]))
                         noise_rng = np.random.default_rng([args.seed, 3])
                         accs = evaluate(sess, validate, val, args.n_val_iters, noise_rng)
-                        mean, ci = ci95(accs)
-                        log(train_log, f"iter {step} val acc {mean:.2f} +- {ci:.2f}")
+                        mean, text = accuracy_line(accs)
+                        log(train_log, f"iter {step} val acc {text}")
                         scalars(step, val_acc=mean)
                     if step % args.save_freq == 0 or step == args.n_train_iters:
                         ckpts.save(saver, sess, step)
@@ -577,32 +636,32 @@ def meta_test(args: argparse.Namespace) -> None:
         shape = saved["image_shape"]
         episodes = load_file(args.episodes, args.way, args.shot, args.query, int(np.prod(shape)))
         n, batches = len(episodes["xtr"]), from_file(episodes, args.metabatch)
+        if n < 2:
+            raise UsageError(
+                f"--episodes {args.episodes} holds {n} episode: a confidence interval needs at least 2 "
+                "(write the file with get_data.py --n_episodes 2 or more)"
+            )
         r = Runner(args, (), saved)
     else:
         r = Runner(args, ("test",))
         rng = np.random.default_rng([args.seed, 2])
         n, batches = args.n_test_iters, sampled(r.dataset.split("test"), args, rng)
     name, source = results_name(args, saved)
+    if args.attack:
+        name = name.replace("results", f"robust_{args.attack}", 1)
     with r.graph.as_default():
         run = r.attack_evaluator(args.metabatch) if args.attack else r.evaluator(args.metabatch)
     with r.session() as sess:
         latest = r.restore(sess)
         iters = int(sess.run(r.step))
+        keep_newer(os.path.join(args.savedir, name), iters, latest)
         accs = evaluate(sess, run, batches, n, np.random.default_rng([args.seed, 3]), desc="meta_test")
+    ckpt = os.path.relpath(latest, args.savedir)
     if args.attack:
-        name = name.replace("results", f"robust_{args.attack}", 1)
-        return write_robust(
-            args, accs, iters, name, f"{source}, checkpoint {os.path.relpath(latest, args.savedir)}"
-        )
+        return write_robust(args, accs, iters, name, f"{source}, checkpoint {ckpt}")
     mean, ci = ci95(accs)
     line = f"accuracy: {mean:.2f} +- {ci:.2f}"
     print(line)
-    ckpt = os.path.relpath(latest, args.savedir)
-    log(
-        os.path.join(args.savedir, "meta_test.log"),
-        f"{line} ({len(accs)} episodes from {source}, {args.n_test_mc_samp} MC samples, checkpoint {ckpt}) "
-        f"-> {name}",
-    )
     result = {
         "mean": mean,
         "ci95": ci,
@@ -611,7 +670,27 @@ def meta_test(args: argparse.Namespace) -> None:
         "source": source,
         "config": vars(args),
     }
-    write_json(os.path.join(args.savedir, name), result)
+    save_result(os.path.join(args.savedir, name), result, f"the result ({line})")
+    log(  # after the file is written: the log names only results that exist
+        os.path.join(args.savedir, "meta_test.log"),
+        f"{line} ({len(accs)} episodes from {source}, {args.n_test_mc_samp} MC samples, checkpoint {ckpt}) "
+        f"-> {name}",
+    )
+
+
+def keep_newer(path: str, iters: int, latest: str) -> None:
+    """UsageError, before the evaluation, if `path` holds the result of a newer checkpoint than the
+    restored one (the newest could not be read): it is replaced only when the user moves it away."""
+    try:
+        held = read_json(path).get("train_iters")
+    except (ValueError, AttributeError):  # none there, or not a result: nothing to keep
+        return
+    if isinstance(held, int) and held > iters:
+        raise UsageError(
+            f"{path} holds the result of iteration {held}, newer than the checkpoint that could be read "
+            f"({latest}, iteration {iters}); it is kept. To replace it by this older checkpoint's "
+            f"result, move {os.path.basename(path)} out of the savedir and run the same command again"
+        )
 
 
 def write_robust(args: argparse.Namespace, accs: np.ndarray, iters: int, name: str, source: str) -> None:
@@ -620,16 +699,12 @@ def write_robust(args: argparse.Namespace, accs: np.ndarray, iters: int, name: s
     attack's settings."""
     from attack import STEP
 
-    rows = []
+    rows, lines = [], []
     for e, acc in zip(args.attack_eps, accs[:, 1:].T):
         mean, ci = ci95(acc)
         rows.append({"eps": e, "step_size": STEP * e / args.attack_steps, "mean": mean, "ci95": ci})
-        line = f"{args.attack} eps {e:g}: accuracy {mean:.2f} +- {ci:.2f}"
-        print(line)
-        log(
-            os.path.join(args.savedir, "meta_test.log"),
-            f"{line} ({len(accs)} episodes from {source}) -> {name}",
-        )
+        lines.append(f"{args.attack} eps {e:g}: accuracy {mean:.2f} +- {ci:.2f}")
+        print(lines[-1])
     mean, ci = ci95(accs[:, 0])
     result = {
         "norm": args.attack,
@@ -642,7 +717,12 @@ def write_robust(args: argparse.Namespace, accs: np.ndarray, iters: int, name: s
         "source": source,
         "config": vars(args),
     }
-    write_json(os.path.join(args.savedir, name), result)
+    save_result(os.path.join(args.savedir, name), result, "the robustness result")
+    for line in lines:  # after the file is written
+        log(
+            os.path.join(args.savedir, "meta_test.log"),
+            f"{line} ({len(accs)} episodes from {source}) -> {name}",
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -717,8 +797,11 @@ def export(args: argparse.Namespace) -> None:
     }
     arrays["meta"] = np.array(json.dumps(meta))
     path = os.path.join(args.savedir, "export.npz")
-    with atomic(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    try:
+        with atomic(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    except OSError as e:
+        raise UsageError(f"could not write {path} ({resource(e)}): the export was not saved") from e
     print(f"wrote {path}: {N_EXPORT_TASKS} two-way tasks, {args.n_steps} inner steps (checkpoint {ckpt})")
 
 
@@ -755,13 +838,13 @@ def main(argv: list[str] | None = None) -> int:
         print(str(e) or "stopped; re-run the same command to start again", file=sys.stderr)
         code = STOPPED
     except OSError as e:  # anything the checks above did not foresee: a full disk, a lost mount, ...
-        print(f"error: {e}; check that the disk has space and the paths are writable", file=sys.stderr)
+        print(f"error: {resource(e)}", file=sys.stderr)
         code = 2
     except Exception as e:
         tf = sys.modules.get("tensorflow")
         if tf is None or not isinstance(e, tf.errors.OpError):
             raise
-        print(f"error: TensorFlow: {' '.join(e.message.split())[:500]}", file=sys.stderr)
+        print(f"error: TensorFlow: {reason(e)}", file=sys.stderr)
         code = 2
     if made:
         discard_unused(made)

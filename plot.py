@@ -30,6 +30,11 @@ region, from eps = 0 to the first radius.
 
 from __future__ import annotations
 
+import cli
+
+if __name__ == "__main__":
+    cli.quiet_ctrl_c()  # Ctrl-C while the modules below load: one line, exit 130
+
 import argparse
 import json
 import os
@@ -38,7 +43,7 @@ import zipfile
 
 import numpy as np
 
-from data.files import not_format
+from data.files import not_format, resource
 
 TRACE_KEYS = ("htr", "hte", "htr_samp", "w", "b", "ytr", "yte", "cols")
 COLORS = ("firebrick", "royalblue")  # classes c1, c2
@@ -252,11 +257,10 @@ def load_robust(root: str) -> list[dict]:
 
 
 def curve_label(config: dict) -> str:
-    """The model's Table 1/2 row, and for adversarial MAML its training norm and radius."""
+    """The model's row in report.py (adversarial MAML with its training norm and radius)."""
     from report import model_name
 
-    adv = config.get("adv_inner")
-    return model_name(config) + (f", adv. {adv} eps={config['adv_eps']:g}" if adv else "")
+    return model_name(config)
 
 
 def plot_robustness(root: str) -> str:
@@ -354,11 +358,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--perplexity must be positive")
     if args.tasks is not None and args.tasks < 1:
         p.error("--tasks must be at least 1")
+    if args.layer < 1:
+        p.error("--layer must be at least 1 (the first conv block)")
+    if any(c < 0 for c in args.channels):
+        p.error("--channels must be at least 0")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        cli.ctrl_c_raises()
+        return plot(parse_args(argv))
+    except KeyboardInterrupt:
+        print("stopped; figures already written are whole", file=sys.stderr)
+        return cli.STOPPED
+
+
+def plot(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -374,9 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     except PlotError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # writing a figure: a full disk, a read-only folder, ...
+        print(f"error: {resource(e)}", file=sys.stderr)
+        return 2
     print(f"wrote {paths[0]}" if args.features else f"wrote {len(paths)} figures under {args.savedir}/plot")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -26,6 +26,11 @@ The published numbers live in paper/published.json with their sources.
 
 from __future__ import annotations
 
+import cli
+
+if __name__ == "__main__":
+    cli.quiet_ctrl_c()  # Ctrl-C while the modules below load: one line, exit 130
+
 import argparse
 import json
 import math
@@ -38,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from data.files import atomic, read_json
+from data.files import atomic, read_json, resource
 
 PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
 TRANSFER_PUBLISHED = Path(__file__).resolve().parent / "paper" / "metaperturb.json"
@@ -463,6 +468,15 @@ def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFE
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.ctrl_c_raises()
+        return run(argv)
+    except KeyboardInterrupt:
+        print("stopped; nothing was written", file=sys.stderr)
+        return cli.STOPPED
+
+
+def run(argv: list[str] | None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="folder searched for results.json (e.g. results/)")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
@@ -471,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline", default="none", help="--transfer: the regulariser differences are taken from"
     )
     args = p.parse_args(argv)
+    if args.markdown and os.path.isdir(args.markdown):
+        p.error(f"--markdown {args.markdown} is a folder: give a file name")
     try:
         text = transfer_report(args.root, args.baseline) if args.transfer else report(args.root)
     except ReportError as e:
@@ -482,10 +498,14 @@ def main(argv: list[str] | None = None) -> int:
             with atomic(args.markdown) as tmp, open(tmp, "w") as f:
                 f.write(text)
         except OSError as e:
-            print(f"error: cannot write --markdown {args.markdown}: {e}", file=sys.stderr)
+            print(
+                f"error: cannot write --markdown {args.markdown} ({resource(e)}): the tables were "
+                "not saved (they are printed above)",
+                file=sys.stderr,
+            )
             return 2
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from data.files import read_json
+from data.files import atomic, read_json
 
 if TYPE_CHECKING:
     from tensorflow.compat.v1 import Session
@@ -196,9 +196,19 @@ def discard_unused(savedir: str) -> None:
         return
 
 
-def first_line(e: BaseException) -> str:
+# Lines of TensorFlow's error messages that say where, not why.
+NOISE = re.compile(r"^(Graph execution error:|Detected at node|File \"|Node: |Original stack trace|\[\[)")
+
+
+def reason(e: BaseException) -> str:
+    """The line of an error that says why (for TensorFlow's, e.g. "...; File too large", not its
+    "Graph execution error:" header or the Python stack it appends)."""
     text = getattr(e, "message", None) or str(e)
-    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    lines = [line.strip() for line in text.splitlines()]
+    useful = [line for line in lines if line and not NOISE.match(line)]
+    if not useful:
+        return type(e).__name__
+    return re.sub(r"\s*\[\[\{\{node [^}]*\}\}\]\]", "", useful[-1]) or type(e).__name__
 
 
 class Checkpoints:
@@ -232,18 +242,38 @@ class Checkpoints:
             self.clean()
             kept = self.steps()
             raise UsageError(
-                f"could not write the checkpoint of iteration {step} to {self.dir} ({first_line(e)}); "
+                f"could not write the checkpoint of iteration {step} to {self.dir} ({reason(e)}); "
                 f"free disk space and re-run the same command to resume "
                 f"(kept: {', '.join(f'model-{s}' for s in kept) or 'no checkpoint'})"
             ) from e
         steps = self.steps()
-        keep = steps[:KEEP]
-        names = [f"model-{s}" for s in reversed(keep)]
-        # Relative names: the savedir can be moved or copied (tf.train.latest_checkpoint reads them).
-        tf.compat.v1.train.update_checkpoint_state(self.dir, names[-1], all_model_checkpoint_paths=names)
+        self.write_state([f"model-{s}" for s in reversed(steps[:KEEP])])
         for s in steps[KEEP:]:
             for p in glob.glob(glob.escape(self.path(s)) + ".*"):
                 os.remove(p)
+
+    def write_state(self, names: list[str]) -> None:
+        """TensorFlow's `checkpoint` file (a CheckpointState text proto) naming `names`, oldest first,
+        relative to the folder: the savedir can be moved or copied, and tf.train.latest_checkpoint
+        reads them whether --savedir was relative or absolute. Written directly: TensorFlow's
+        update_checkpoint_state is deprecated (it warned at every first checkpoint) and makes the
+        names relative to the working directory when the folder is relative ("../../model-20")."""
+        lines = [f"model_checkpoint_path: {json.dumps(names[-1])}"]
+        lines += [f"all_model_checkpoint_paths: {json.dumps(n)}" for n in names]
+        with atomic(os.path.join(self.dir, "checkpoint")) as tmp, open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def trained(self) -> int:
+        """The iteration of the newest checkpoint whose index can be read, 0 if none (no graph built)."""
+        import tensorflow as tf
+
+        for step in self.steps():
+            try:
+                tf.train.load_checkpoint(self.path(step))
+            except (tf.errors.OpError, ValueError):
+                continue
+            return step
+        return 0
 
     def restore(self, saver: Saver, sess: Session) -> str | None:
         """Restore the newest readable checkpoint (None if there is none); older ones are fallbacks."""
@@ -262,8 +292,8 @@ class Checkpoints:
                         )
                 saver.restore(sess, self.path(step))
             except (tf.errors.OpError, ValueError) as e:
-                failed.append(f"model-{step}: {first_line(e)}")
-                print(f"warning: cannot read checkpoint {self.path(step)} ({first_line(e)})", file=sys.stderr)
+                failed.append(f"model-{step}: {reason(e)}")
+                print(f"warning: cannot read checkpoint {self.path(step)} ({reason(e)})", file=sys.stderr)
                 continue
             if failed:
                 print(f"warning: using the older checkpoint {self.path(step)}", file=sys.stderr)

@@ -52,6 +52,16 @@ class DataError(Exception):
     """Bad or missing data; the message says what to do."""
 
 
+class Unavailable(DataError):
+    """Memory, the disk, a permission or I/O failed while reading a file, not its content: the file
+    is kept; the message names the resource."""
+
+
+class OtherData(DataError):
+    """A readable prepared split that is not this dataset's (another dataset's folder, most likely):
+    never deleted or written over; the message names the mismatch."""
+
+
 @dataclass(frozen=True)
 class Ragged:
     """Classes of different sizes: `images` [N, H*W*C] sorted by class, class c being

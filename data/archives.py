@@ -17,7 +17,7 @@ import zlib
 import numpy as np
 
 from data import DataError, Split
-from data.files import fetch, file_hash, image, open_classes, save_classes, tar_members
+from data.files import fetch, file_hash, image, open_classes, save_classes, tar_members, unavailable
 
 # what reading a damaged archive raises (with ValueError from image() and the modules' own checks)
 UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, IndexError, ValueError)
@@ -55,7 +55,10 @@ def _stamp(path: str) -> tuple[int, int] | None:
 
 
 def unreadable(path: str, downloaded: bool, what: str, retry: str, e: Exception) -> DataError:
-    """The error for a raw file that cannot be read as `what`; one this run downloaded is deleted."""
+    """The error for a raw file that cannot be read as `what`; one this run downloaded is deleted
+    (unless memory, the disk or a permission failed, not the file: raise_resource)."""
+    if (u := unavailable(e, path)) is not None:
+        return u
     if downloaded:
         os.remove(path)
         return DataError(f"{path} is not a readable {what} ({e}); it was deleted: run `{retry}` again")

@@ -30,6 +30,7 @@ from data.files import (
     command,
     fetch,
     open_classes,
+    raise_resource,
     ready,
     save_classes,
     tar_members,
@@ -65,6 +66,7 @@ def read_archive(path: str, retry: str) -> tuple[list[str], dict[str, tuple[np.n
         try:
             files[os.path.basename(name)] = ArraysOnly(io.BytesIO(raw), encoding="bytes").load()
         except Exception as e:  # anything a damaged or foreign pickle can raise
+            raise_resource(e, path)
             raise DataError(
                 f"{path}: {name} is not a CIFAR-100 pickle ({e}); delete it and run: {retry}"
             ) from e

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from data import DataError, Dataset
-from data.files import Splits, command, fetch, image, open_classes, ready, rgb, save_classes
+from data.files import Splits, command, fetch, image, open_classes, raise_resource, ready, rgb, save_classes
 
 BASE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com"
 URL_ENV = "METADROP_FASHION_MNIST_URL"  # overrides BASE_URL (a mirror, or a test server)
@@ -45,6 +45,7 @@ def read_idx(path: str, magic: int, retry: str) -> np.ndarray:
         dims = np.frombuffer(raw[4 : 4 + 4 * ndim], ">u4").astype(np.int64)
         return np.frombuffer(raw[4 + 4 * ndim :], np.uint8).reshape(dims)
     except (OSError, EOFError, ValueError) as e:
+        raise_resource(e, path)
         raise DataError(f"{path} is not a gzipped idx file ({e}); delete it and run: {retry}") from e
 
 

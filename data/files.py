@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import importlib
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from data import DataError, Ragged, default_root
+from data import DataError, OtherData, Ragged, Unavailable, default_root
 
 CHUNK = 1 << 20  # bytes per read while downloading or hashing
 TIMEOUT = 60  # seconds without a byte from the server before giving up
@@ -82,6 +83,47 @@ def atomic(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+# What ran out or stood in the way, by errno, and what to do about it.
+RESOURCES = {
+    errno.ENOSPC: "the disk is full: free space",
+    errno.EDQUOT: "the disk quota is used up: free space",
+    errno.EFBIG: "the file is larger than this process may write (ulimit -f) or the file system allows",
+    errno.EACCES: "permission denied: fix the permissions or choose another folder",
+    errno.EPERM: "permission denied: fix the permissions or choose another folder",
+    errno.EROFS: "the file system is read-only: choose another folder",
+    errno.ENOMEM: "out of memory",
+    errno.EIO: "the disk reported an I/O error",
+}
+
+
+def resource(e: OSError) -> str:
+    """An OSError as one line that names the file and the resource (disk space, permission, ...)."""
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e} ({RESOURCES.get(e.errno, 'check the disk and the paths')})"
+
+
+def unavailable(e: BaseException, path: str) -> Unavailable | None:
+    """For an error while reading `path`: an Unavailable naming what failed if it was memory, the
+    disk, a permission or I/O (not the file's content, which a "not a readable ...; delete it"
+    error would blame), else None."""
+    if isinstance(e, Unavailable):
+        return e
+    if isinstance(e, MemoryError):
+        return Unavailable(
+            f"not enough memory to read {path}; it is kept: free memory (or raise the memory limit) "
+            "and run the same command again"
+        )
+    if isinstance(e, OSError) and e.errno is not None:  # the content's errors (gzip, PIL) have none
+        return Unavailable(f"cannot read {path} ({resource(e)}); it is kept: run the same command again")
+    return None
+
+
+def raise_resource(e: BaseException, path: str) -> None:
+    """Raise unavailable(e, path) if there is one."""
+    if (u := unavailable(e, path)) is not None:
+        raise u from e
 
 
 def read_json(path: str) -> Any:
@@ -230,9 +272,12 @@ def write_npy(path: str, dtype: type, shape: tuple[int, ...], fill: Callable[[np
 
 
 def ready(open_splits: Callable[[], object]) -> bool:
-    """Whether a dataset's prepared splits open (so get_data.py has nothing to do)."""
+    """Whether a dataset's prepared splits open (so get_data.py has nothing to do); OtherData if the
+    folder holds another dataset's."""
     try:
         open_splits()
+    except OtherData:  # another dataset's splits: not to be written over
+        raise
     except DataError:
         return False
     return True
@@ -268,12 +313,23 @@ def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry
         if why:
             raise DataError(f"{why}; {redo}")
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except OSError as e:
+        raise_resource(e, path)
         raise DataError(f"{path} is not a readable .npy file ({e}); {redo}") from e
-    if arr.size != int(np.prod(shape)):
-        raise DataError(f"{path} holds an array of shape {arr.shape}, expected {shape}; {redo}")
-    if arr.dtype.name not in dtypes:
-        raise DataError(f"{path} holds {arr.dtype} values, expected {' or '.join(dtypes)}; {redo}")
+    except (ValueError, EOFError) as e:
+        raise DataError(f"{path} is not a readable .npy file ({e}); {redo}") from e
+    # A whole .npy of another shape or type is no damaged file: most likely --data_root is the folder
+    # of another dataset than --dataset. Nothing is to be deleted; the message names the mismatch.
+    other = (
+        f"{path} holds an array of shape {arr.shape}, expected {shape} "
+        f"({' or '.join(dtypes)} values; it holds {arr.dtype})"
+    )
+    mismatch = (
+        "--dataset and --data_root do not match: give the --data_root where this --dataset was "
+        "prepared (by default ./data/<dataset>), or the --dataset that these splits were prepared for"
+    )
+    if arr.size != int(np.prod(shape)) or arr.dtype.name not in dtypes:
+        raise OtherData(f"{other}; {mismatch}")
     arr = arr.reshape(shape)
     if arr.dtype.kind == "f":
         step = max(1, CHUNK // max(1, arr[:1].nbytes))  # classes per chunk: bounded memory
@@ -358,6 +414,7 @@ def tar_members(path: str, wanted: Callable[[str], bool], retry: str) -> Iterato
                     f = tar.extractfile(member)
                     yield member.name, f.read() if f else b""
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise_resource(e, path)
         raise DataError(f"{path} is not a readable tar archive ({e}); delete it and run: {retry}") from e
 
 

@@ -18,7 +18,7 @@ import zlib
 import numpy as np
 
 from data import DataError, Dataset
-from data.files import Splits, command, fetch, image, open_classes, ready, save_classes
+from data.files import Splits, command, fetch, image, open_classes, raise_resource, ready, save_classes
 
 BASE_URL = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370"
 URL_ENV = "METADROP_GTSRB_URL"  # overrides BASE_URL (a mirror, or a test server)
@@ -53,6 +53,7 @@ def prepare(root: str, source: str | None) -> None:
             for c, _, name in members:
                 classes[c].append(image(zf.read(name), SIDE, mode="RGB"))
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as e:
+        raise_resource(e, path)
         raise DataError(f"{path} is not the GTSRB training archive ({e}); delete it and run: {retry}") from e
     save_classes(root, "", "test", [np.stack(x) for x in classes])
     print(f"{root}: GTSRB is ready")

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 
 from data import DataError, Dataset
-from data.files import ArraysOnly, command, fetch, open_split, ready, write_npy
+from data.files import ArraysOnly, command, fetch, open_split, raise_resource, ready, write_npy
 
 BASE_URL = "https://zenodo.org/records/7978538/files"
 URL_ENV = "METADROP_MIMGNET_URL"  # overrides BASE_URL (a mirror, or a test server)
@@ -66,7 +66,8 @@ def _convert(pkl: str, split: str, npy: str, retry: str) -> None:
         index = np.array([classes[wnid] for wnid in sorted(classes)], dtype=np.int64)
         if index.shape != (CLASSES[split], EXAMPLES) or not 0 <= index.min() <= index.max() < len(images):
             raise ValueError(f"class_dict does not give {EXAMPLES} images of image_data to every class")
-    except Exception as e:  # anything a damaged or foreign pickle can raise
+    except Exception as e:  # anything a damaged or foreign pickle can raise: shown malformed
+        raise_resource(e, pkl)  # ... unless memory, the disk or a permission failed: kept
         os.remove(pkl)
         raise DataError(
             f"{pkl} is not a miniImageNet cache ({type(e).__name__}: {e}); it was deleted: run `{retry}` "

@@ -25,7 +25,7 @@ import zlib
 import numpy as np
 
 from data import DataError, Dataset
-from data.files import command, fetch, open_split, ready, save_npy
+from data.files import command, fetch, open_split, raise_resource, ready, save_npy
 
 BASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python"
 URL_ENV = "METADROP_OMNIGLOT_URL"  # overrides BASE_URL (a mirror, or a test server)
@@ -69,8 +69,11 @@ def read_characters(paths: list[str], retry: str) -> tuple[list[str], np.ndarray
         for path in paths:
             try:
                 archives[path] = zf = stack.enter_context(zipfile.ZipFile(path))
-            except (zipfile.BadZipFile, OSError) as e:
+            except zipfile.BadZipFile as e:
                 raise DataError(f"{path} is not a readable zip ({e}); delete it and run: {retry}") from e
+            except OSError as e:
+                raise_resource(e, path)
+                raise
             found: dict[int, tuple[str, str, dict[int, str]]] = {}
             for name in zf.namelist():
                 if m := PNG.match(name):
@@ -92,6 +95,7 @@ def read_characters(paths: list[str], retry: str) -> tuple[list[str], np.ndarray
                 try:
                     images[i, d] = image(archives[path].read(member))
                 except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+                    raise_resource(e, path)
                     raise DataError(f"{path}: {member} is corrupt ({e}); delete it and run: {retry}") from e
             alphabets.append(alphabet)
     return alphabets, images

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+JOIN_TIMEOUT = 5.0  # seconds close() waits for the worker; after Ctrl-C a run must end within seconds
 
 
 class _Failed:
@@ -73,9 +74,11 @@ class Prefetcher(Generic[T]):
         return item
 
     def close(self) -> None:
-        """Stop the worker (it finishes the item in hand) and wait for it."""
+        """Stop the worker (it finishes the item in hand) and wait for it, at most JOIN_TIMEOUT: a
+        worker still busy (a slow item, or a queue whose lock a KeyboardInterrupt left taken) is a
+        daemon thread, dropped when the process ends."""
         self._stop.set()
-        self._thread.join()
+        self._thread.join(JOIN_TIMEOUT)
 
     def __enter__(self) -> Prefetcher[T]:
         return self

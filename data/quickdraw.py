@@ -20,7 +20,18 @@ import urllib.parse
 import numpy as np
 
 from data import DataError, Dataset
-from data.files import Splits, class_lists, command, fetch, image, open_classes, ready, rgb, save_classes
+from data.files import (
+    Splits,
+    class_lists,
+    command,
+    fetch,
+    image,
+    open_classes,
+    raise_resource,
+    ready,
+    rgb,
+    save_classes,
+)
 
 BASE_URL = "https://storage.googleapis.com/quickdraw_dataset/full/numpy_bitmap"
 URL_ENV = "METADROP_QUICKDRAW_URL"  # overrides BASE_URL (a mirror, or a test server)
@@ -53,6 +64,7 @@ def first_rows(path: str, n: int, retry: str) -> np.ndarray:
             rows = np.frombuffer(f.read(n * 784), np.uint8)
         return rows.reshape(n, 28, 28)
     except (OSError, ValueError) as e:
+        raise_resource(e, path)
         raise DataError(
             f"{path} is not the start of a QuickDraw bitmap file ({e}); delete it and run: {retry}"
         ) from e

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from data import DataError, Dataset
-from data.files import Splits, command, fetch, open_classes, ready, save_classes
+from data.files import Splits, command, fetch, open_classes, raise_resource, ready, save_classes
 
 BASE_URL = "http://ufldl.stanford.edu/housenumbers"
 URL_ENV = "METADROP_SVHN_URL"  # overrides BASE_URL (a mirror, or a test server)
@@ -47,6 +47,7 @@ def read_mat(path: str, retry: str) -> list[np.ndarray]:
         if x.dtype != np.uint8 or x.shape[:3] != SHAPE or x.shape[3] != len(y):
             raise ValueError(f"X is {x.dtype} {x.shape}, y has {len(y)} labels")
     except Exception as e:  # scipy raises many kinds on a damaged file
+        raise_resource(e, path)
         raise DataError(f"{path} is not an SVHN .mat file ({e}); delete it and run: {retry}") from e
     if y.min() < 1 or y.max() > N_CLASSES:
         raise DataError(

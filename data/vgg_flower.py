@@ -24,6 +24,7 @@ from data.files import (
     fetch,
     image,
     open_classes,
+    raise_resource,
     ready,
     save_classes,
     tar_members,
@@ -65,6 +66,7 @@ def prepare(root: str, source: str | None) -> None:
         if len(labels) != N_IMAGES or sorted(set(labels)) != list(range(1, 103)):
             raise ValueError(f"{len(labels)} labels of {len(set(labels))} classes, not {N_IMAGES} of 102")
     except Exception as e:  # scipy raises many kinds on a damaged file
+        raise_resource(e, paths["labels"])
         raise DataError(
             f"{paths['labels']} is not VGG Flower's imagelabels.mat ({e}); delete it and run: {retry}"
         ) from e

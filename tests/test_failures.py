@@ -1,6 +1,7 @@
-"""Failure cases of issue #14, tried as a new user would: each works, or exits 2 (130 after Ctrl-C)
-with a message saying what to do, and nothing written before is lost. One tiny digits run is
-trained once; each case works on its own copy of it."""
+"""Failure cases of issues #14 and #20, tried as a new user would: each works, or exits 2 (130 after
+Ctrl-C) with a message saying what to do, and nothing written before is lost. One tiny digits run is
+trained once; each case works on its own copy of it. Ctrl-C is sent from hooks at known moments,
+not after a delay."""
 
 import errno
 import fcntl
@@ -332,7 +333,8 @@ def corrupt(savedir, step):
 def test_corrupt_newest_checkpoint_falls_back_to_an_older_one(run, capsys):
     corrupt(run, 2)
     assert main.main([*TINY, "--savedir", str(run), *TEST]) == 0
-    assert "using the older checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "using the older checkpoint" in err and "Graph execution error" not in err
     assert json.loads((run / "results.json").read_text())["train_iters"] == 1
     train = [*TRAIN]
     train[train.index("2")] = "3"
@@ -438,6 +440,7 @@ def test_disk_full_during_a_checkpoint(run):
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 2, err[-2000:]
     assert "could not write the checkpoint of iteration 3" in err and "Traceback" not in err
+    assert "File too large" in err and "Graph execution error" not in err  # the line that says why
     assert "kept: model-2, model-1" in err
     files = [f"model-{s}.{e}" for s in (1, 2) for e in ("data-00000-of-00001", "index")]
     assert sorted(os.listdir(run / "ckpt")) == ["checkpoint", *files]  # no half-written leftovers
@@ -464,3 +467,480 @@ def test_ctrl_c_stops_with_one_line_and_resumes(run):
     train[train.index("100000")] = str(n + 1)
     assert main.main([*TINY, "--savedir", str(run), *train]) == 0
     assert f"resumed from iteration {n}" in log.read_text()
+
+
+# ---- issue #20: every flag is checked when the flags are read, before TensorFlow and any file
+
+FLAG_CASES = [
+    (["--seed", "-1"], "--seed must be an integer from 0"),
+    (["--way", "0"], "--way must be at least 1"),
+    (["--n_test_iters", "1"], "--n_test_iters must be at least 2"),
+    (["--noise", "mixup", "--noise_hp", "gamma=x"], "gamma='x' is not a float"),
+    (["--noise", "mixup", "--noise_hp", "beta=1"], "mixup has no hyperparameter 'beta'"),
+    (["--mode", "meta_test", "--attack", "l3", "--attack_eps", "0"], "--attack l3: choose one of"),
+    (["--adv_inner", "l3", "--adv_eps", "0.1"], "--adv_inner l3: choose one of"),
+    (["--xla", "on", "--xla_cache", "{file}/cache"], "--xla_cache {file}/cache: {file} is a file"),
+]
+
+
+def test_flag_errors_come_before_tensorflow_and_any_file(tmp_path):
+    """In a fresh process: each bad flag exits 2 naming the flag, TensorFlow never imported, no
+    savedir made (the XLA cache under a file and --seed -1 once failed only in TensorFlow or numpy,
+    after config.json was written)."""
+    (tmp_path / "file").write_text("x")
+    cases = [
+        ([a.format(file=tmp_path / "file") for a in f], m.format(file=tmp_path / "file"))
+        for f, m in FLAG_CASES
+    ]
+    script = f"""
+import contextlib, io, json, sys
+sys.path.insert(0, {ROOT!r})
+import main
+out = []
+for flags, _ in {cases!r}:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            main.main([*{TINY!r}, "--savedir", {str(tmp_path / "s")!r}, *flags])
+            code = 0
+        except SystemExit as e:
+            code = e.code
+    out.append([code, err.getvalue(), "tensorflow" in sys.modules])
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for (flags, message), (code, err, tf) in zip(cases, json.loads(proc.stdout)):
+        assert code == 2 and message in err and "Traceback" not in err, (flags, err)
+        assert not tf, f"{flags}: TensorFlow was imported before the flag error"
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "script, argv",
+    [
+        ("get_data.py", ["--dataset", "digits", "--episodes", "e.npz", "--seed", "-1"]),
+        ("plot.py", ["--savedir", ".", "--layer", "0"]),
+        ("report.py", [".", "--markdown", "."]),
+    ],
+)
+def test_other_entry_points_check_their_flags(script, argv, capsys):
+    module = __import__(script[:-3])
+    with pytest.raises(SystemExit) as e:
+        module.main(argv)
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+# ---- Ctrl-C at any moment: one line, exit 130, nothing half-written
+
+# Sends SIGINT to the process when `module` is imported: Ctrl-C while the modules load.
+CTRL_C_AT_IMPORT = """
+import os, signal, sys, runpy
+class Hook:
+    def find_spec(self, name, path=None, target=None):
+        if name == {module!r}:
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Hook())
+sys.argv = {argv!r}
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("numpy", ["main.py", *TINY, "--savedir", "{savedir}", *TEST]),
+        ("tensorflow", ["main.py", *TINY, "--savedir", "{savedir}", *TEST]),
+        ("numpy", ["get_data.py", "--dataset", "digits"]),
+        ("numpy", ["plot.py", "--savedir", "{savedir}"]),
+        ("data.files", ["report.py", "{savedir}"]),
+    ],
+)
+def test_ctrl_c_while_modules_load(run, module, argv):
+    """Ctrl-C in the first second (the flags being read, TensorFlow being imported)."""
+    argv = [a.format(savedir=run) for a in argv]
+    script = CTRL_C_AT_IMPORT.format(module=module, argv=argv)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert re.search(r"^stopped", proc.stderr, re.M)
+    assert results(run) == [] and not (run / "meta_test.log").exists()
+
+
+def interrupt():
+    os.kill(os.getpid(), signal.SIGINT)  # KeyboardInterrupt at the next bytecode, as after Ctrl-C
+
+
+def stopped_line(err):
+    """The one line main prints after Ctrl-C, and no traceback."""
+    lines = [line for line in err.splitlines() if line.startswith("stopped")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+def interrupt_first_call(monkeypatch, owner, name, before=True):
+    """Ctrl-C at the first call of owner.name (before it runs, or once it returns)."""
+    real, calls = getattr(owner, name), []
+
+    def hooked(*a, **k):
+        calls.append(1)
+        if before and len(calls) == 1:
+            interrupt()
+        out = real(*a, **k)
+        if not before and len(calls) == 1:
+            interrupt()
+        return out
+
+    monkeypatch.setattr(owner, name, hooked)
+
+
+def resume_to(n):
+    train = [*TRAIN]
+    train[train.index("2")] = str(n)
+    return train
+
+
+def test_ctrl_c_while_the_graph_is_built_leaves_no_new_savedir(tmp_path, monkeypatch, capsys):
+    import model
+
+    interrupt_first_call(monkeypatch, model.Model, "meta_batch")
+    savedir = tmp_path / "new"
+    assert main.main([*TINY, "--savedir", str(savedir), *TRAIN]) == 130
+    stopped_line(capsys.readouterr().err)
+    assert not savedir.exists()  # it held only the lock and config.json
+
+
+def test_ctrl_c_while_the_prefetch_thread_waits_on_a_full_queue(run, monkeypatch, capsys):
+    class Blocked(main.Prefetcher):
+        """The second next() waits until the worker has filled the queue and blocks, then Ctrl-C."""
+
+        calls = 0
+
+        def __next__(self):
+            Blocked.calls += 1
+            if Blocked.calls == 2:
+                while not self._queue.full():
+                    time.sleep(0.01)
+                time.sleep(0.3)  # the worker is now blocked in put()
+                interrupt()
+            return super().__next__()
+
+    monkeypatch.setattr(main, "Prefetcher", Blocked)
+    t0 = time.time()
+    assert main.main([*TINY, "--savedir", str(run), *resume_to(5)]) == 130
+    assert time.time() - t0 < 60
+    assert stopped_line(capsys.readouterr().err).startswith("stopped at iteration 3;")
+    assert ckpt_steps(run)[-1] == 3
+
+
+def test_ctrl_c_during_validation_saves_the_iteration(run, monkeypatch, capsys):
+    real = main.Runner.evaluator
+
+    def evaluator(self, n_tasks):
+        run_ = real(self, n_tasks)
+
+        def interrupted(*a):
+            interrupt()
+            return run_(*a)
+
+        return interrupted
+
+    monkeypatch.setattr(main.Runner, "evaluator", evaluator)
+    assert main.main([*TINY, "--savedir", str(run), *resume_to(4)]) == 130  # validation at 4
+    assert stopped_line(capsys.readouterr().err).startswith("stopped at iteration 4;")
+    assert ckpt_steps(run)[-1] == 4
+    assert "iter 4 val acc" not in (run / "meta_train.log").read_text()
+
+
+def test_ctrl_c_during_a_checkpoint_write(run, monkeypatch, capsys):
+    import tensorflow as tf
+
+    interrupt_first_call(monkeypatch, tf.compat.v1.train.Saver, "save", before=False)
+    assert main.main([*TINY, "--savedir", str(run), *resume_to(5)]) == 130
+    assert stopped_line(capsys.readouterr().err).startswith("stopped at iteration 3;")
+    assert (
+        ckpt_steps(run)[-1] == 3
+        and 'model_checkpoint_path: "model-3"' in (run / "ckpt" / "checkpoint").read_text()
+    )
+    assert main.main([*TINY, "--savedir", str(run), *resume_to(4)]) == 0
+    assert "resumed from iteration 3" in (run / "meta_train.log").read_text()
+
+
+@pytest.mark.parametrize("moment", ["evaluation", "results write"])
+def test_ctrl_c_during_meta_test(run, monkeypatch, capsys, moment):
+    if moment == "evaluation":
+        interrupt_first_call(monkeypatch, main, "evaluate")
+    else:  # half of the JSON written, then Ctrl-C
+
+        def dump(obj, f, **kw):
+            f.write("{")
+            interrupt()
+
+        monkeypatch.setattr(main.json, "dump", dump)
+    assert main.main([*TINY, "--savedir", str(run), *TEST]) == 130
+    stopped_line(capsys.readouterr().err)
+    assert results(run) == [] and not glob.glob(f"{run}/*.part*")
+    log = run / "meta_test.log"
+    assert not log.exists() or "results.json" not in log.read_text()  # no line names a result not written
+
+
+def test_ctrl_c_during_export(run, monkeypatch, capsys):
+    interrupt_first_call(monkeypatch, main.Runner, "restore", before=False)
+    assert main.main([*TINY, "--savedir", str(run), "--mode", "export"]) == 130
+    stopped_line(capsys.readouterr().err)
+    assert not (run / "export.npz").exists()
+
+
+def test_prefetch_close_returns_when_the_worker_cannot(monkeypatch):
+    """A KeyboardInterrupt can leave the queue's lock taken (between its acquire and the `with`);
+    the worker then blocks in put() for good, and close() must not wait for it."""
+    from data import prefetch
+
+    monkeypatch.setattr(prefetch, "JOIN_TIMEOUT", 1.0, raising=False)
+    ahead = prefetch.Prefetcher(iter(range(100)))
+    next(ahead)
+    ahead._queue.mutex.acquire()  # as left by the interrupted consumer
+    try:
+        closer = __import__("threading").Thread(target=ahead.close, daemon=True)
+        closer.start()
+        closer.join(10)
+        assert not closer.is_alive(), "close() waited for a worker that cannot finish"
+    finally:
+        ahead._queue.mutex.release()
+
+
+# ---- silent wrong states
+
+
+def test_relative_savedir_checkpoint_state_and_no_deprecation_warning(tmp_path):
+    """tf.train.latest_checkpoint finds a relative savedir's checkpoint (it named "../../model-1"),
+    and TensorFlow's update_checkpoint_state deprecation warning no longer shows (fresh process:
+    TensorFlow warns once)."""
+    script = f"""
+import os, sys
+sys.path.insert(0, {ROOT!r})
+import tensorflow as tf
+from savedir import Checkpoints
+g = tf.Graph()
+with g.as_default():
+    tf.compat.v1.get_variable("v", [3])
+    saver = tf.compat.v1.train.Saver()
+    init = tf.compat.v1.global_variables_initializer()
+os.makedirs("rel/run/ckpt")
+with tf.compat.v1.Session(graph=g) as sess:
+    sess.run(init)
+    Checkpoints("rel/run").save(saver, sess, 1)
+print(tf.train.latest_checkpoint("rel/run/ckpt"))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "rel/run/ckpt/model-1"
+    assert "deprecated" not in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_divergence_is_named_with_what_was_meant(tmp_path, monkeypatch, capsys, stop):
+    """--meta_lr 3e4 (for 3e-4) trained to the end at chance with no word: now a stop naming the
+    typo. The warning below the stop is seen by lowering its threshold under the first loss."""
+    lr = "3e4" if stop else "1e-3"
+    if not stop:
+        monkeypatch.setattr(main, "WARN_GROWTH", 1.0)  # the first loss (~2.7) is above ln 5 = 1.61
+    savedir = tmp_path / "s"
+    assert code([*TINY, "--savedir", str(savedir), *resume_to(3), "--meta_lr", lr]) == (2 if stop else 0)
+    err = capsys.readouterr().err
+    if stop:
+        assert "--meta_lr 30000 is an Adam step above 1 (did you mean 3e-04?)" in err
+        assert "the run diverged and was stopped" in err and "Traceback" not in err
+    else:
+        assert err.count("probably diverging") == 1 and "Lower --meta_lr or --inner_lr" in err
+    assert "the meta-training loss is" in (savedir / "meta_train.log").read_text()
+
+
+def test_step_warnings():
+    args = main.parse_args(["--savedir", "x", "--inner_lr", "50", "--meta_lr", "1e-3"])
+    assert main.step_warnings(args) == ["--inner_lr 50 is an inner SGD step above 1 (did you mean 5e-01?)"]
+
+
+def test_an_older_checkpoint_never_replaces_a_newer_result(run, capsys):
+    assert main.main([*TINY, "--savedir", str(run), *TEST]) == 0
+    before = (run / "results.json").read_text()
+    corrupt(run, 2)
+    err = refused(capsys, [*TINY, "--savedir", str(run), *TEST], "holds the result of iteration 2")
+    assert "move results.json out of the savedir" in err
+    assert (run / "results.json").read_text() == before
+
+
+def test_failed_results_write_names_the_file_and_logs_nothing(run, monkeypatch, capsys):
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(main, "write_json", full)
+    err = refused(capsys, [*TINY, "--savedir", str(run), *TEST], f"could not write {run}/results.json")
+    assert "the disk is full" in err and "was not saved" in err
+    log = run / "meta_test.log"
+    assert not log.exists() or "results.json" not in log.read_text()
+
+
+def test_one_episode_has_no_interval(run, tmp_path, capsys):
+    split = data.load("digits").split("test")
+    write_file(str(tmp_path / "one.npz"), split, 5, 1, 5, 1, 0, {"dataset": "digits"})
+    refused(
+        capsys,
+        [*TINY, "--savedir", str(run), *TEST, "--episodes", str(tmp_path / "one.npz")],
+        "holds 1 episode",
+    )
+    assert results(run) == []
+    assert main.accuracy_line(np.array([0.4]))[1] == "40.00 (1 episode: no interval)"
+    with pytest.raises(ValueError):
+        main.ci95(np.array([0.4]))
+
+
+# ---- messages that mislead
+
+
+def test_dataset_and_data_root_that_do_not_match(tmp_path, capsys, monkeypatch):
+    """omniglot_small's prepared splits given as omniglot's: the pair of flags is named; nothing is
+    deleted or written over, by main.py or by get_data.py."""
+    root = tmp_path / "omniglot_small"
+    root.mkdir()
+    for s in ("train", "test"):
+        np.save(root / f"{s}.npy", np.zeros((4, 20, 784), np.float32))
+    before = {p: p.read_bytes() for p in root.iterdir()}
+    argv = ["--dataset", "omniglot", "--data_root", str(root), "--savedir", str(tmp_path / "s")]
+    err = refused(capsys, [*argv, *TRAIN[:2]], "--dataset and --data_root do not match")
+    assert "delete" not in err
+    monkeypatch.setenv("METADROP_OMNIGLOT_URL", "http://127.0.0.1:9")  # nothing may be fetched
+    assert get_data.main(["--dataset", "omniglot", "--data_root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "--dataset and --data_root do not match" in err and "delete" not in err
+    assert {p: p.read_bytes() for p in root.iterdir()} == before
+
+
+@pytest.mark.parametrize("error", [MemoryError(), OSError(errno.EACCES, "Permission denied")])
+def test_mimgnet_cache_kept_on_resource_errors(tmp_path, monkeypatch, error):
+    from data import mimgnet
+
+    pkl = tmp_path / "mini-imagenet-cache-test.pkl"
+    pkl.write_bytes(b"a valid cache")
+
+    def load(self):
+        raise error
+
+    monkeypatch.setattr(mimgnet.ArraysOnly, "load", load)
+    with pytest.raises(data.DataError) as e:
+        mimgnet._convert(str(pkl), "test", str(tmp_path / "test.npy"), "python get_data.py --dataset mimgnet")
+    assert pkl.exists() and "it is kept" in str(e.value) and "not a miniImageNet cache" not in str(e.value)
+    assert ("memory" if isinstance(error, MemoryError) else "permission denied") in str(e.value)
+
+
+def test_resource_names_what_ran_out():
+    from data.files import resource
+
+    e = OSError(errno.ENOSPC, "No space left on device", "/x/results.json")
+    assert resource(e) == "/x/results.json: No space left on device (the disk is full: free space)"
+    assert "out of memory" in resource(OSError(errno.ENOMEM, "Cannot allocate memory"))
+
+
+def test_tensorflow_errors_show_the_line_that_says_why():
+    from savedir import reason
+
+    class OpError(Exception):
+        message = (
+            "Graph execution error:\n\nDetected at node 'save/SaveV2' defined at (most recent call last):\n"
+            "    File \"main.py\", line 7, in <module>\nNode: 'save/SaveV2'\n"
+            "/r/ckpt/model-3.data-00000-of-00001.tempstate1; File too large\n\t [[{{node save/SaveV2}}]]"
+        )
+
+    assert reason(OpError()) == "/r/ckpt/model-3.data-00000-of-00001.tempstate1; File too large"
+
+
+def test_config_json_of_the_wrong_type(run, capsys):
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "way": "5"}))
+    err = refused(
+        capsys, [*TINY, "--savedir", str(run), *TEST], 'config.json: way is "5", which is not an integer'
+    )
+    assert "--way 5 there, --way 5 now" not in err
+
+
+@pytest.mark.parametrize("mode", [TRAIN, TEST])
+def test_savedir_that_lost_its_config_json(run, capsys, mode):
+    (run / "config.json").unlink()
+    err = refused(capsys, [*TINY, "--savedir", str(run), *mode], "holds checkpoints but")
+    assert "restore config.json from a copy" in err and "run --mode meta_train" not in err
+    assert ckpt_steps(run) == [1, 2]
+
+
+def test_savedir_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "run").write_text("x")
+    refused(capsys, [*TINY, "--savedir", str(tmp_path / "run"), *TEST], "is a file, not a folder")
+
+
+# ---- rough edges
+
+
+def test_already_trained_is_answered_before_the_graph(run, monkeypatch, capsys):
+    def no_graph(*a, **k):
+        raise AssertionError("the graph was built")
+
+    monkeypatch.setattr(main, "Runner", no_graph)
+    assert main.main([*TINY, "--savedir", str(run), *TRAIN]) == 0
+    assert "already trained for 2 iterations" in capsys.readouterr().out
+
+
+def test_refused_run_leaves_no_new_savedir(tmp_path, capsys):
+    root = tmp_path / "empty"
+    root.mkdir()
+    argv = prepared_split_argv(root, tmp_path)
+    refused(capsys, [*argv, *TRAIN[:2]], "is missing")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("reader", ["split", "archive"])
+def test_unreadable_is_not_malformed(tmp_path, monkeypatch, reader):
+    """An I/O or permission error on a prepared split or an Omniglot archive keeps the file and names
+    the resource; it once said "not a readable ...; delete it"."""
+    from data import files, omniglot
+
+    def denied(*a, **k):
+        raise OSError(errno.EACCES, "Permission denied", str(tmp_path / "x.npy"))
+
+    path = tmp_path / "x.npy"
+    if reader == "split":
+        np.save(path, np.zeros((2, 20, 784), np.float32))
+        monkeypatch.setattr(files.np, "load", denied)
+        call = lambda: files.open_split(str(path), (2, 20, 784), ("float32",), "retry")  # noqa: E731
+    else:
+        path.write_bytes(b"PK\x03\x04")
+        monkeypatch.setattr(omniglot.zipfile, "ZipFile", denied)
+        call = lambda: omniglot.read_characters([str(path)], "retry")  # noqa: E731
+    with pytest.raises(data.DataError) as e:
+        call()
+    assert (
+        "it is kept" in str(e.value) and "permission denied" in str(e.value) and "delete" not in str(e.value)
+    )
+
+
+@pytest.mark.parametrize(
+    "error, deleted",
+    [
+        (MemoryError(), False),
+        (OSError(errno.EIO, "Input/output error"), False),
+        ("unavailable", False),  # as tar_members raises it
+        (ValueError("not a tar"), True),  # shown malformed
+    ],
+)
+def test_downloaded_archive_deleted_only_when_malformed(tmp_path, error, deleted):
+    from data.archives import unreadable
+
+    path = tmp_path / "images.tar"
+    path.write_bytes(b"an archive")
+    if error == "unavailable":
+        error = data.Unavailable("cannot read x (disk)")
+    e = unreadable(str(path), True, "images.tar", "retry", error)
+    assert isinstance(e, data.DataError) and path.exists() != deleted
+    assert ("it is kept" in str(e) or "(disk)" in str(e)) != deleted

@@ -176,7 +176,7 @@ def test_robustness_curves(tmp_path, capsys):
     assert set(found) == {
         ("linf", "maml (20 steps, 10 episodes)"),
         ("l2", "maml (20 steps, 10 episodes)"),
-        ("linf", "maml, adv. l1 eps=2 (20 steps, 10 episodes)"),
+        ("linf", "maml+adv(l1,eps=2) (20 steps, 10 episodes)"),
     }
     # eps = 0 comes from the clean accuracy when the sweep left it out
     assert found["l2", "maml (20 steps, 10 episodes)"] == [

@@ -379,7 +379,7 @@ def test_save_classes_round_trip_and_a_split_without_offsets_is_not_prepared(tmp
     save_classes(str(tmp_path), "p_", "train", classes)
     r = open_classes(str(tmp_path), "p_", "train", 3, 48, "retry me")
     assert r.sizes.tolist() == [2, 0, 3] and (r.images[:2] == 7).all() and (r.images[2:] == 1).all()
-    with pytest.raises(DataError, match="expected \\(5,\\); delete it and run: retry me"):
+    with pytest.raises(DataError, match="expected \\(5,\\) .*do not match"):  # named, not deleted
         open_classes(str(tmp_path), "p_", "train", 4, 48, "retry me")  # another class count
     save_classes(str(tmp_path), "p_", "train", classes[:1])  # rewritten: offsets go first
     assert open_classes(str(tmp_path), "p_", "train", 1, 48, "retry me").sizes.tolist() == [2]
