@@ -394,9 +394,12 @@ class Model:
         return {k: tf.stack([getattr(b, k) for b in means]) for k in self.learner.enabled}
 
     def train_op(self, loss: tf.Tensor, meta_lr: float, step: tf.Variable) -> tf.Operation:
-        """Adam on theta, batch-norm offsets and phi, each gradient element clipped (Section 4)."""
+        """Adam on theta, batch-norm offsets and phi, each gradient element clipped (Section 4).
+        A parameter the loss does not reach gets a zero gradient: with first_order, the part of phi
+        that acts only inside the inner loop (Meta-dropout's logit noise) stays where it starts."""
         params = self.meta_params
-        grads = [tf.clip_by_value(g, -CLIP, CLIP) for g in tf.gradients(loss, params)]
+        grads = tf.gradients(loss, params, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = [tf.clip_by_value(g, -CLIP, CLIP) for g in grads]
         opt = tf.compat.v1.train.AdamOptimizer(meta_lr)
         return opt.apply_gradients(zip(grads, params), global_step=step)
 

@@ -8,6 +8,7 @@ import tensorflow as tf
 from tiny import QUERY, SHOT, build, episodes, randomize
 
 import main
+import noise
 from layers import cross_entropy
 
 SEED = np.array([5, 6])
@@ -74,3 +75,28 @@ def test_resume_with_another_first_order_is_refused(tmp_path):
     check_settings(old, main.parse_args(["--savedir", str(tmp_path), "--maml"]))
     with pytest.raises(UsageError, match="first_order"):
         check_settings(old, args)
+
+
+@pytest.mark.parametrize("noise_name", sorted(noise.PERTURBATIONS))
+def test_first_order_trains_with_every_perturbation(noise_name):
+    # With first order, parts of phi that act only inside the inner loop get no gradient at all
+    # (None from tf.gradients): the Adam step keeps them and trains everything else.
+    with tf.Graph().as_default():
+        model = build(noise_name, n_steps=1, first_order=True)
+        ph = model.placeholders(1, SHOT, QUERY, "t")
+        loss, _ = model.meta_batch(ph, 1)
+        reached = {
+            p.name for p, g in zip(model.meta_params, tf.gradients(loss, model.meta_params)) if g is not None
+        }
+        train_op = model.train_op(loss, 1e-2, tf.compat.v1.train.get_or_create_global_step())
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            randomize(sess, model.meta_params)
+            before = sess.run(model.meta_params)
+            feed = {ph[k]: v for k, v in episodes(1).items()}
+            feed[model.noise_seed] = SEED
+            sess.run(train_op, feed)
+            after = sess.run(model.meta_params)
+    for p, a, b in zip(model.meta_params, before, after):
+        assert np.any(a != b) == (p.name in reached) or "_b" in p.name, p.name
+    assert any(np.any(a != b) for a, b in zip(before, after))
