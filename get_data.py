@@ -69,13 +69,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def missing_folders(path: str) -> list[str]:
+    """path and those of its parent folders that do not exist yet, deepest first."""
+    out = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        out.append(path)
+        path = os.path.dirname(path)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)  # Ctrl-C until here: cli.quiet_ctrl_c's one line
+    import data
+
+    new = missing_folders(args.data_root or data.default_root(args.dataset))
     try:
         cli.ctrl_c_raises()
-        return prepare(parse_args(argv))
+        code = prepare(args)
     except KeyboardInterrupt:
         print("stopped; what was complete is kept: re-run the same command to continue", file=sys.stderr)
-        return cli.STOPPED
+        code = cli.STOPPED
+    for folder in new if code else []:  # a failed run leaves no empty folder of its own behind
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty (a kept download), or not made by this run
+            break
+    return code
 
 
 def prepare(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -234,19 +235,34 @@ def fetch(
         os.remove(dest)
     part = dest + PARTIAL
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
-    kept = f"the part is kept in {part}: run `{retry}` again to resume"
+
+    def kept() -> str:
+        if os.path.exists(part) and os.path.getsize(part) > 0:
+            return f"the part is kept in {part}: run `{retry}` again to resume"
+        return f"nothing was written: run `{retry}` again"
+
     try:
         size, want = _transfer(url, part, stop, name, retry, bar)
     except requests.exceptions.ChunkedEncodingError as e:  # the connection closed early
-        raise DataError(f"the download of {name} from {url} was cut short ({e}); {kept}") from e
-    except requests.RequestException as e:
+        raise DataError(f"the download of {name} from {url} was cut short ({e}); {kept()}") from e
+    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema) as e:
+        raise DataError(f"{url} is not a URL ({e}): check --source") from e
+    except requests.exceptions.ConnectionError as e:
+        host = urllib.parse.urlsplit(url).netloc
+        if os.path.exists(part) and os.path.getsize(part) > 0:
+            raise DataError(
+                f"the download of {name} from {host} was cut short (connection lost); {kept()}"
+            ) from e
         raise DataError(
-            f"network error while downloading {name} from {url} ({e}); check your connection; {kept}"
+            f"cannot reach {host} for {name} (no network, or the host is down); {kept()}; "
+            "or download it elsewhere and pass its folder with --source (docs/datasets.md)"
         ) from e
+    except requests.RequestException as e:
+        raise DataError(f"downloading {name} from {url} failed ({e}); {kept()}") from e
     except OSError as e:
         raise DataError(f"could not write {part} ({e}): free disk space or choose --data_root") from e
     if want is not None and size != want:  # urllib3 1.x does not check Content-Length
-        raise DataError(f"the download of {name} from {url} was cut short ({size} of {want} bytes); {kept}")
+        raise DataError(f"the download of {name} from {url} was cut short ({size} of {want} bytes); {kept()}")
     if md5 is not None and (got := file_hash(part, "md5")) != md5:
         os.remove(part)
         raise DataError(

@@ -154,7 +154,7 @@ def test_omniglot_failed_download_keeps_nothing_and_rerun_fetches_only_the_rest(
     err = capsys.readouterr().err
     assert "images_evaluation.zip" in err and "python get_data.py --dataset omniglot" in err
     reasons = {
-        "cut": ("cut short", "network error"),
+        "cut": ("cut short", "cannot reach"),
         "corrupt": ("corrupt",),
         404: ("HTTP 404",),
         500: ("HTTP 500",),
@@ -303,7 +303,7 @@ def test_mimgnet_http_error(mimg, server, tmp_path, capsys):
     assert get_data.main(["--dataset", "mimgnet", "--data_root", root]) == 2
     err = capsys.readouterr().err
     assert f"downloading {mimgnet.FILES['train']} from {server.url}/" in err and "HTTP 404" in err
-    assert os.listdir(root) == []
+    assert not os.path.exists(root)  # nothing kept: the folder this run made is gone too
 
 
 class Exploit:
@@ -328,10 +328,29 @@ def test_mimgnet_corrupt_cache_is_refused(body, mimg, server, tmp_path, monkeypa
     assert get_data.main(["--dataset", "mimgnet", "--data_root", root]) == 2
     err = capsys.readouterr().err
     assert f"{mimgnet.FILES['train']} is not a miniImageNet cache" in err and "deleted" in err
-    assert os.listdir(root) == [] and not os.path.exists(tmp_path / "pwned")
+    assert not os.path.exists(root) and not os.path.exists(tmp_path / "pwned")
 
 
 def test_episode_flags_need_episodes(capsys):
     with pytest.raises(SystemExit):
         get_data.parse_args(["--dataset", "omniglot_small", "--way", "5"])
     assert "--way: only with --episodes" in capsys.readouterr().err
+
+
+def test_failed_preparation_leaves_no_empty_folder_of_its_own(tmp_path, capsys):
+    # A download that fails before writing a byte: the data root this run created goes away,
+    # a folder that was there before stays.
+    root = tmp_path / "new" / "cifar"
+    assert (
+        get_data.main(["--dataset", "cifar", "--data_root", str(root), "--source", "http://127.0.0.1:9"]) == 2
+    )
+    assert "cannot reach 127.0.0.1:9" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == []
+    (tmp_path / "old").mkdir()
+    assert (
+        get_data.main(
+            ["--dataset", "cifar", "--data_root", str(tmp_path / "old"), "--source", "http://127.0.0.1:9"]
+        )
+        == 2
+    )
+    assert sorted(os.listdir(tmp_path)) == ["old"]
