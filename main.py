@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+import quiet
 from data.episodes import SAMPLERS
 from data.files import atomic, file_hash
 from data.prefetch import Prefetcher
@@ -50,7 +51,12 @@ class Stopped(Exception):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--gpu_id", type=int, default=0, help="GPU to use (sets CUDA_VISIBLE_DEVICES)")
+    p.add_argument(
+        "--gpu_id", type=int, default=None, help="GPU to use (sets CUDA_VISIBLE_DEVICES; default 0)"
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help=f"show TensorFlow's C++ log lines ({quiet.VERBOSE_ENV}=1)"
+    )
     p.add_argument("--mode", choices=MODES, default="meta_train")
     p.add_argument("--savedir", default=None, help="checkpoints, logs and results go here")
     p.add_argument("--save_freq", type=int, default=1000, help="checkpoint every N iterations")
@@ -258,6 +264,7 @@ class Runner:
                 self.model.adversary = Adversary(self.model, args.adv_inner, args.adv_eps)
             self.step = tf.compat.v1.train.get_or_create_global_step()
         self.xla = args.xla == "on" or (args.xla == "auto" and bool(tf.config.list_physical_devices("GPU")))
+        print(quiet.device(tf, args.gpu_id, self.xla))
         if os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":  # NVIDIA's switch for cuBLAS/cuDNN: XLA's too
             tf.config.experimental.enable_tensor_float_32_execution(False)
 
@@ -660,7 +667,7 @@ def xla_cache(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before parse_args imports TensorFlow (noise.py)
     args = parse_args(argv)
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id or 0)
     from data import DataError
 
     modes = {"meta_train": meta_train, "meta_test": meta_test, "export": export}
@@ -686,4 +693,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    quiet.start(sys.argv[1:])
     sys.exit(main())
