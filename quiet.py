@@ -19,7 +19,7 @@ VERBOSE_ENV = "METADROP_VERBOSE"
 
 def verbose(argv: Sequence[str]) -> bool:
     """--verbose (or an abbreviation argparse accepts) in argv, or METADROP_VERBOSE set and not 0."""
-    flag = any(len(a) > 3 and "--verbose".startswith(a) for a in argv)
+    flag = any(len(a) > 2 and "--verbose".startswith(a) for a in argv)
     return flag or os.environ.get(VERBOSE_ENV, "0") not in ("", "0")
 
 

@@ -13,38 +13,22 @@ import quiet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPP_LINE = re.compile(r"^[IWEF]\d{4} |absl::InitializeLog|oneDNN custom operations|cpu_feature_guard", re.M)
-# A script's start: quiet first, then TensorFlow, a session, Python's own stderr and an error.
-SCRIPT = """
-import sys
-import quiet
-quiet.start(sys.argv[1:])
-import tensorflow as tf
-tf.compat.v1.disable_eager_execution()
-tf.compat.v1.Session().close()
-print("python's stderr", file=sys.stderr)
-raise ValueError("a traceback")
-"""
 
 
-def run_script(*argv: str, **env: str) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", quiet.VERBOSE_ENV)}
-    return subprocess.run(
-        [sys.executable, "-c", SCRIPT, *argv],
+def test_tensorflow_does_print_cpp_lines_when_asked():
+    """The check below can fail: with METADROP_VERBOSE=1 (--verbose: test_verbose) the lines come."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    script = "import sys, quiet; quiet.start(sys.argv[1:]); import tensorflow"
+    p = subprocess.run(
+        [sys.executable, "-c", script],
         cwd=ROOT,
-        env={**full, "PYTHONPATH": ROOT, **env},
+        env={**env, "PYTHONPATH": ROOT, quiet.VERBOSE_ENV: "1"},
         capture_output=True,
         text=True,
         timeout=300,
     )
-
-
-def test_cpp_lines_are_kept_off_unless_asked_for():
-    quiet_run, loud = run_script(), run_script(**{quiet.VERBOSE_ENV: "1"})  # --verbose: test_verbose
-    for p in (quiet_run, loud):
-        assert p.returncode == 1
-        assert "python's stderr" in p.stderr and "ValueError: a traceback" in p.stderr
-    assert CPP_LINE.findall(quiet_run.stderr) == [], quiet_run.stderr
-    assert CPP_LINE.search(loud.stderr)  # TensorFlow does print them
+    assert p.returncode == 0, p.stderr
+    assert CPP_LINE.search(p.stderr), p.stderr
 
 
 @pytest.mark.parametrize(
@@ -53,7 +37,8 @@ def test_cpp_lines_are_kept_off_unless_asked_for():
         ([], {}, False),
         (["--verbose"], {}, True),
         (["--verb"], {}, True),  # argparse takes unambiguous prefixes
-        (["--v"], {}, False),  # ambiguous (--val_freq)
+        (["--v"], {}, True),  # a prefix of --verbose only in get_data.py and plot.py; main.py refuses it
+        (["--", "--x"], {}, False),
         (["--seed", "1"], {quiet.VERBOSE_ENV: "1"}, True),
         ([], {quiet.VERBOSE_ENV: "0"}, False),
     ],
@@ -107,5 +92,6 @@ def test_main_py_says_once_where_it_runs_and_nothing_from_cpp(tmp_path):
     assert re.findall(r"^running on .*$", p.stdout, re.M) == [
         f"running on CPU ({len(os.sched_getaffinity(0))} threads), XLA off"
     ]
+    # Python's stderr still reaches the terminal; TensorFlow's C++ lines do not.
     assert "warning: --gpu_id 99: TensorFlow sees no such GPU; the run continues on the CPU" in p.stderr
     assert CPP_LINE.findall(p.stderr) == [], p.stderr
