@@ -3,16 +3,22 @@
     python get_data.py --dataset omniglot         # official Omniglot archives -> ./data/omniglot
     python get_data.py --dataset mimgnet          # miniImageNet (Ravi & Larochelle split) -> ./data/mimgnet
     python get_data.py --dataset omniglot_small   # ../shared/data/omniglot -> ./data/omniglot_small
+    python get_data.py --dataset cifar            # CIFAR-FS (Bayesian TAML); svhn, cub, aircraft, quickdraw,
+                                                  # vgg_flower, traffic, fashion-mnist, small_cifar_100,
+                                                  # aircraft_official, cub_official: see docs/datasets.md
+    python get_data.py --dataset tiny_imagenet    # MetaPerturb's source (also stl10, stanford_dogs,
+                                                  # stanford_cars): docs/datasets-metaperturb.md
     python get_data.py --dataset omniglot_small --episodes eps.npz --split test --way 5 --shot 1 \\
         --query 15 --n_episodes 1000 --seed 0
 
-A re-run skips whatever is already complete.
+A re-run skips whatever is already complete and resumes an interrupted download. Data roots default
+to $METADROP_DATA/<dataset> ($METADROP_DATA defaults to ./data). Seed 002's form, `cd ./data/cifar &&
+python get_data.py` (also svhn, mimgnet, cub), prepares into that folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -26,13 +32,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=sorted(DATASETS), default="omniglot")
-    p.add_argument("--data_root", default=None, help="where the prepared data go (default ./data/<dataset>)")
+    p.add_argument(
+        "--data_root",
+        default=None,
+        help="where the prepared data go (default $METADROP_DATA/<dataset>, ./data/...)",
+    )
     p.add_argument(
         "--source",
         default=None,
-        help="where the raw files come from: a base URL for omniglot and mimgnet (default: their "
-        "official source, or $METADROP_OMNIGLOT_URL / $METADROP_MIMGNET_URL), a folder for "
-        "omniglot_small (default ../shared/data/omniglot)",
+        help="where the raw files come from: a base URL for downloaded datasets (default: their "
+        "official host, or the module's $METADROP_<SOURCE>_URL, see docs/datasets.md), a folder "
+        "for omniglot_small (default ../shared/data/omniglot); tiny_imagenet, stl10, stanford_dogs and "
+        "stanford_cars also take a folder holding their archives",
     )
     e = p.add_argument_group("fixed evaluation episodes (for main.py --mode meta_test --episodes FILE)")
     e.add_argument("--episodes", metavar="FILE.npz", default=None, help="write episodes to this file")
@@ -62,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     root = args.data_root or data.default_root(args.dataset)
-    module = importlib.import_module(data.DATASETS[args.dataset])
+    module, view = data.entry(args.dataset)
     try:
         if args.episodes:  # before any long preparation: can the file be written there?
             folder = os.path.dirname(os.path.abspath(args.episodes))
@@ -73,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"--episodes {args.episodes}: cannot create {folder} ({e.strerror})"
                 ) from e
         if hasattr(module, "prepare"):
-            module.prepare(root, args.source)
+            module.prepare(root, args.source, *([view] if view else []))
         elif args.source is not None:
             raise data.DataError(f"--source: {args.dataset} has no raw files to fetch")
         else:

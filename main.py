@@ -7,6 +7,11 @@ settings, lock and checkpoints are in savedir.py.
 
 from __future__ import annotations
 
+import cli
+
+if __name__ == "__main__":
+    cli.quiet_ctrl_c()  # Ctrl-C while the modules below load: one line, exit 130
+
 import argparse
 import contextlib
 import json
@@ -21,10 +26,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import quiet
+from cli import STOPPED
+from data import DataError
 from data.episodes import SAMPLERS
 from data.files import atomic, file_hash
 from data.prefetch import Prefetcher
-from savedir import Checkpoints, UsageError, check_settings, check_writable, locked, read_config
+from savedir import (
+    Checkpoints,
+    UsageError,
+    check_settings,
+    check_writable,
+    discard_unused,
+    locked,
+    read_config,
+)
 
 if TYPE_CHECKING:
     from tensorflow.compat.v1 import Session
@@ -32,7 +47,6 @@ if TYPE_CHECKING:
     from noise import Perturbation
 
 MODES = ("meta_train", "meta_test", "export")
-STOPPED = 130  # exit code after Ctrl-C (SIGINT), as shells report it
 
 Batch = dict[str, np.ndarray]  # xtr/ytr/xte/yte with a leading task axis
 Evaluator = Callable[["Session", Batch, np.ndarray], np.ndarray]
@@ -78,6 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--maml", action="store_true", help="base MAML: no perturbation")
     p.add_argument("--metasgd", action="store_true", help="Meta-SGD: meta-learned inner step sizes")
+    p.add_argument(
+        "--first_order",
+        action="store_true",
+        help="first-order MAML (Finn et al. 2017, Section 5.2): the meta-gradient treats the inner"
+        " gradients as constants (less memory and time; phi gets only its direct part)",
+    )
     p.add_argument("--noise", default=None, help="perturbation by name (default: metadrop; README, noise.py)")
     p.add_argument(
         "--noise_hp",
@@ -113,43 +133,66 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_attack_flags(p)
     args = p.parse_args(argv)
-    xla_cache(args)  # TF_XLA_FLAGS, before build_noise imports TensorFlow
-    check_attack_flags(p, args)
+    try:
+        check_flags(args)
+    except UsageError as e:
+        p.error(str(e))
+    xla_cache(args)  # TF_XLA_FLAGS, before TensorFlow is imported
+    return args
+
+
+# Flags whose value is a count: at least 1 (at least 2 for a 95% interval over episodes).
+COUNTS = {
+    "save_freq": 1,
+    "n_train_iters": 1,
+    "n_test_iters": 2,
+    "way": 1,
+    "shot": 1,
+    "query": 1,
+    "metabatch": 1,
+    "n_test_mc_samp": 1,
+    "log_freq": 1,
+    "val_freq": 1,
+    "n_val_iters": 1,
+    "attack_steps": 1,
+}
+MAX_SEED = 2**31 - 1
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Every flag's value, alone and with the others, without TensorFlow and before anything is
+    written; fills in the perturbation's hyperparameters. UsageError saying what to do."""
+    for name, least in COUNTS.items():
+        if getattr(args, name) < least:
+            why = " (a confidence interval needs two episodes)" if least == 2 else ""
+            raise UsageError(f"--{name} must be at least {least}{why}")
+    if args.n_steps < 1:
+        # Without an inner step there is no adaptation, and Meta-dropout's noise (which acts only in
+        # the inner loop, Algorithm 1) would have nothing to perturb: refused for every model alike.
+        raise UsageError("--n_steps must be at least 1 (the inner loop needs a step)")
+    for name in ("meta_lr", "inner_lr"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            raise UsageError(f"--{name} must be a positive number, not {getattr(args, name)}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED}, not {args.seed}")
+    if args.episodes is not None and args.mode != "meta_test":
+        raise UsageError(f"--episodes is for --mode meta_test only (not {args.mode})")
+    if args.savedir is None:
+        raise UsageError("--savedir is required")
+    if args.savedir.strip() == "":
+        raise UsageError("--savedir is empty: name a folder")
+    check_attack_flags(args)
     if args.maml and args.noise not in (None, "none"):
-        p.error(f"--maml is MAML without perturbation; it cannot be combined with --noise {args.noise}")
+        raise UsageError(
+            f"--maml is MAML without perturbation; it cannot be combined with --noise {args.noise}"
+        )
     args.noise = "none" if args.maml else (args.noise or "metadrop")
     try:  # all hyperparameters, defaults filled in, for config.json and the settings checks
         perturbation = build_noise(args.noise, args.noise_hp)
     except ValueError as e:
-        p.error(f"--noise: {e}")
+        raise UsageError(f"--noise: {e}") from e
     args.noise_hp, args.noise_title = perturbation.hp(), perturbation.title
-    for name in (
-        "save_freq",
-        "n_train_iters",
-        "n_test_iters",
-        "way",
-        "shot",
-        "query",
-        "metabatch",
-        "n_test_mc_samp",
-        "log_freq",
-        "val_freq",
-        "n_val_iters",
-    ):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be at least 1")
-    if args.n_steps < 1:
-        # Without an inner step there is no adaptation, and Meta-dropout's noise (which acts only in
-        # the inner loop, Algorithm 1) would have nothing to perturb: refused for every model alike.
-        p.error("--n_steps must be at least 1 (the inner loop needs a step)")
-    for name in ("meta_lr", "inner_lr"):
-        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
-            p.error(f"--{name} must be a positive number, not {getattr(args, name)}")
-    if args.episodes is not None and args.mode != "meta_test":
-        p.error(f"--episodes is for --mode meta_test only (not {args.mode})")
-    if args.savedir is None:
-        p.error("--savedir is required")
-    return args
+    check_xla_cache(args)
 
 
 def add_attack_flags(p: argparse.ArgumentParser) -> None:
@@ -161,33 +204,61 @@ def add_attack_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adv_eps", type=float, default=None, help="--adv_inner radius")
 
 
-def check_attack_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The attack flags' values; the norms' names are checked by `check_norms` (TensorFlow imported)."""
+def check_attack_flags(args: argparse.Namespace) -> None:
+    """The attack flags' values (check_flags)."""
+    from attack import NORMS
+
+    for name in ("attack", "adv_inner"):
+        if getattr(args, name) not in (None, *NORMS):
+            raise UsageError(f"--{name} {getattr(args, name)}: choose one of {', '.join(NORMS)}")
     if (args.attack is None) != (args.attack_eps is None):
-        p.error("--attack and --attack_eps go together: e.g. --attack linf --attack_eps 0,0.01,0.02")
+        raise UsageError("--attack and --attack_eps go together: e.g. --attack linf --attack_eps 0,0.01,0.02")
     if args.attack is not None:
         if args.mode != "meta_test":
-            p.error("--attack evaluates a trained model: use it with --mode meta_test")
+            raise UsageError("--attack evaluates a trained model: use it with --mode meta_test")
         try:
             args.attack_eps = [float(e) for e in args.attack_eps.split(",")]
         except ValueError:
-            p.error(f"--attack_eps {args.attack_eps}: give numbers separated by commas, e.g. 0,0.1,0.2")
+            raise UsageError(
+                f"--attack_eps {args.attack_eps}: give numbers separated by commas, e.g. 0,0.1,0.2"
+            ) from None
         if not all(math.isfinite(e) and e >= 0 for e in args.attack_eps):
-            p.error("--attack_eps: every radius must be a number, at least 0")
-    if args.attack_steps < 1:
-        p.error("--attack_steps must be at least 1")
+            raise UsageError("--attack_eps: every radius must be a number, at least 0")
     if (args.adv_inner is None) != (args.adv_eps is None):
-        p.error("--adv_inner and --adv_eps go together: e.g. --adv_inner linf --adv_eps 0.005")
+        raise UsageError("--adv_inner and --adv_eps go together: e.g. --adv_inner linf --adv_eps 0.005")
     if args.adv_eps is not None and not (math.isfinite(args.adv_eps) and args.adv_eps > 0):
-        p.error("--adv_eps must be a positive number")
+        raise UsageError("--adv_eps must be a positive number")
 
 
-def check_norms(args: argparse.Namespace) -> None:
-    from attack import NORMS
+def check_xla_cache(args: argparse.Namespace) -> None:
+    """--xla_cache must be a folder that can be created or written: TensorFlow would only fail at the
+    first compilation. The default is dropped with a warning when unusable and XLA is not forced on."""
+    if args.xla == "off" or not args.xla_cache:
+        return
+    why = unwritable(args.xla_cache)
+    if why is None:
+        return
+    if args.xla_cache == XLA_CACHE and args.xla == "auto":
+        print(
+            f"warning: --xla_cache {XLA_CACHE}: {why}; compiled XLA clusters are not cached", file=sys.stderr
+        )
+        args.xla_cache = ""
+        return
+    raise UsageError(
+        f"--xla_cache {args.xla_cache}: {why}; choose another folder, or --xla_cache '' for none"
+    )
 
-    for flag in ("attack", "adv_inner"):
-        if getattr(args, flag) not in (None, *NORMS):
-            raise UsageError(f"--{flag} {getattr(args, flag)}: choose one of {', '.join(NORMS)}")
+
+def unwritable(folder: str) -> str | None:
+    """Why `folder` cannot be created or written to, None if it can; creates nothing."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        return f"{path} is a file, not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
 
 
 def write_json(path: str, obj: dict) -> None:
@@ -257,7 +328,14 @@ class Runner:
         with self.graph.as_default():
             tf.compat.v1.set_random_seed(args.seed)
             arch = Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way)
-            self.model = Model(arch, perturbation, args.inner_lr, args.n_steps, metasgd=args.metasgd)
+            self.model = Model(
+                arch,
+                perturbation,
+                args.inner_lr,
+                args.n_steps,
+                metasgd=args.metasgd,
+                first_order=args.first_order,
+            )
             if args.adv_inner:
                 from attack import Adversary
 
@@ -664,34 +742,39 @@ def xla_cache(args: argparse.Namespace) -> None:
     os.environ["TF_XLA_FLAGS"] = " ".join(flags)
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before parse_args imports TensorFlow (noise.py)
-    args = parse_args(argv)
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id or 0)
-    from data import DataError
+MODES = {"meta_train": meta_train, "meta_test": meta_test, "export": export}
 
-    modes = {"meta_train": meta_train, "meta_test": meta_test, "export": export}
+
+def main(argv: list[str] | None = None) -> int:
+    made = None  # the savedir, when this run is the one creating it
     try:
-        check_norms(args)
-        modes[args.mode](args)
+        cli.ctrl_c_raises()
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+        args = parse_args(argv)
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id or 0)
+        made = None if os.path.lexists(args.savedir) else args.savedir
+        MODES[args.mode](args)
+        return 0
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except (Stopped, KeyboardInterrupt) as e:
         print(str(e) or "stopped; re-run the same command to start again", file=sys.stderr)
-        return STOPPED
+        code = STOPPED
     except OSError as e:  # anything the checks above did not foresee: a full disk, a lost mount, ...
         print(f"error: {e}; check that the disk has space and the paths are writable", file=sys.stderr)
-        return 2
+        code = 2
     except Exception as e:
         tf = sys.modules.get("tensorflow")
         if tf is None or not isinstance(e, tf.errors.OpError):
             raise
         print(f"error: TensorFlow: {' '.join(e.message.split())[:500]}", file=sys.stderr)
-        return 2
-    return 0
+        code = 2
+    if made:
+        discard_unused(made)
+    return code
 
 
 if __name__ == "__main__":
     quiet.start(sys.argv[1:])
-    sys.exit(main())
+    cli.run(main)
