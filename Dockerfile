@@ -4,11 +4,13 @@
 # the volumes below (docker-compose.yml bind-mounts ./data and ./results there).
 #   docker build -t metadrop .                        # GPU image: tensorflow/tensorflow:2.21.0-gpu
 #   docker build -t metadrop --build-arg DEVICE=cpu . # CPU image: tensorflow/tensorflow:2.21.0
+# BASE replaces the repository of the base image (CI builds on a local stand-in, .ci/docker.sh).
 ARG TF_VERSION=2.21.0
 ARG DEVICE=gpu
+ARG BASE=tensorflow/tensorflow
 
-FROM tensorflow/tensorflow:${TF_VERSION}-gpu AS tf-gpu
-FROM tensorflow/tensorflow:${TF_VERSION} AS tf-cpu
+FROM ${BASE}:${TF_VERSION}-gpu AS tf-gpu
+FROM ${BASE}:${TF_VERSION} AS tf-cpu
 
 # hadolint ignore=DL3006
 FROM tf-${DEVICE}

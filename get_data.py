@@ -27,6 +27,8 @@ import argparse
 import os
 import sys
 
+import quiet
+
 EPISODE_FLAGS = {"split": "test", "way": 20, "shot": 1, "query": 15, "n_episodes": 1000, "seed": 0}
 
 
@@ -54,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("way", "shot", "query", "n_episodes"):
         e.add_argument(f"--{name}", type=int, help=f"default {EPISODE_FLAGS[name]}")
     e.add_argument("--seed", type=int, help="seeds numpy's default_rng (default 0)")
+    p.add_argument(
+        "--verbose", action="store_true", help=f"show TensorFlow's C++ log lines ({quiet.VERBOSE_ENV}=1)"
+    )
     args = p.parse_args(argv)
     given = [f"--{k}" for k in EPISODE_FLAGS if getattr(args, k) is not None]
     if args.episodes is None and given:
@@ -144,4 +149,5 @@ def prepare(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    quiet.start(sys.argv[1:])
     cli.run(main)

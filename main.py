@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+import quiet
 from cli import STOPPED
 from data import DataError
 from data.episodes import SAMPLERS
@@ -65,7 +66,12 @@ class Stopped(Exception):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--gpu_id", type=int, default=0, help="GPU to use (sets CUDA_VISIBLE_DEVICES)")
+    p.add_argument(
+        "--gpu_id", type=int, default=None, help="GPU to use (sets CUDA_VISIBLE_DEVICES; default 0)"
+    )
+    p.add_argument(
+        "--verbose", action="store_true", help=f"show TensorFlow's C++ log lines ({quiet.VERBOSE_ENV}=1)"
+    )
     p.add_argument("--mode", choices=MODES, default="meta_train")
     p.add_argument("--savedir", default=None, help="checkpoints, logs and results go here")
     p.add_argument("--save_freq", type=int, default=1000, help="checkpoint every N iterations")
@@ -374,6 +380,7 @@ class Runner:
                 self.model.adversary = Adversary(self.model, args.adv_inner, args.adv_eps)
             self.step = tf.compat.v1.train.get_or_create_global_step()
         self.xla = args.xla == "on" or (args.xla == "auto" and bool(tf.config.list_physical_devices("GPU")))
+        print(quiet.device(tf, args.gpu_id, self.xla))
         if os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":  # NVIDIA's switch for cuBLAS/cuDNN: XLA's too
             tf.config.experimental.enable_tensor_float_32_execution(False)
 
@@ -827,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.ctrl_c_raises()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
         args = parse_args(argv)
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id or 0)
         made = None if os.path.lexists(args.savedir) else args.savedir
         MODES[args.mode](args)
         return 0
@@ -852,4 +859,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    quiet.start(sys.argv[1:])
     cli.run(main)

@@ -43,6 +43,7 @@ import zipfile
 
 import numpy as np
 
+import quiet
 from data.files import not_format, resource
 
 TRACE_KEYS = ("htr", "hte", "htr_samp", "w", "b", "ytr", "yte", "cols")
@@ -351,6 +352,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tasks", type=int, default=None, help="plot only the first N tasks")
     p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (capped by the points)")
     p.add_argument("--tsne_iter", type=int, default=1000, help="t-SNE iterations (at least 250)")
+    p.add_argument(
+        "--verbose", action="store_true", help=f"show TensorFlow's C++ log lines ({quiet.VERBOSE_ENV}=1)"
+    )
     args = p.parse_args(argv)
     if args.tsne_iter < 250:
         p.error("--tsne_iter must be at least 250 (scikit-learn's minimum)")
@@ -398,4 +402,5 @@ def plot(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
+    quiet.start(sys.argv[1:])
     cli.run(main)

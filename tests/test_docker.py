@@ -427,3 +427,120 @@ def test_hadolint(tmp_path):
     bad.write_text("FROM python:3.11\nWORKDIR app\n")  # DL3000: relative WORKDIR is an error
     p = subprocess.run([exe, "--failure-threshold", "warning", str(bad)], capture_output=True, text=True)
     assert p.returncode != 0 and "DL3000" in p.stdout
+
+
+# ---------------------------------------------------------------- the image, built and run (slow)
+
+HOST_UID = 4321  # the host user of the checkout: not root, not the image's default 1000
+TINY = ["--n_train_iters", "4", "--save_freq", "2", "--val_freq", "2", "--n_val_iters", "2"]
+TINY += ["--n_test_iters", "4", "--n_steps", "1", "--n_test_mc_samp", "2"]
+
+
+def compose(checkout: Path, *argv: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["docker", "compose", *argv], cwd=checkout, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory) -> Path:
+    """A copy of the checkout owned by a non-root host user, and the image built from it by the
+    project's Dockerfile with the compose file's build arguments (DEVICE=cpu, the user's uid/gid), on
+    the stand-in base of .ci/docker.sh (Docker Hub is out of reach)."""
+    p = subprocess.run(
+        ["bash", str(REPO / ".ci" / "docker.sh"), "start"], capture_output=True, text=True, timeout=900
+    )
+    if p.returncode == 3:
+        pytest.skip(p.stderr.strip())
+    assert p.returncode == 0, p.stderr
+    base = p.stdout.strip().split("=", 1)[1]
+    root = tmp_path_factory.mktemp("checkout")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for f in filter(None, files):
+        if (REPO / f).is_file():
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, root / f)
+    (root / "results").mkdir()
+    (root / ".env").write_text(f"HOST_UID={HOST_UID}\nHOST_GID={HOST_UID}\n")  # the README's step
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, HOST_UID, HOST_UID)
+    env = {"DEVICE": "cpu", "HOST_UID": str(HOST_UID), "HOST_GID": str(HOST_UID)}
+    build = load_compose(root / "docker-compose.yml")["services"]["test"]["build"]
+    args = [f"--build-arg={k}={v}" for k, v in interpolate(build["args"], env).items()]
+    p = subprocess.run(
+        [
+            "docker",
+            "build",
+            "--network",
+            "host",
+            "-q",
+            "-t",
+            "metadrop:latest",
+            *args,
+            f"--build-arg=BASE={base}",
+            ".",
+        ],
+        cwd=root,
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},  # no buildx here: the classic builder
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    return root
+
+
+@pytest.mark.slow
+def test_quickstart_service_writes_results_of_the_host_user(checkout):
+    p = compose(checkout, "run", "--rm", "quickstart", "bash", "runfiles/quickstart.sh", *TINY)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    results = checkout / "results" / "quickstart"
+    for model in ("maml", "metadrop"):
+        r = json.loads((results / model / "results.json").read_text())
+        assert r["n"] == 4 and r["train_iters"] == 4
+    assert "| metadrop | Meta-dropout | digits_5way_1shot |" in p.stdout  # report.py's table
+    owners = {path.relative_to(checkout).as_posix(): path.stat().st_uid for path in results.rglob("*")}
+    assert owners and set(owners.values()) == {HOST_UID}, owners
+
+
+@pytest.mark.slow
+def test_test_service_runs_the_tests_in_the_image(checkout):
+    command = load_compose(checkout / "docker-compose.yml")["services"]["test"]["command"]
+    p = compose(
+        checkout,
+        "run",
+        "--rm",
+        "test",
+        *command,
+        "-m",
+        "not slow",
+        "tests/test_model.py",
+        "tests/test_docs.py",
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert re.search(r"\b\d+ passed\b", p.stdout) and "failed" not in p.stdout
+
+
+@pytest.mark.slow
+def test_gpu_services_validate_in_compose(checkout):
+    p = compose(checkout, "config", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    services = json.loads(p.stdout)["services"]
+    gpu = [name for name, s in services.items() if gpu_devices(s)]
+    assert "metadrop_omni_1shot" in gpu and "gpu-check" in gpu
+    for name in gpu:
+        (device,) = gpu_devices(services[name])
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"], name
+    # The same command rejects a reservation Compose cannot honour.
+    bad = checkout / "bad-compose.yml"
+    bad.write_text(
+        (checkout / "docker-compose.yml").read_text().replace("capabilities: [gpu]", "capabilities: gpu")
+    )
+    p = compose(checkout, "-f", bad.name, "config", "-q")
+    assert p.returncode != 0 and "capabilities" in p.stderr

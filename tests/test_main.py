@@ -25,6 +25,7 @@ def run_main(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow  # 80 iterations, then 60 test episodes: minutes on 2 cores
 def test_meta_train_then_meta_test_beats_chance(tmp_path):
     savedir = str(tmp_path / "md")
     common = [*TINY, "--savedir", savedir, "--n_steps", "2", "--inner_lr", "0.4", "--metabatch", "2"]
@@ -56,6 +57,7 @@ def test_meta_train_then_meta_test_beats_chance(tmp_path):
     assert mean - ci > 35.0, (mean, ci)
 
 
+@pytest.mark.slow  # a main.py process killed mid-training, then resumed
 def test_killed_run_resumes_from_its_checkpoint(tmp_path):
     savedir = tmp_path / "resume"
     args = [

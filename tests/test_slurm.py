@@ -175,6 +175,7 @@ def wait(what: str, ready, timeout: float, logs: Path) -> None:
         time.sleep(1)
 
 
+@pytest.mark.slow
 def test_table_on_local_cluster(cluster, tmp_path):
     env, jobs = cluster
     results = tmp_path / "results"

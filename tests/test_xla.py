@@ -51,6 +51,7 @@ def run(noise_name: str, metasgd: bool, xla: bool, arch=ARCH32) -> tuple[list, l
     return out, [r for r in ran if r]
 
 
+@pytest.mark.slow  # an XLA compilation per variant (~15 s of CPU each); the fast tier has the float32 test
 @pytest.mark.parametrize(("noise_name", "metasgd"), VARIANTS)
 def test_xla_computes_what_tensorflow_computes(noise_name, metasgd):
     # float64 (the explicit batch norm): the same arithmetic, so the same numbers up to rounding.
@@ -80,6 +81,7 @@ def test_xla_in_float32_as_main_py_runs_it(noise_name, metasgd):
         np.testing.assert_allclose(g, gr, rtol=1e-3, atol=1e-4 * np.abs(gr).max())
 
 
+@pytest.mark.slow  # main.py with XLA compiles the training, validation and test graphs
 def test_main_py_xla_trains_as_without_it(tmp_path):
     from test_main import TINY, run_main
 

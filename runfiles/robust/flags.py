@@ -16,6 +16,7 @@ SKIP = {
     "n_test_mc_samp",
     "n_test_iters",
     "gpu_id",
+    "verbose",
     "data_root",
     "episodes",
     "maml",
