@@ -3,6 +3,7 @@ the run with one line on stderr and exit status 130, as shells report SIGINT, ne
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -14,7 +15,11 @@ STOPPED = 130  # exit status after Ctrl-C (SIGINT)
 
 
 def _stop_now(signum: int, frame: FrameType | None) -> None:
-    os.write(2, b"stopped\n")
+    try:
+        fd = sys.stderr.fileno()  # quiet.start gives Python's stderr its own descriptor
+    except (AttributeError, OSError, ValueError):
+        fd = 2
+    os.write(fd, b"stopped\n")
     os._exit(STOPPED)
 
 
@@ -40,3 +45,10 @@ def run(main: Callable[[], int]) -> NoReturn:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (python {self.prog} --help lists the flags)\n")

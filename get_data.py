@@ -35,7 +35,7 @@ EPISODE_FLAGS = {"split": "test", "way": 20, "shot": 1, "query": 15, "n_episodes
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from data import DATASETS, SPLITS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=sorted(DATASETS), default="omniglot")
     p.add_argument(
         "--data_root",

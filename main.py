@@ -65,7 +65,7 @@ class Stopped(Exception):
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = cli.ArgumentParser(description=__doc__)
     p.add_argument(
         "--gpu_id", type=int, default=None, help="GPU to use (sets CUDA_VISIBLE_DEVICES; default 0)"
     )

@@ -341,7 +341,7 @@ def plot_transfer(root: str) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--savedir", help="the --savedir of main.py --mode export")
     what.add_argument("--robustness", metavar="ROOT", help="plot every robust_<norm>.json under ROOT")

@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="folder searched for results.json (e.g. results/)")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
     p.add_argument("--transfer", action="store_true", help="root holds transfer.py target runs")

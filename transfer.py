@@ -92,7 +92,7 @@ MATCH = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--phase", choices=PHASES, required=True, help="source meta-training or target training")
     p.add_argument("--batch_size", type=int, default=128)
     p.add_argument("--train_steps", type=int, default=None, help="default: 2000 (src), 10000 (tgt)")
