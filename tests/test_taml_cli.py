@@ -1,0 +1,129 @@
+"""Bayesian TAML's command line (seed 002): its flags, their checks, checkpoint selection (T11)."""
+
+import glob
+import os
+import re
+import shlex
+
+import numpy as np
+import pytest
+
+import main
+from data import DATASETS
+from savedir import select_step, validation_scores
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def seed_commands() -> list[list[str]]:
+    """The `python main.py ...` commands of seed 002's README, as argv lists (verbatim)."""
+    (path,) = glob.glob(os.path.join(ROOT, "..", "shared", "seeds", "002_*.txt")) or [None]
+    if path is None:
+        pytest.skip("seed 002's README is not in ../shared/seeds")
+    text = open(path).read().replace("\\\n", " ")
+    return [shlex.split(m)[2:] for m in re.findall(r"^\$ (python main\.py .*)$", text, re.M)]
+
+
+def refused(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        main.parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    return err
+
+
+BASE = ["--savedir", "x", "--dataset", "digits"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max_shot", "0"], "--max_shot must be at least 1"),
+        (["--n_mc_samples", "-1"], "--n_mc_samples must be at least 0"),
+        (["--select", "best"], "invalid choice: 'best'"),
+        (["--id_dataset", "digits, nope"], "--id_dataset: no dataset nope"),
+        (["--ood_dataset", "nope"], "prepare the data with python get_data.py --dataset NAME"),
+        (["--id_dataset", "digits,digits"], "a dataset is named twice"),
+        (["--ood_dataset", "digits"], "digits is also in distribution"),
+        (["--id_dataset", " , "], "names no dataset"),
+        (["--id_dataset", "digits,omniglot_small", "--data_root", "d"], "give a single --id_dataset"),
+        (["--mode", "export", "--max_shot", "5"], "leave out --max_shot"),
+        (["--max_shot", "x"], "--max_shot: invalid int value"),
+        (["--n_test_episodes", "0"], "--n_test_iters must be at least 1"),
+        (["-meta_lr", "-1"], "--meta_lr must be a positive number"),
+    ],
+)
+def test_bad_taml_flags_exit_2_with_a_message(capsys, flags, message):
+    refused(capsys, [*BASE, *flags], message)
+
+
+def test_seed_flags_are_meta_dropouts_under_other_names():
+    args = main.parse_args(
+        [
+            *(
+                "--savedir",
+                "x",
+                "--id_dataset",
+                " digits , omniglot_small",
+                "--ood_dataset",
+                "'mimgnet'"[1:-1],
+            ),
+            *("--alpha_on", "-meta_lr", "0.25", "--n_test_episode", "7", "--max_shot", "4"),
+        ]
+    )
+    assert args.dataset == "digits,omniglot_small" and args.ood_dataset == "mimgnet"
+    assert args.metasgd and args.meta_lr == 0.25 and args.n_test_iters == 7
+    assert args.noise == "none" and args.select == "id+ood"  # any-shot: seed 002's defaults
+    assert main.parse_args([*BASE, "--n_test_episodes", "9"]).n_test_iters == 9
+    plain = main.parse_args(BASE)
+    assert plain.noise == "metadrop" and plain.select == "last" and not plain.metasgd
+    assert plain.n_test_iters == 1000 and plain.meta_lr == 1e-3 and plain.dataset == "digits"
+
+
+def test_every_seed_002_command_parses_or_asks_for_its_data(capsys):
+    """Verbatim: the one-dash -meta_lr, quoted comma lists with spaces, the --n_test_episode prefix."""
+    commands = seed_commands()
+    assert len(commands) == 6
+    for argv in commands:
+        names = [
+            n.strip() for k in ("--id_dataset", "--ood_dataset") for n in argv[argv.index(k) + 1].split(",")
+        ]
+        if all(n in DATASETS for n in names):
+            args = main.parse_args(argv)
+            assert args.max_shot == 50 and args.query == 15 and args.metasgd and args.omega_on
+        else:
+            refused(capsys, argv, "prepare the data with python get_data.py --dataset")
+
+
+LOG = """iter 50 loss 1.0 acc 20.00 (1.0s)
+iter 100 val acc 40.00 +- 1.00
+iter 100 val ood acc 30.00 +- 1.00
+iter 200 val id/a acc 50.00 +- 1.00
+iter 200 val acc 45.00 +- 1.00
+iter 200 val ood acc 20.00 +- 1.00
+resumed from iteration 200 (ckpt/model-200)
+iter 300 val acc 44.00 +- 1.00
+iter 300 val ood acc 33.00 +- 1.00
+iter 400 val acc 45.00 +- 1.00
+iter 400 val ood acc 20.00 +- 1.00
+"""
+
+
+def test_selection_rule_is_the_argmax_of_its_metric():
+    """T11: on a synthetic log, each rule picks the argmax of its metric among kept checkpoints,
+    the earliest on ties; per-dataset lines (val id/a) are not the pooled accuracy."""
+    ids = validation_scores(LOG, "id")
+    assert ids == {100: 40.0, 200: 45.0, 300: 44.0, 400: 45.0}
+    both = validation_scores(LOG, "id+ood")
+    assert both == {100: 70.0, 200: 65.0, 300: 77.0, 400: 65.0}
+    every = [100, 200, 300, 400]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        kept = sorted(rng.choice(every, rng.integers(1, 5), replace=False).tolist())
+        for rule, scores in (("id", ids), ("id+ood", both)):
+            best = max(scores[s] for s in kept)
+            assert select_step(LOG, rule, kept) == min(s for s in kept if scores[s] == best)
+        assert select_step(LOG, "last", kept) == max(kept)
+    assert select_step(LOG, "id", [500]) is None
+    assert select_step("iter 5 val acc 1.00 +- 0\n", "id+ood", [5]) == 5  # no OOD line: ID alone
