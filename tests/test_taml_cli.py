@@ -127,3 +127,41 @@ def test_selection_rule_is_the_argmax_of_its_metric():
         assert select_step(LOG, "last", kept) == max(kept)
     assert select_step(LOG, "id", [500]) is None
     assert select_step("iter 5 val acc 1.00 +- 0\n", "id+ood", [5]) == 5  # no OOD line: ID alone
+
+
+def write_result(path, dataset, role, ids, mean, seed=0, **switches):
+    import json
+
+    config = {"dataset": ids, "way": 5, "shot": 1, "max_shot": 50, "noise": "none", "seed": seed}
+    config.update({k: False for k in ("metasgd", "omega_on", "gamma_on", "z_on")}, **switches)
+    result = {"mean": mean, "ci95": 0.5, "n": 1000, "train_iters": 50000, "dataset": dataset, "role": role}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**result, "config": config}))
+
+
+def test_report_puts_taml_results_beside_both_published_sets(tmp_path):
+    import report
+
+    on = dict(metasgd=True, omega_on=True, gamma_on=True, z_on=True)
+    for seed, (a, b) in enumerate([(74.0, 50.0), (76.0, 52.0)]):
+        run = tmp_path / f"taml{seed}"
+        write_result(run / "results_id_cifar.json", "cifar", "id", "cifar", a, seed, **on)
+        write_result(run / "results_ood_svhn.json", "svhn", "ood", "cifar", b, seed, **on)
+    write_result(
+        tmp_path / "abl/results_ood_svhn.json", "svhn", "ood", "cifar", 49.0, metasgd=True, z_on=True
+    )
+    write_result(tmp_path / "mimg/results_id_mimgnet.json", "mimgnet", "id", "mimgnet", 60.0)
+    text = report.report(str(tmp_path))
+    assert "## Bayesian TAML, CIFAR-FS / SVHN" in text and "## Bayesian TAML, miniImageNet / CUB" in text
+    assert "Multi-dataset" not in text and "## Table 1" not in text and "Other results" not in text
+    row = next(line for line in text.splitlines() if "taml1/results_ood_svhn.json" in line)
+    assert (
+        "Bayesian TAML | SVHN (OOD) | 1 | 52.00 ± 0.50" in row
+        and "51.87 ± 0.23 | 52.25 ± 0.68 | +0.13" in row
+    )
+    mean = next(line for line in text.splitlines() if "mean of 2" in line and "SVHN" in line)
+    assert "51.00 ± 1.41" in mean and "-0.87" in mean
+    abl = next(line for line in text.splitlines() if "abl/results_ood_svhn.json" in line)
+    assert abl.startswith("| alpha+z | SVHN (OOD) |") and "| — | — |" in abl
+    mimg = next(line for line in text.splitlines() if "mimg/results_id_mimgnet.json" in line)
+    assert "| MAML | miniImageNet |" in mimg and "66.64 ± 0.22" in mimg and "-6.64" in mimg
