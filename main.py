@@ -72,7 +72,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--query", type=int, default=15)
     p.add_argument("--metabatch", type=int, default=4, help="tasks per iteration (or per meta-test run)")
     p.add_argument("--meta_lr", type=float, default=1e-3)
-    p.add_argument("--inner_lr", type=float, default=0.1)
+    p.add_argument(
+        "--inner_lr",
+        type=float,
+        default=None,
+        help="inner step size (Meta-SGD: its initial value); default 0.1, and with --max_shot the seed-002 "
+        "code's 0.5, or 0.01 with --alpha_on",
+    )
     p.add_argument("--n_steps", type=int, default=5, help="inner gradient steps")
     p.add_argument(
         "--n_test_mc_samp",
@@ -276,6 +282,8 @@ def check_taml_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> No
         args.select = "id+ood" if args.max_shot else "last"
     if args.max_shot and args.mode == "export":
         p.error("--mode export traces fixed-shot two-way tasks: leave out --max_shot")
+    if args.inner_lr is None:  # seed 002: scalar step 0.5, Meta-SGD's alpha starts at 0.01 (spec 1.2)
+        args.inner_lr = (0.01 if args.metasgd else 0.5) if args.max_shot else 0.1
     if args.max_shot and args.noise is None and not args.maml:
         args.noise = "none"  # seed 002's models have no perturbation (--noise adds one)
 
