@@ -14,7 +14,6 @@ A re-run skips whatever is already complete.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 
@@ -26,13 +25,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=sorted(DATASETS), default="omniglot")
-    p.add_argument("--data_root", default=None, help="where the prepared data go (default ./data/<dataset>)")
+    p.add_argument(
+        "--data_root",
+        default=None,
+        help="where the prepared data go (default $METADROP_DATA/<dataset>, ./data/...)",
+    )
     p.add_argument(
         "--source",
         default=None,
-        help="where the raw files come from: a base URL for omniglot and mimgnet (default: their "
-        "official source, or $METADROP_OMNIGLOT_URL / $METADROP_MIMGNET_URL), a folder for "
-        "omniglot_small (default ../shared/data/omniglot)",
+        help="where the raw files come from: a base URL for downloaded datasets (default: their "
+        "official host, or the module's $METADROP_<SOURCE>_URL, see docs/datasets.md), a folder "
+        "for omniglot_small (default ../shared/data/omniglot)",
     )
     e = p.add_argument_group("fixed evaluation episodes (for main.py --mode meta_test --episodes FILE)")
     e.add_argument("--episodes", metavar="FILE.npz", default=None, help="write episodes to this file")
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     root = args.data_root or data.default_root(args.dataset)
-    module = importlib.import_module(data.DATASETS[args.dataset])
+    module, view = data.entry(args.dataset)
     try:
         if args.episodes:  # before any long preparation: can the file be written there?
             folder = os.path.dirname(os.path.abspath(args.episodes))
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"--episodes {args.episodes}: cannot create {folder} ({e.strerror})"
                 ) from e
         if hasattr(module, "prepare"):
-            module.prepare(root, args.source)
+            module.prepare(root, args.source, *([view] if view else []))
         elif args.source is not None:
             raise data.DataError(f"--source: {args.dataset} has no raw files to fetch")
         else:

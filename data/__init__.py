@@ -8,21 +8,32 @@ A split is either an array [classes, examples, H*W*C] (every class the same size
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
 SPLITS = ("train", "val", "test")
 
-# name -> module of this package that loads it
+# name -> module of this package that loads it, or "module:view" where one source serves several
+# datasets (the module's load(root, view) and prepare(root, source, view) take the view)
 DATASETS = {
     "digits": "data.digits",
     "omniglot": "data.omniglot",
     "omniglot_small": "data.omniglot_small",
     "omniglot_small16": "data.omniglot_small16",  # 16x16, the Bayesian TAML demo's OOD set
     "mimgnet": "data.mimgnet",
+    # Bayesian TAML (seed 002, spec section 3)
+    "cifar": "data.cifar100",
+    "svhn": "data.svhn",
+    # MetaPerturb targets (seed 004, spec section 3) from the same sources
+    "small_cifar_100": "data.cifar100:small",
 }
+# views prepared in the folder of their source (they share its downloaded archive)
+FOLDERS = {"small_cifar_100": "cifar"}
+DATA_ENV = "METADROP_DATA"  # the folder of all data roots (default ./data)
 
 
 class DataError(Exception):
@@ -90,12 +101,21 @@ class Dataset:
 
 
 def default_root(name: str) -> str:
-    return f"./data/{name}"
+    """$METADROP_DATA/<folder> (default ./data/<folder>); the folder is the name, or the source's
+    folder for a view (FOLDERS)."""
+    return os.path.join(os.environ.get(DATA_ENV) or "./data", FOLDERS.get(name, name))
+
+
+def entry(name: str) -> tuple[ModuleType, str | None]:
+    """The module that prepares and loads dataset `name`, and its view (None for a plain entry)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    module, _, view = DATASETS[name].partition(":")
+    return importlib.import_module(module), view or None
 
 
 def load(name: str, root: str | None = None) -> Dataset:
     """Load a prepared dataset; DataError says how to prepare one that is missing."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    module = importlib.import_module(DATASETS[name])
-    return module.load(root or default_root(name))
+    module, view = entry(name)
+    root = root or default_root(name)
+    return module.load(root, view) if view else module.load(root)

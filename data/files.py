@@ -5,14 +5,18 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import importlib
+import io
 import json
 import os
-from collections.abc import Callable, Iterator
+import pickle
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from data import DataError, default_root
+from data import DataError, Ragged, default_root
 
 CHUNK = 1 << 20  # bytes per read while downloading or hashing
 TIMEOUT = 60  # seconds without a byte from the server before giving up
@@ -89,15 +93,78 @@ def read_json(path: str) -> Any:
         raise ValueError(f"{path} is not a readable JSON file ({e})") from e
 
 
-def fetch(url: str, dest: str, md5: str | None, retry: str) -> None:
+PARTIAL = ".download"  # suffix of a download in progress, kept to be resumed (never read as data)
+
+
+def _get(url: str, start: int, stop: int | None, name: str, retry: str) -> Any:  # requests.Response | None
+    """GET bytes start.. (to stop, exclusive, if given) of url; None if the server has no bytes past
+    `start` (HTTP 416: the partial file is complete or foreign); DataError on any other HTTP error."""
+    import requests
+
+    headers = {"Accept-Encoding": "identity"}  # Content-Length then counts the bytes we write
+    if start or stop:
+        headers["Range"] = f"bytes={start}-{'' if stop is None else stop - 1}"
+    r = requests.get(url, stream=True, timeout=TIMEOUT, headers=headers)
+    if r.status_code in (200, 206):
+        return r
+    r.close()
+    if r.status_code == 416 and start:
+        return None
+    raise DataError(
+        f"downloading {name} from {url} failed: HTTP {r.status_code} {r.reason}; "
+        f"check the URL (see --source) or try `{retry}` again later"
+    )
+
+
+def _transfer(url: str, part: str, stop: int | None, name: str, retry: str) -> tuple[int, int | None]:
+    """Append url's bytes to `part` from its current size on; (bytes now in part, bytes expected)."""
+    from tqdm import tqdm
+
+    start = os.path.getsize(part) if os.path.exists(part) else 0
+    if stop is not None and start >= stop:
+        if start == stop:
+            return start, stop
+        os.remove(part)
+        start = 0
+    r = _get(url, start, stop, name, retry)
+    if r is None:  # 416: start over
+        os.remove(part)
+        start = 0
+        r = _get(url, start, stop, name, retry)
+    # keep the bytes of a transfer cut short (the size check below reports it) so it can be resumed
+    r.raw.enforce_content_length = False
+    with r:
+        if r.status_code == 200 and start:
+            print(f"{name}: the server does not resume downloads; downloading it again")
+            start = 0
+        elif start:
+            print(f"{name}: resuming after {start} bytes")
+        length = int(r.headers.get("Content-Length", 0))
+        want = stop if stop is not None else (start + length if length else None)
+        size = start
+        with open(part, "ab" if start else "wb") as f:
+            with tqdm(total=want, initial=start, unit="B", unit_scale=True, desc=name) as bar:
+                for chunk in r.iter_content(CHUNK):
+                    chunk = chunk if stop is None else chunk[: stop - size]
+                    f.write(chunk)
+                    f.flush()
+                    size += len(chunk)
+                    bar.update(len(chunk))
+                    if size == stop:
+                        break
+    return size, want
+
+
+def fetch(url: str, dest: str, md5: str | None, retry: str, stop: int | None = None) -> None:
     """Download url to dest, unless dest is already there (with the right MD5).
 
-    The bytes go to a temporary file that becomes dest only when complete (Content-Length) and
-    matching md5, so an interrupted or failed download leaves nothing behind. `retry` is the
-    command named in error messages.
+    The bytes go to dest + PARTIAL, which becomes dest only when complete (Content-Length, or the
+    first `stop` bytes of the file if given) and matching md5. An interrupted transfer keeps that
+    partial file and the next call resumes it with an HTTP Range request (a server that answers 200
+    instead of 206 sends it all again); a wrong checksum keeps nothing. `retry` is the command named
+    in error messages.
     """
     import requests
-    from tqdm import tqdm
 
     name = os.path.basename(dest)
     if os.path.exists(dest):
@@ -105,47 +172,30 @@ def fetch(url: str, dest: str, md5: str | None, retry: str) -> None:
             print(f"{dest}: already downloaded")
             return
         print(f"{dest}: checksum mismatch, downloading it again")
-    with atomic(dest) as tmp:
-        digest = hashlib.md5()
-        size = 0
-        try:
-            # identity encoding: Content-Length then counts the bytes we write
-            identity = {"Accept-Encoding": "identity"}
-            with requests.get(url, stream=True, timeout=TIMEOUT, headers=identity) as r:
-                if r.status_code != 200:
-                    raise DataError(
-                        f"downloading {name} from {url} failed: HTTP {r.status_code} {r.reason}; "
-                        f"check the URL (see --source) or try `{retry}` again later"
-                    )
-                total = int(r.headers.get("Content-Length", 0)) or None
-                with open(tmp, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=name) as bar:
-                    for chunk in r.iter_content(CHUNK):
-                        f.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                        bar.update(len(chunk))
-        except requests.exceptions.ChunkedEncodingError as e:  # the connection closed early
-            raise DataError(
-                f"the download of {name} from {url} was cut short after {size} bytes ({e}); "
-                f"nothing was kept: run `{retry}` again"
-            ) from e
-        except requests.RequestException as e:
-            raise DataError(
-                f"network error while downloading {name} from {url} ({e}); nothing was kept: "
-                f"check your connection and run `{retry}` again"
-            ) from e
-        except OSError as e:
-            raise DataError(f"could not write {tmp} ({e}): free disk space or choose --data_root") from e
-        if total is not None and size != total:  # urllib3 1.x does not check Content-Length
-            raise DataError(
-                f"the download of {name} from {url} was cut short ({size} of {total} bytes); "
-                f"nothing was kept: run `{retry}` again"
-            )
-        if md5 is not None and digest.hexdigest() != md5:
-            raise DataError(
-                f"{name} from {url} is corrupt (MD5 {digest.hexdigest()}, expected {md5}); nothing was "
-                f"kept: run `{retry}` again, and if this repeats the server holds another file"
-            )
+        os.remove(dest)
+    part = dest + PARTIAL
+    os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    kept = f"the part is kept in {part}: run `{retry}` again to resume"
+    try:
+        size, want = _transfer(url, part, stop, name, retry)
+    except requests.exceptions.ChunkedEncodingError as e:  # the connection closed early
+        raise DataError(f"the download of {name} from {url} was cut short ({e}); {kept}") from e
+    except requests.RequestException as e:
+        raise DataError(
+            f"network error while downloading {name} from {url} ({e}); check your connection; {kept}"
+        ) from e
+    except OSError as e:
+        raise DataError(f"could not write {part} ({e}): free disk space or choose --data_root") from e
+    if want is not None and size != want:  # urllib3 1.x does not check Content-Length
+        raise DataError(f"the download of {name} from {url} was cut short ({size} of {want} bytes); {kept}")
+    if md5 is not None and (got := file_hash(part, "md5")) != md5:
+        os.remove(part)
+        raise DataError(
+            f"{name} from {url} is corrupt (MD5 {got}, expected {md5}); nothing was kept: run "
+            f"`{retry}` again, and if this repeats the server holds another file"
+        )
+    _fsync(part)
+    os.replace(part, dest)
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
@@ -215,3 +265,131 @@ def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry
             if not np.isfinite(arr[i : i + step]).all():
                 raise DataError(f"{path} holds NaN or infinite values; {redo}")
     return arr
+
+
+# ---------------------------------------------------------------- datasets of classes of any size
+
+# what a pickled dict of numpy arrays may refer to (numpy 1 and 2 module names)
+PICKLE_GLOBALS = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+    ("collections", "OrderedDict"),
+}
+
+
+class ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays, dicts and lists (dataset pickles: miniImageNet caches, CIFAR batches);
+    refuses anything that could run code."""
+
+    def find_class(self, module: str, name: str) -> object:
+        canonical = module.replace("numpy._core", "numpy.core", 1)
+        if (canonical, name) not in PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a dataset pickle does not")
+        return getattr(importlib.import_module(canonical.replace("numpy.core", "numpy._core", 1)), name)
+
+
+CLASSES_JSON = os.path.join(os.path.dirname(__file__), "classes.json")
+
+
+def class_lists(key: str, counts: dict[str, int]) -> dict[str, list[str]]:
+    """Hard-coded class lists of data/classes.json[key] (facts of the original code), split -> names,
+    checked against `counts` (split -> number of classes) and for overlaps."""
+    lists = read_json(CLASSES_JSON)[key]
+    got = {s: len(lists[s]) for s in counts}
+    names = [c for s in counts for c in lists[s]]
+    if got != counts or len(set(names)) != len(names):
+        raise ValueError(f"{CLASSES_JSON}[{key}] has {got} classes (want {counts}), or overlapping splits")
+    return {s: lists[s] for s in counts}
+
+
+def image(raw: bytes | np.ndarray, side: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """An encoded image (bytes: JPEG, PNG, PPM, ...) or a uint8 array, cropped to `box` (left, upper,
+    right, lower; PIL's crop) if given, resized to side x side with PIL's bicubic filter (the default
+    of PIL's resize that the original scripts call): uint8 [side, side, C], C as the image's mode
+    (RGB 3, L 1 as [side, side])."""
+    from PIL import Image
+
+    im = Image.fromarray(raw) if isinstance(raw, np.ndarray) else Image.open(io.BytesIO(raw))
+    with im:
+        if box is not None:
+            im = im.crop(box)
+        return np.asarray(im.resize((side, side), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def rgb(images: np.ndarray) -> np.ndarray:
+    """Gray images [..., H, W] -> [..., H, W, 3], the value repeated (MetaPerturb spec section 3)."""
+    return np.repeat(images[..., None], 3, axis=-1)
+
+
+def tar_members(path: str, wanted: Callable[[str], bool], retry: str) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the wanted files of a tar archive (any compression), in archive order,
+    reading it once from start to end; DataError naming `retry` if it is damaged."""
+    import tarfile
+
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.isfile() and wanted(member.name):
+                    f = tar.extractfile(member)
+                    yield member.name, f.read() if f else b""
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path} is not a readable tar archive ({e}); delete it and run: {retry}") from e
+
+
+def _classes_paths(root: str, prefix: str, split: str) -> tuple[str, str]:
+    base = os.path.join(root, f"{prefix}{split}")
+    return base + ".npy", base + ".offsets.npy"
+
+
+def save_classes(root: str, prefix: str, split: str, classes: list[np.ndarray]) -> None:
+    """One split as <prefix><split>.npy, uint8 [N, H*W*C] sorted by class, and <prefix><split>.offsets.npy,
+    int64 [classes + 1] (data.Ragged). The offsets are removed first and written last, so a split is
+    never both readable and incomplete."""
+    images_path, offsets_path = _classes_paths(root, prefix, split)
+    if os.path.exists(offsets_path):
+        os.remove(offsets_path)
+    ragged = Ragged.of([c.reshape(len(c), -1) for c in classes])
+    save_npy(images_path, ragged.images.astype(np.uint8, copy=False))
+    save_npy(offsets_path, ragged.offsets)
+
+
+def open_classes(root: str, prefix: str, split: str, n_classes: int, dim: int, retry: str) -> Ragged:
+    """A split written by save_classes as a Ragged of read-only memory maps, uint8 [N, dim];
+    DataError naming `retry` if it is missing or inconsistent."""
+    images_path, offsets_path = _classes_paths(root, prefix, split)
+    offsets = open_split(offsets_path, (n_classes + 1,), ("int64",), retry)
+    if offsets[0] != 0 or (np.diff(offsets) < 0).any():
+        raise DataError(f"{offsets_path} is not a list of class offsets; delete it and run: {retry}")
+    return Ragged(open_split(images_path, (int(offsets[-1]), dim), ("uint8",), retry), np.asarray(offsets))
+
+
+class Splits(Mapping[str, Any]):
+    """Splits of uint8 Ragged classes as the Dataset interface hands them out: a split whose classes
+    all have the same size becomes float32 [classes, examples, D] in [0, 1] on first use (then kept);
+    any other stays a Ragged of uint8 (its r[c] is float32)."""
+
+    def __init__(self, raw: dict[str, Ragged]) -> None:
+        self._raw: dict[str, Ragged] = raw
+        self._done: dict[str, Any] = {}
+
+    def __getitem__(self, split: str) -> Any:
+        if split not in self._done:
+            r = self._raw[split]
+            sizes = r.sizes
+            if len(sizes) and (sizes == sizes[0]).all():
+                x = r.images.reshape(len(sizes), int(sizes[0]), -1).astype(np.float32)
+                x /= 255
+                self._done[split] = x
+            else:
+                self._done[split] = r
+        return self._done[split]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)

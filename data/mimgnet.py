@@ -13,15 +13,13 @@ only the splits it needs (train 3.3 GB, val 0.8 GB, test 1.0 GB).
 from __future__ import annotations
 
 import functools
-import importlib
 import os
-import pickle
 from collections.abc import Iterator, Mapping
 
 import numpy as np
 
 from data import DataError, Dataset
-from data.files import command, fetch, open_split, ready, write_npy
+from data.files import ArraysOnly, command, fetch, open_split, ready, write_npy
 
 BASE_URL = "https://zenodo.org/records/7978538/files"
 URL_ENV = "METADROP_MIMGNET_URL"  # overrides BASE_URL (a mirror, or a test server)
@@ -34,27 +32,6 @@ CLASSES = {"train": 64, "val": 16, "test": 20}
 EXAMPLES = 600
 SHAPE = (84, 84, 3)
 FILTERS = 32  # conv width for miniImageNet (Section 4)
-
-# what a pickled dict of numpy arrays may refer to (numpy 1 and 2 module names)
-PICKLE_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
-}
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """Unpickles numpy arrays, dicts and lists; refuses anything that could run code."""
-
-    def find_class(self, module: str, name: str) -> object:
-        canonical = module.replace("numpy._core", "numpy.core", 1)
-        if (canonical, name) not in PICKLE_GLOBALS:
-            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a miniImageNet cache does not")
-        return getattr(importlib.import_module(canonical.replace("numpy.core", "numpy._core", 1)), name)
 
 
 def _dim() -> int:
@@ -73,7 +50,7 @@ def _convert(pkl: str, split: str, npy: str, retry: str) -> None:
     """One cache pickle -> [classes, 600, 84*84*3] uint8, classes sorted by wnid."""
     try:
         with open(pkl, "rb") as f:
-            cache = _ArraysOnly(f, encoding="latin1").load()
+            cache = ArraysOnly(f, encoding="latin1").load()
         images, classes = cache["image_data"], cache["class_dict"]
         if not (isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == SHAPE):
             raise ValueError(f"image_data is not uint8 [N, {', '.join(map(str, SHAPE))}]")

@@ -1,14 +1,11 @@
 """get_data.py's downloads against a local HTTP server serving small archives in the real formats."""
 
 import hashlib
-import http.server
 import io
 import os
 import pickle
 import re
-import threading
 import zipfile
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -17,40 +14,8 @@ from PIL import Image
 import data
 import get_data
 from data import DataError, mimgnet, omniglot
-
-
-class Server:
-    """Serves `routes` (path -> (status, body, cut)) on 127.0.0.1; `cut` closes after half the body."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, bytes, bool]] = {}
-        self.hits: Counter = Counter()
-        srv = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                srv.hits[self.path] += 1
-                status, body, cut = srv.routes.get(self.path, (404, b"not found", False))
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if cut else body)
-                self.close_connection = True
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def serve(self, name: str, body: bytes, status: int = 200, cut: bool = False) -> None:
-        self.routes[f"/{name}"] = (status, body, cut)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from data.files import PARTIAL
+from tests.standin import Server
 
 
 @pytest.fixture
@@ -195,7 +160,9 @@ def test_omniglot_failed_download_keeps_nothing_and_rerun_fetches_only_the_rest(
         500: ("HTTP 500",),
     }
     assert any(r in err for r in reasons[fault]), err
-    assert os.listdir(root) == ["images_background.zip"]  # the complete one only
+    # the complete one only, and the part of a cut transfer, to be resumed
+    kept = ["images_evaluation.zip" + PARTIAL] if fault == "cut" else []
+    assert sorted(os.listdir(root)) == ["images_background.zip", *kept]
     assert leftovers(root) == []
     with pytest.raises(DataError, match="python get_data.py --dataset omniglot"):
         data.load("omniglot", root)
@@ -203,6 +170,7 @@ def test_omniglot_failed_download_keeps_nothing_and_rerun_fetches_only_the_rest(
     server.hits.clear()
     assert get_data.main(["--dataset", "omniglot", "--data_root", root]) == 0
     assert server.hits == {"/images_evaluation.zip": 1}
+    assert server.range_hits == ({"/images_evaluation.zip": 1} if fault == "cut" else {})
     assert data.load("omniglot", root).split("test").shape == (16, 20, 784)
 
 
@@ -322,7 +290,7 @@ def test_mimgnet_interrupted_transfer_then_rerun(mimg, server, tmp_path, capsys)
     assert get_data.main(["--dataset", "mimgnet", "--data_root", root]) == 2
     err = capsys.readouterr().err
     assert name in err and "run `python get_data.py --dataset mimgnet" in err
-    assert sorted(os.listdir(root)) == ["train.npy"] and leftovers(root) == []
+    assert sorted(os.listdir(root)) == [name + PARTIAL, "train.npy"] and leftovers(root) == []
     server.serve(name, body)
     server.hits.clear()
     assert get_data.main(["--dataset", "mimgnet", "--data_root", root]) == 0
