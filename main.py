@@ -255,16 +255,8 @@ def dataset_names(text: str | None) -> list[str]:
 
 def check_taml_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Normalise and check the seed-002 flags (before TensorFlow is imported)."""
-    from data import DATASETS
-
     ids, oods = dataset_names(args.dataset), dataset_names(args.ood_dataset)
     for flag, names in (("--id_dataset", ids), ("--ood_dataset", oods)):
-        unknown = [n for n in names if n not in DATASETS]
-        if unknown:
-            p.error(
-                f"{flag}: no dataset {', '.join(unknown)} (known: {', '.join(sorted(DATASETS))}); "
-                f"prepare the data with python get_data.py --dataset NAME"
-            )
         if len(set(names)) < len(names):
             p.error(f"{flag}: a dataset is named twice ({', '.join(names)})")
     if not ids:
@@ -374,6 +366,11 @@ class Runner:
         self.datasets: dict[str, data.Dataset] = {}
         if splits:
             for i, name in enumerate(self.ids + self.oods):  # --data_root: the (single) ID dataset's
+                if name not in data.DATASETS:
+                    raise data.DataError(
+                        f"{'--id_dataset' if name in self.ids else '--ood_dataset'}: no dataset {name} "
+                        f"(known: {', '.join(sorted(data.DATASETS))})"
+                    )
                 self.datasets[name] = data.load(name, args.data_root if i == 0 else None)
             self.dataset = self.datasets[self.ids[0]]
             for name, d in self.datasets.items():

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import main
-from data import DATASETS
 from savedir import select_step, validation_scores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,8 +41,6 @@ BASE = ["--savedir", "x", "--dataset", "digits"]
         (["--max_shot", "0"], "--max_shot must be at least 1"),
         (["--n_mc_samples", "-1"], "--n_mc_samples must be at least 0"),
         (["--select", "best"], "invalid choice: 'best'"),
-        (["--id_dataset", "digits, nope"], "--id_dataset: no dataset nope"),
-        (["--ood_dataset", "nope"], "prepare the data with python get_data.py --dataset NAME"),
         (["--id_dataset", "digits,digits"], "a dataset is named twice"),
         (["--ood_dataset", "digits"], "digits is also in distribution"),
         (["--id_dataset", " , "], "names no dataset"),
@@ -81,19 +78,29 @@ def test_seed_flags_are_meta_dropouts_under_other_names():
     assert plain.n_test_iters == 1000 and plain.meta_lr == 1e-3 and plain.dataset == "digits"
 
 
-def test_every_seed_002_command_parses_or_asks_for_its_data(capsys):
-    """Verbatim: the one-dash -meta_lr, quoted comma lists with spaces, the --n_test_episode prefix."""
+def test_every_seed_002_command_parses_verbatim():
+    """The one-dash -meta_lr, quoted comma lists with spaces, the --n_test_episode prefix."""
     commands = seed_commands()
     assert len(commands) == 6
     for argv in commands:
-        names = [
-            n.strip() for k in ("--id_dataset", "--ood_dataset") for n in argv[argv.index(k) + 1].split(",")
-        ]
-        if all(n in DATASETS for n in names):
-            args = main.parse_args(argv)
-            assert args.max_shot == 50 and args.query == 15 and args.metasgd and args.omega_on
-        else:
-            refused(capsys, argv, "prepare the data with python get_data.py --dataset")
+        args = main.parse_args(argv)
+        assert args.max_shot == 50 and args.query == 15 and args.metasgd and args.omega_on and args.z_on
+        assert args.noise == "none" and args.inner_lr == 0.01 and "," not in args.ood_dataset[:3]
+    multi = main.parse_args(commands[4])
+    assert multi.dataset == "aircraft,quickdraw,vgg_flower" and multi.ood_dataset == "traffic,fashion-mnist"
+    assert multi.meta_lr == 1e-3 and main.parse_args(commands[5]).n_test_iters == 1000
+
+
+def test_seed_002_commands_without_their_data_exit_2_saying_what_to_do(tmp_path, monkeypatch, capsys):
+    """Run verbatim in an empty folder with an empty data folder: a clear error, exit 2, nothing
+    trained."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("METADROP_DATA", str(tmp_path / "data"))
+    for argv in seed_commands()[::2]:  # the meta_train commands
+        assert main.main(argv) == 2
+        err = capsys.readouterr().err
+        assert re.search(r"get_data\.py --dataset|no dataset", err), err
+    assert not list(tmp_path.rglob("ckpt"))
 
 
 LOG = """iter 50 loss 1.0 acc 20.00 (1.0s)
