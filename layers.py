@@ -54,6 +54,21 @@ def explicit_batch_norm(x: tf.Tensor, offset: tf.Tensor, groups: int) -> tf.Tens
     return tf.reshape(xg, shape) + offset
 
 
+def masked_batch_norm(x: tf.Tensor, offset: tf.Tensor, groups: int, mask: tf.Tensor) -> tf.Tensor:
+    """explicit_batch_norm with the moments of the rows where mask [N] is 1 (the real rows of an
+    any-shot support set), the same mask in every group (x [groups*N, H, W, C]). Padding rows are
+    normalised with them too and change nothing. No fused kernel takes a mask."""
+    c = x.shape[-1]
+    n = mask.shape[0]
+    xg = tf.reshape(x, [groups, n, -1, c])
+    m = tf.reshape(tf.cast(mask, x.dtype), [1, n, 1, 1])
+    count = tf.reduce_sum(m) * tf.cast(tf.shape(xg)[2], x.dtype)
+    mean = tf.reduce_sum(m * xg, axis=[1, 2], keepdims=True) / count
+    var = tf.reduce_sum(m * tf.square(xg - mean), axis=[1, 2], keepdims=True) / count
+    xg = (xg - mean) * tf.math.rsqrt(var + BN_EPS)
+    return tf.reshape(xg, tf.shape(x)) + offset
+
+
 def max_pool(x: tf.Tensor) -> tf.Tensor:
     """2x2 max-pool, stride 2, "VALID" padding."""
     return tf.nn.max_pool2d(x, ksize=2, strides=2, padding="VALID")

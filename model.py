@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from layers import accuracy, batch_norm, cross_entropy, dense, max_pool, variable
+import taml
+from layers import accuracy, batch_norm, cross_entropy, dense, masked_batch_norm, max_pool, variable
 from noise import Draw, Params, Perturbation
 
 CLIP = 3.0  # each meta-gradient element is clipped to [-3, 3] (Section 4)
@@ -50,17 +51,40 @@ class Arch:
         return self.hw * self.hw * self.channels
 
 
-def step_sizes(params: Params, inner_lr: float, metasgd: bool, dt: tf.DType) -> dict[str, tf.Tensor | float]:
+def step_sizes(
+    params: Params, inner_lr: float, metasgd: bool, dt: tf.DType, shared_cols: tuple[str, ...] = ()
+) -> dict[str, tf.Tensor | float]:
     """Inner step sizes: inner_lr for every entry, or, for Meta-SGD (Li et al. 2017), a meta-learned
-    tensor of each entry's shape, initialised to inner_lr."""
+    tensor of each entry's shape, initialised to inner_lr; the entries named in `shared_cols` get one
+    column (last axis 1) shared by all output columns (Bayesian TAML's zero head, quirk Q1)."""
     if not metasgd:
         return dict.fromkeys(params, inner_lr)
     with tf.compat.v1.variable_scope("lr"):
         init = tf.compat.v1.constant_initializer(inner_lr)
-        return {k: tf.compat.v1.get_variable(k, w.shape, dt, initializer=init) for k, w in params.items()}
+        return {
+            k: tf.compat.v1.get_variable(
+                k, w.shape[:-1] + [1] if k in shared_cols else w.shape, dt, initializer=init
+            )
+            for k, w in params.items()
+        }
 
 
 class Model:
+    """The meta-learner: MAML, Meta-SGD (`metasgd`), a perturbation of the inner loop (`noise`) and
+    Bayesian TAML's balancing variables (`learner`, taml.py).
+
+    Arguments: arch, the base network; noise, a perturbation (noise.get("none") for none); inner_lr,
+    the scalar inner step size (Meta-SGD's initial value); n_steps, inner steps K; metasgd, alpha;
+    first_order, drop second-order terms; learner, a taml.Learner (default all switches off: the
+    graph is MAML's or Meta-SGD's exactly).
+
+    Any-shot meta-batches (Bayesian TAML, spec 2.1): `placeholders(..., max_shot=S)` adds a mask
+    `mtr` of the real support rows; padding changes no task's result (taml.py, quirks Q3/Q14).
+    `meta_batch(ep, n_samp, sample)` is the training (one posterior draw per task) and validation
+    (posterior means) objective, `evaluate(ep, n_samp, n_mc)` the meta-test prediction of E10,
+    `balancing(ep)` the posterior means of omega and gamma.
+    """
+
     def __init__(
         self,
         arch: Arch,
@@ -69,22 +93,31 @@ class Model:
         n_steps: int,
         metasgd: bool = False,
         first_order: bool = False,
+        learner: taml.Learner | None = None,
     ) -> None:
         self.arch, self.noise, self.n_steps = arch, noise, n_steps
+        self.learner = taml.Learner() if learner is None else learner
         self.first_order = first_order  # stop-gradient on inner gradients: drops second-order terms
         dt = arch.dtype
+        head = {"dense_w": [arch.feat_dim, arch.way], "dense_b": [arch.way]}
         with tf.compat.v1.variable_scope("theta"):
             self.theta: Params = {}
             for l, (cin, cout) in enumerate(arch.convs):
                 self.theta[f"conv{l}_w"] = variable(f"conv{l}_w", [3, 3, cin, cout], "conv", dt)
                 self.theta[f"conv{l}_b"] = variable(f"conv{l}_b", [cout], "zeros", dt)
-            self.theta["dense_w"] = variable("dense_w", [arch.feat_dim, arch.way], "dense", dt)
-            self.theta["dense_b"] = variable("dense_b", [arch.way], "zeros", dt)
-        self.lr = step_sizes(self.theta, inner_lr, metasgd, dt)
+            if not self.learner.zero_head:
+                self.theta["dense_w"] = variable("dense_w", head["dense_w"], "dense", dt)
+                self.theta["dense_b"] = variable("dense_b", head["dense_b"], "zeros", dt)
+        # The original's head (quirk Q1): zero at the start of every task, not meta-learned.
+        self.head = {k: tf.zeros(v, dt) for k, v in head.items()} if self.learner.zero_head else {}
+        shared = tuple(self.head)  # Meta-SGD's head step: one column shared by the classes (Q1)
+        self.lr = step_sizes({**self.theta, **self.head}, inner_lr, metasgd, dt, shared)
         with tf.compat.v1.variable_scope("bn"):
             self.bn = [variable(f"offset{l}", [arch.filters], "zeros", dt) for l in range(arch.n_blocks)]
         with tf.compat.v1.variable_scope("phi"):
             self.phi = noise.init_phi(arch.convs, arch.feat_dim, dt)
+        with tf.compat.v1.variable_scope("psi"):  # Bayesian TAML's inference network (spec 1.3)
+            self.psi = self.learner.init_psi(arch.hw, arch.channels, arch.n_blocks, arch.filters, dt)
         # The phi entries the inner loop adapts, as it starts them (the perturbation's declared rule).
         self.inner_phi = {PHI + k: v for k, v in self.phi.items()} if noise.adapts_phi else {}
         self.lr.update(step_sizes(self.inner_phi, inner_lr, metasgd, dt))
@@ -100,7 +133,7 @@ class Model:
     def meta_params(self) -> list[tf.Variable]:
         """Everything the outer loop trains (Algorithm 1, lines 10-11; Meta-SGD's step sizes)."""
         lrs = [v for v in self.lr.values() if isinstance(v, tf.Variable)]
-        return list(self.theta.values()) + self.bn + list(self.phi.values()) + lrs
+        return list(self.theta.values()) + self.bn + list(self.phi.values()) + lrs + list(self.psi.values())
 
     def draw(self, n_samp: int, stochastic: bool) -> Draw | None:
         """The noise of one pass of n_samp samples; None for a deterministic pass (a = mu, Eq. 4)."""
@@ -113,10 +146,17 @@ class Model:
         return {**self.phi, **{k[len(PHI) :]: v for k, v in theta.items() if k.startswith(PHI)}}
 
     def _blocks(
-        self, x: tf.Tensor, theta: Params, n_samp: int, draw: Draw | None, y: tf.Tensor | None = None
+        self,
+        x: tf.Tensor,
+        theta: Params,
+        n_samp: int,
+        draw: Draw | None,
+        y: tf.Tensor | None = None,
+        mask: tf.Tensor | None = None,
     ) -> tuple[list[tf.Tensor], tf.Tensor | None, list[tf.Tensor]]:
         """Block outputs, the labels y [N, way] as the perturbation leaves them (tiled like x) and
-        the regularizers it adds, for x [N, D] and weights theta (with adapted phi entries, if any)."""
+        the regularizers it adds, for x [N, D] and weights theta (with adapted phi entries, if any);
+        batch-norm moments over the rows where mask [N] is 1 (None: all rows)."""
         a, noise, phi = self.arch, self.noise, self._phi(theta)
         h = tf.reshape(x, [-1, a.hw, a.hw, a.channels])
         if n_samp > 1:
@@ -128,15 +168,25 @@ class Model:
             f = noise.linear(phi, l, h, theta[f"conv{l}_w"], theta[f"conv{l}_b"], draw)
             f, reg = noise.conv(phi, l, h, f, draw)
             regs.append(reg)
-            h = max_pool(tf.nn.relu(batch_norm(f, self.bn[l], groups=n_samp)))
+            if mask is None:
+                f = batch_norm(f, self.bn[l], groups=n_samp)
+            else:
+                f = masked_batch_norm(f, self.bn[l], n_samp, mask)
+            h = max_pool(tf.nn.relu(f))
             out.append(h)
         return out, y, [r for r in regs if r is not None]
 
     def _forward(
-        self, x: tf.Tensor, theta: Params, n_samp: int, draw: Draw | None, y: tf.Tensor | None = None
+        self,
+        x: tf.Tensor,
+        theta: Params,
+        n_samp: int,
+        draw: Draw | None,
+        y: tf.Tensor | None = None,
+        mask: tf.Tensor | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor | None, list[tf.Tensor]]:
         """Features, logits, labels and regularizers of one pass (see _blocks)."""
-        blocks, y, regs = self._blocks(x, theta, n_samp, draw, y)
+        blocks, y, regs = self._blocks(x, theta, n_samp, draw, y, mask)
         h = tf.reshape(blocks[-1], [-1, self.arch.feat_dim])
         logits = dense(h, theta["dense_w"], theta["dense_b"])
         logits, reg = self.noise.dense(self._phi(theta), h, logits, draw)
@@ -154,67 +204,176 @@ class Model:
         """Features and logits of x [N, D]; with n_samp > 1, n_samp noisy passes stacked: [n_samp*N, .]."""
         return self._forward(x, theta, n_samp, self.draw(n_samp, stochastic))[:2]
 
-    def initial(self) -> Params:
-        """The inner loop's starting weights: theta, and the phi entries it adapts."""
-        return {**self.theta, **self.inner_phi}
+    def initial(self, balance: taml.Balance | None = None) -> Params:
+        """The inner loop's starting weights: theta (the zero head, Q1), modulated by the task's z (E2),
+        and the phi entries the inner loop adapts."""
+        theta = {**self.theta, **self.head}
+        if balance is not None:
+            theta = balance.initial(theta, self.arch.n_blocks)
+        return {**theta, **self.inner_phi}
 
     def inner_step(
-        self, theta: Params, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int, lr: dict | None = None
+        self,
+        theta: Params,
+        xtr: tf.Tensor,
+        ytr: tf.Tensor,
+        n_samp: int,
+        lr: dict | None = None,
+        mask: tf.Tensor | None = None,
+        balance: taml.Balance | None = None,
     ) -> Params:
         """One SGD step on the training loss averaged over n_samp noise samples (Eq. 3), plus the
-        perturbation's regularizers (beta * KL)."""
+        perturbation's regularizers (beta * KL). Bayesian TAML (E3-E5): support rows with mask [N] = 0
+        left out, class losses weighted by the balance's omega, each layer's step scaled by its gamma."""
         lr = self.lr if lr is None else lr
+        balance = taml.Balance() if balance is None else balance
         if not self.noise.stochastic:
             n_samp = 1
-        _, logits, y, regs = self._forward(xtr, theta, n_samp, self.draw(n_samp, True), ytr)
-        loss = cross_entropy(logits, y)
+        _, logits, y, regs = self._forward(xtr, theta, n_samp, self.draw(n_samp, True), ytr, mask)
+        if balance.omega is None and mask is None:
+            loss = cross_entropy(logits, y)
+        else:
+            ce = tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            loss = balance.inner_loss(ce, y, mask, n_samp)
         if regs:
             loss += tf.add_n(regs)
         grads = tf.gradients(loss, list(theta.values()))
         if self.first_order:
             grads = [tf.stop_gradient(g) for g in grads]
-        return {k: w - lr[k] * g for (k, w), g in zip(theta.items(), grads)}
+        new = {}
+        for (k, w), g in zip(theta.items(), grads):
+            gamma = balance.scale(k)
+            new[k] = w - (lr[k] if gamma is None else gamma * lr[k]) * g
+        return new
 
-    def adapt(self, xtr: tf.Tensor, ytr: tf.Tensor, n_samp: int) -> Params:
+    def adapt(
+        self,
+        xtr: tf.Tensor,
+        ytr: tf.Tensor,
+        n_samp: int,
+        mask: tf.Tensor | None = None,
+        balance: taml.Balance | None = None,
+    ) -> Params:
         """theta* after n_steps inner steps (Algorithm 1 lines 4-9, Algorithm 2 lines 4-9); with an
-        adversary, each step trains on its examples of xtr (adversarial MAML, Section 4.1)."""
-        theta = self.initial()
+        adversary, each step trains on its examples of xtr (adversarial MAML, Section 4.1). With a
+        mask [N] of the real support rows and a taml.Balance, Bayesian TAML's inner loop (E2-E6)."""
+        theta = self.initial(balance)
         for _ in range(self.n_steps):
             x = xtr if self.adversary is None else self.adversary(theta, xtr, ytr)
-            theta = self.inner_step(theta, x, ytr, n_samp)
+            theta = self.inner_step(theta, x, ytr, n_samp, mask=mask, balance=balance)
         return theta
 
     def task(
-        self, xtr: tf.Tensor, ytr: tf.Tensor, xte: tf.Tensor, yte: tf.Tensor, n_samp: int
+        self,
+        xtr: tf.Tensor,
+        ytr: tf.Tensor,
+        xte: tf.Tensor,
+        yte: tf.Tensor,
+        n_samp: int,
+        mask: tf.Tensor | None = None,
+        balance: taml.Balance | None = None,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """Query loss and accuracy of one task, with deterministic noise a = mu (Eq. 4)."""
-        return self.query(self.adapt(xtr, ytr, n_samp), xte, yte)
+        return self.query(self.adapt(xtr, ytr, n_samp, mask, balance), xte, yte)
 
     def query(self, theta: Params, xte: tf.Tensor, yte: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Loss and accuracy of the query set under adapted weights theta, deterministic (Eq. 4)."""
         _, logits = self.forward(xte, theta)
         return cross_entropy(logits, yte), accuracy(logits, yte)
 
-    def placeholders(self, n_tasks: int, shot: int, query: int, name: str) -> dict[str, tf.Tensor]:
+    def placeholders(
+        self, n_tasks: int, shot: int, query: int, name: str, max_shot: int | None = None
+    ) -> dict[str, tf.Tensor]:
         """xtr/ytr/xte/yte for a meta-batch of n_tasks episodes with `shot` training and `query` test
         examples per class; labels are one-hot. Every dimension is known, so gradients of
-        same-shape products need no broadcast reductions (bench/RESULTS.md, 'static placeholder shapes')."""
+        same-shape products need no broadcast reductions (bench/RESULTS.md, 'static placeholder shapes').
+
+        Any-shot episodes (max_shot given; `shot` is then unused): xtr [n_tasks, way*max_shot, D] and
+        ytr [n_tasks, way*max_shot, way] zero-padded, and mtr [n_tasks, way*max_shot], 1.0 on real
+        support rows and 0.0 on padding (any order)."""
         a, dt = self.arch, self.arch.dtype
-        n = {"tr": a.way * shot, "te": a.way * query}
+        n = {"tr": a.way * (shot if max_shot is None else max_shot), "te": a.way * query}
         dim = {"x": a.x_dim, "y": a.way}
-        return {
+        ph = {
             k: tf.compat.v1.placeholder(dt, [n_tasks, n[k[1:]], dim[k[0]]], name=f"{name}_{k}")
             for k in ("xtr", "ytr", "xte", "yte")
         }
+        if max_shot is not None:
+            ph["mtr"] = tf.compat.v1.placeholder(dt, [n_tasks, n["tr"]], name=f"{name}_mtr")
+        return ph
 
-    def meta_batch(self, ep: dict[str, tf.Tensor], n_samp: int) -> tuple[tf.Tensor, tf.Tensor]:
-        """Mean query loss over the meta-batch and per-task accuracies, all tasks in one graph."""
-        n_tasks = ep["xtr"].shape[0]
-        out = [
-            self.task(ep["xtr"][t], ep["ytr"][t], ep["xte"][t], ep["yte"][t], n_samp) for t in range(n_tasks)
-        ]
-        losses, accs = zip(*out)
-        return tf.reduce_mean(tf.stack(losses)), tf.stack(accs)
+    def _posterior(self, ep: dict[str, tf.Tensor], t: int) -> tuple[taml.Posterior, tf.Tensor | None]:
+        """Task t's q(phi~ | D) (spec 1.3) and mask (None for a meta-batch without padding)."""
+        mask = ep["mtr"][t] if "mtr" in ep else None
+        a = self.arch
+        return self.learner.posterior(self.psi, ep["xtr"][t], ep["ytr"][t], a.hw, a.channels, mask), mask
+
+    def _draw(self) -> Draw:
+        return Draw(self.noise_seed, self._draws, 1, self.arch.dtype)
+
+    def objective(self, ep: dict[str, tf.Tensor], n_samp: int, sample: bool = True) -> dict[str, tf.Tensor]:
+        """The meta-batch objective (E8-E9): loss = cent + kl, each the mean over tasks; cent, the query
+        cross-entropy; kl, KL[q || p] / (N + M) (N real support rows, M query rows; 0 without balancing
+        variables); acc [n_tasks]. sample: one posterior draw per task (meta-training), else the
+        posterior means (validation)."""
+        cents, kls, accs = [], [], []
+        for t in range(ep["xtr"].shape[0]):
+            post, mask = self._posterior(ep, t)
+            balance = post.sample(self._draw()) if sample else post.mean()
+            cent, acc = self.task(
+                ep["xtr"][t], ep["ytr"][t], ep["xte"][t], ep["yte"][t], n_samp, mask, balance
+            )
+            cents.append(cent)
+            accs.append(acc)
+            if self.learner.enabled:
+                n_real = taml.real_rows(ep["xtr"][t], mask)
+                kls.append(balance.kl / (n_real + float(ep["xte"].shape[1])))
+        cent = tf.reduce_mean(tf.stack(cents))
+        kl = tf.reduce_mean(tf.stack(kls)) if kls else tf.zeros([], cent.dtype)
+        return {"loss": cent + kl if kls else cent, "cent": cent, "kl": kl, "acc": tf.stack(accs)}
+
+    def meta_batch(
+        self, ep: dict[str, tf.Tensor], n_samp: int, sample: bool = True
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Mean query loss over the meta-batch (with Bayesian TAML's KL term, E8-E9) and per-task
+        accuracies, all tasks in one graph (see objective)."""
+        out = self.objective(ep, n_samp, sample)
+        return out["loss"], out["acc"]
+
+    def predict(
+        self,
+        xtr: tf.Tensor,
+        ytr: tf.Tensor,
+        xte: tf.Tensor,
+        n_samp: int,
+        balances: list[taml.Balance],
+        mask: tf.Tensor | None = None,
+    ) -> tf.Tensor:
+        """Query probabilities [M, way] averaged over the balances, each with its own inner loop (E10)."""
+        probs = [tf.nn.softmax(self.forward(xte, self.adapt(xtr, ytr, n_samp, mask, b))[1]) for b in balances]
+        return tf.add_n(probs) / len(probs)
+
+    def evaluate(self, ep: dict[str, tf.Tensor], n_samp: int, n_mc: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """Meta-test (E10): mean query negative log-likelihood of the predictive probabilities and
+        per-task accuracies of their argmax, for n_mc posterior draws per task each with its own inner
+        loop (n_mc = 0: the posterior means; without balancing variables one pass, all draws equal)."""
+        nll, accs = [], []
+        for t in range(ep["xtr"].shape[0]):
+            post, mask = self._posterior(ep, t)
+            draws = n_mc if n_mc > 0 and self.learner.enabled else 0
+            balances = [post.sample(self._draw()) for _ in range(draws)] or [post.mean()]
+            p = self.predict(ep["xtr"][t], ep["ytr"][t], ep["xte"][t], n_samp, balances, mask)
+            y = ep["yte"][t]
+            nll.append(-tf.reduce_mean(tf.reduce_sum(y * tf.math.log(tf.maximum(p, 1e-30)), axis=-1)))
+            accs.append(accuracy(p, y))
+        return tf.reduce_mean(tf.stack(nll)), tf.stack(accs)
+
+    def balancing(self, ep: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """Posterior means of the enabled balancing variables, for logging (spec 2.3; seed 002's
+        README): omega [n_tasks, way] (softmax), gamma [n_tasks, n_blocks + 1] (exp; conv1..convL,
+        head), z [n_tasks, 2 * n_blocks * filters]; only the enabled ones are keys."""
+        means = [self._posterior(ep, t)[0].mean() for t in range(ep["xtr"].shape[0])]
+        return {k: tf.stack([getattr(b, k) for b in means]) for k in self.learner.enabled}
 
     def train_op(self, loss: tf.Tensor, meta_lr: float, step: tf.Variable) -> tf.Operation:
         """Adam on theta, batch-norm offsets and phi, each gradient element clipped (Section 4)."""
