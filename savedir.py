@@ -75,7 +75,7 @@ class UsageError(Exception):
 def flag(key: str, value: object) -> str:
     if key == "noise" and value == "none":
         return "--maml"
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value is None:
         return f"--{key}" if value else f"no --{key}"
     return f"--{key} {value}"
 

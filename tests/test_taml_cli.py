@@ -172,3 +172,125 @@ def test_report_puts_taml_results_beside_both_published_sets(tmp_path):
     assert abl.startswith("| alpha+z | SVHN (OOD) |") and "| — | — |" in abl
     mimg = next(line for line in text.splitlines() if "mimg/results_id_mimgnet.json" in line)
     assert "| MAML | miniImageNet |" in mimg and "66.64 ± 0.22" in mimg and "-6.64" in mimg
+
+
+def test_plot_balance_draws_both_tendencies(tmp_path, capsys):
+    import json
+
+    import plot
+
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "balance.jsonl", "w") as f:
+        for it in (10, 20):
+            shots = rng.integers(1, 9, (10, 5))
+            f.write(
+                json.dumps(
+                    {
+                        "iter": it,
+                        "variable": "gamma",
+                        "imbalance": "task",
+                        "shots": shots.tolist(),
+                        "values": rng.random((10, 5)).tolist(),
+                    }
+                )
+                + "\n"
+            )
+            f.write(
+                json.dumps(
+                    {
+                        "iter": it,
+                        "variable": "omega",
+                        "imbalance": "class",
+                        "shots": shots.tolist(),
+                        "values": rng.dirichlet(np.ones(5), 10).tolist(),
+                    }
+                )
+                + "\n"
+            )
+    records = plot.load_balance(str(tmp_path))
+    assert set(records) == {"gamma", "omega"} and all(r["iter"] == 20 for r in records.values())
+    assert plot.main(["--balance", str(tmp_path)]) == 0
+    assert (tmp_path / "balance.png").stat().st_size > 1000
+    (tmp_path / "balance.jsonl").write_text("{not json\n")
+    assert plot.main(["--balance", str(tmp_path)]) == 2
+    assert "is not main.py's balance log" in capsys.readouterr().err
+    assert plot.main(["--balance", str(tmp_path / "none")]) == 2
+
+
+# ---- runs (slow): tiny trainings through main.main
+
+
+def omniglot16(tmp_path, monkeypatch):
+    """METADROP_DATA in tmp_path with omniglot_small16 prepared (skip without Omniglot's archives)."""
+    import get_data
+    from data.omniglot_small import SOURCE
+
+    if not os.path.isdir(SOURCE):
+        pytest.skip(f"no Omniglot archives in {SOURCE}")
+    monkeypatch.setenv("METADROP_DATA", str(tmp_path / "data"))
+    assert get_data.main(["--dataset", "omniglot_small16"]) == 0
+
+
+@pytest.mark.slow
+def test_id_and_ood_results_selection_and_balancing_logs(tmp_path, monkeypatch):
+    """Any-shot Bayesian TAML on digits (ID) and omniglot_small16 (OOD): each dataset's results file,
+    the checkpoint --select id picks from the log, meta_test with other --n_steps and draws, the
+    balancing-variable logs and their plot."""
+    import json
+
+    import plot
+
+    omniglot16(tmp_path, monkeypatch)
+    run = str(tmp_path / "run")
+    common = ["--savedir", run, "--id_dataset", "digits", "--ood_dataset", "omniglot_small16"]
+    common += ["--way", "3", "--max_shot", "4", "--query", "5", "--metabatch", "2"]
+    common += ["--alpha_on", "--omega_on", "--gamma_on", "--z_on"]
+    train = ["--mode", "meta_train", "--n_steps", "1", "--n_train_iters", "6", "--save_freq", "100"]
+    assert main.main([*common, *train, "--val_freq", "2", "--n_val_iters", "2"]) == 0
+    log = open(os.path.join(run, "meta_train.log")).read()
+    assert len(re.findall(r"^iter \d+ val ood/omniglot_small16 acc", log, re.M)) == 3
+    assert "*** Gamma for task imbalance" in log and "*** Omega for class imbalance" in log
+    kept = sorted(
+        int(m) for m in re.findall(r"model-(\d+)\.index", " ".join(os.listdir(os.path.join(run, "ckpt"))))
+    )
+    chosen = select_step(log, "id", kept)
+    assert chosen in kept and {2, 4, 6} >= set(kept) >= {4, 6}
+    test = ["--mode", "meta_test", "--n_steps", "2", "--n_test_episodes", "4", "--n_mc_samples", "2"]
+    assert main.main([*common, *test, "--select", "id"]) == 0
+    for role, name in (("id", "digits"), ("ood", "omniglot_small16")):
+        r = json.loads(open(os.path.join(run, f"results_{role}_{name}.json")).read())
+        assert r["role"] == role and r["dataset"] == name and r["n"] == 4
+        assert r["checkpoint"] == f"ckpt/model-{chosen}" and r["select"] == "id"
+        assert r["test"]["n_steps"] == 2 and r["train"]["n_steps"] == 1 and r["test"]["n_mc_samples"] == 2
+    assert plot.main(["--balance", run]) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", [0, 1, 2], ids=["cifar", "mimgnet", "multi"])
+def test_seed_002_commands_run_verbatim_on_stand_in_data(tmp_path, monkeypatch, experiment):
+    """Each experiment's two README commands, verbatim plus a few-iteration budget, on stand-in
+    datasets served from 127.0.0.1 (tests/standin.py) in an empty folder."""
+    import contextlib
+
+    from tests import standin
+
+    train, test = seed_commands()[2 * experiment : 2 * experiment + 2]
+    args = main.parse_args(train)
+    names = args.dataset.split(",") + args.ood_dataset.split(",")
+    missing = [n for n in names if n not in standin.BUILDERS]
+    if missing:
+        pytest.skip(f"no stand-in (or no module yet) for {', '.join(missing)}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("METADROP_DATA", str(tmp_path / "data"))
+    with contextlib.ExitStack() as stack:
+        for n in names:
+            import data
+
+            standin.prepare(n, data.default_root(n))
+            stack.enter_context(standin.patched(standin.build(n)[1]))
+        budget = ["--n_train_iters", "2", "--val_freq", "2", "--n_val_iters", "1", "--log_freq", "1"]
+        assert main.main([*train, *budget]) == 0
+        assert main.main([*test, "--n_test_episodes", "2", "--n_mc_samples", "2"]) == 0
+    for n in names:
+        role = "id" if n in args.dataset.split(",") else "ood"
+        assert os.path.exists(os.path.join(args.savedir, f"results_{role}_{n}.json"))
