@@ -17,10 +17,13 @@ The attack is a `tf.while_loop` over the steps; no gradient flows through it (`t
 
 from __future__ import annotations
 
-import tensorflow as tf
+from typing import TYPE_CHECKING
 
-from model import Model
+from lazy import tf
 from noise import Params
+
+if TYPE_CHECKING:
+    from model import Model
 
 STEP = 2.5  # alpha = STEP * eps / steps (Madry et al. 2017)
 L1_TOP = 0.01  # fraction of coordinates moved by one L1 step (Tramer & Boneh 2019: 99th percentile)

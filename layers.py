@@ -6,7 +6,7 @@ stops the gradient through the mean inside the variance, which breaks second-ord
 
 from __future__ import annotations
 
-import tensorflow as tf
+from lazy import tf
 
 BN_EPS = 1e-3
 

@@ -7,6 +7,11 @@ settings, lock and checkpoints are in savedir.py.
 
 from __future__ import annotations
 
+import cli
+
+if __name__ == "__main__":
+    cli.quiet_ctrl_c()  # Ctrl-C while the modules below load: one line, exit 130
+
 import argparse
 import contextlib
 import json
@@ -20,6 +25,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cli import STOPPED
+from data import DataError
 from data.episodes import SAMPLERS
 from data.files import atomic, file_hash
 from data.prefetch import Prefetcher
@@ -29,6 +36,7 @@ from savedir import (
     best_steps,
     check_settings,
     check_writable,
+    discard_unused,
     locked,
     read_config,
     select_step,
@@ -41,7 +49,6 @@ if TYPE_CHECKING:
     from noise import Perturbation
 
 MODES = ("meta_train", "meta_test", "export")
-STOPPED = 130  # exit code after Ctrl-C (SIGINT), as shells report it
 
 Batch = dict[str, np.ndarray]  # xtr/ytr/xte/yte with a leading task axis
 Evaluator = Callable[["Session", Batch, np.ndarray], np.ndarray]
@@ -124,44 +131,67 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_attack_flags(p)
     add_taml_flags(p)
     args = p.parse_args(argv)
-    xla_cache(args)  # TF_XLA_FLAGS, before build_noise imports TensorFlow
-    check_attack_flags(p, args)
-    check_taml_flags(p, args)
+    try:
+        check_flags(args)
+    except UsageError as e:
+        p.error(str(e))
+    xla_cache(args)  # TF_XLA_FLAGS, before TensorFlow is imported
+    return args
+
+
+# Flags whose value is a count: at least 1 (at least 2 for a 95% interval over episodes).
+COUNTS = {
+    "save_freq": 1,
+    "n_train_iters": 1,
+    "n_test_iters": 2,
+    "way": 1,
+    "shot": 1,
+    "query": 1,
+    "metabatch": 1,
+    "n_test_mc_samp": 1,
+    "log_freq": 1,
+    "val_freq": 1,
+    "n_val_iters": 1,
+    "attack_steps": 1,
+}
+MAX_SEED = 2**31 - 1
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Every flag's value, alone and with the others, without TensorFlow and before anything is
+    written; fills in the perturbation's hyperparameters. UsageError saying what to do."""
+    check_taml_flags(args)  # first: it fills in the seed-002 defaults (--inner_lr, --noise)
+    for name, least in COUNTS.items():
+        if getattr(args, name) < least:
+            why = " (a confidence interval needs two episodes)" if least == 2 else ""
+            raise UsageError(f"--{name} must be at least {least}{why}")
+    if args.n_steps < 1:
+        # Without an inner step there is no adaptation, and Meta-dropout's noise (which acts only in
+        # the inner loop, Algorithm 1) would have nothing to perturb: refused for every model alike.
+        raise UsageError("--n_steps must be at least 1 (the inner loop needs a step)")
+    for name in ("meta_lr", "inner_lr"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            raise UsageError(f"--{name} must be a positive number, not {getattr(args, name)}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED}, not {args.seed}")
+    if args.episodes is not None and args.mode != "meta_test":
+        raise UsageError(f"--episodes is for --mode meta_test only (not {args.mode})")
+    if args.savedir is None:
+        raise UsageError("--savedir is required")
+    if args.savedir.strip() == "":
+        raise UsageError("--savedir is empty: name a folder")
+    check_attack_flags(args)
     if args.maml and args.noise not in (None, "none"):
-        p.error(f"--maml is MAML without perturbation; it cannot be combined with --noise {args.noise}")
+        raise UsageError(
+            f"--maml is MAML without perturbation; it cannot be combined with --noise {args.noise}"
+        )
     args.noise = "none" if args.maml else (args.noise or "metadrop")
     try:  # all hyperparameters, defaults filled in, for config.json and the settings checks
         perturbation = build_noise(args.noise, args.noise_hp)
     except ValueError as e:
-        p.error(f"--noise: {e}")
+        raise UsageError(f"--noise: {e}") from e
     args.noise_hp, args.noise_title = perturbation.hp(), perturbation.title
-    for name in (
-        "save_freq",
-        "n_train_iters",
-        "n_test_iters",
-        "way",
-        "shot",
-        "query",
-        "metabatch",
-        "n_test_mc_samp",
-        "log_freq",
-        "val_freq",
-        "n_val_iters",
-    ):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be at least 1")
-    if args.n_steps < 1:
-        # Without an inner step there is no adaptation, and Meta-dropout's noise (which acts only in
-        # the inner loop, Algorithm 1) would have nothing to perturb: refused for every model alike.
-        p.error("--n_steps must be at least 1 (the inner loop needs a step)")
-    for name in ("meta_lr", "inner_lr"):
-        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
-            p.error(f"--{name} must be a positive number, not {getattr(args, name)}")
-    if args.episodes is not None and args.mode != "meta_test":
-        p.error(f"--episodes is for --mode meta_test only (not {args.mode})")
-    if args.savedir is None:
-        p.error("--savedir is required")
-    return args
+    check_xla_cache(args)
 
 
 def add_attack_flags(p: argparse.ArgumentParser) -> None:
@@ -173,25 +203,30 @@ def add_attack_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adv_eps", type=float, default=None, help="--adv_inner radius")
 
 
-def check_attack_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """The attack flags' values; the norms' names are checked by `check_norms` (TensorFlow imported)."""
+def check_attack_flags(args: argparse.Namespace) -> None:
+    """The attack flags' values (check_flags)."""
+    from attack import NORMS
+
+    for name in ("attack", "adv_inner"):
+        if getattr(args, name) not in (None, *NORMS):
+            raise UsageError(f"--{name} {getattr(args, name)}: choose one of {', '.join(NORMS)}")
     if (args.attack is None) != (args.attack_eps is None):
-        p.error("--attack and --attack_eps go together: e.g. --attack linf --attack_eps 0,0.01,0.02")
+        raise UsageError("--attack and --attack_eps go together: e.g. --attack linf --attack_eps 0,0.01,0.02")
     if args.attack is not None:
         if args.mode != "meta_test":
-            p.error("--attack evaluates a trained model: use it with --mode meta_test")
+            raise UsageError("--attack evaluates a trained model: use it with --mode meta_test")
         try:
             args.attack_eps = [float(e) for e in args.attack_eps.split(",")]
         except ValueError:
-            p.error(f"--attack_eps {args.attack_eps}: give numbers separated by commas, e.g. 0,0.1,0.2")
+            raise UsageError(
+                f"--attack_eps {args.attack_eps}: give numbers separated by commas, e.g. 0,0.1,0.2"
+            ) from None
         if not all(math.isfinite(e) and e >= 0 for e in args.attack_eps):
-            p.error("--attack_eps: every radius must be a number, at least 0")
-    if args.attack_steps < 1:
-        p.error("--attack_steps must be at least 1")
+            raise UsageError("--attack_eps: every radius must be a number, at least 0")
     if (args.adv_inner is None) != (args.adv_eps is None):
-        p.error("--adv_inner and --adv_eps go together: e.g. --adv_inner linf --adv_eps 0.005")
+        raise UsageError("--adv_inner and --adv_eps go together: e.g. --adv_inner linf --adv_eps 0.005")
     if args.adv_eps is not None and not (math.isfinite(args.adv_eps) and args.adv_eps > 0):
-        p.error("--adv_eps must be a positive number")
+        raise UsageError("--adv_eps must be a positive number")
 
 
 # Bayesian TAML (seed 002; docs/bayesian-taml.md). Its command line runs next to Meta-Dropout's; the
@@ -253,39 +288,64 @@ def dataset_names(text: str | None) -> list[str]:
     return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
-def check_taml_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_taml_flags(args: argparse.Namespace) -> None:
     """Normalise and check the seed-002 flags (before TensorFlow is imported)."""
     ids, oods = dataset_names(args.dataset), dataset_names(args.ood_dataset)
     for flag, names in (("--id_dataset", ids), ("--ood_dataset", oods)):
         if len(set(names)) < len(names):
-            p.error(f"{flag}: a dataset is named twice ({', '.join(names)})")
+            raise UsageError(f"{flag}: a dataset is named twice ({', '.join(names)})")
     if not ids:
-        p.error("--id_dataset (--dataset) names no dataset")
+        raise UsageError("--id_dataset (--dataset) names no dataset")
     if set(ids) & set(oods):
-        p.error(f"--ood_dataset: {', '.join(sorted(set(ids) & set(oods)))} is also in distribution")
+        raise UsageError(f"--ood_dataset: {', '.join(sorted(set(ids) & set(oods)))} is also in distribution")
     if len(ids) > 1 and args.data_root is not None:
-        p.error("--data_root is one dataset's folder: give a single --id_dataset with it")
+        raise UsageError("--data_root is one dataset's folder: give a single --id_dataset with it")
     args.dataset, args.ood_dataset = ",".join(ids), ",".join(oods) or None
     if args.max_shot is not None and args.max_shot < 1:
-        p.error("--max_shot must be at least 1")
+        raise UsageError("--max_shot must be at least 1")
     if args.n_mc_samples < 0:
-        p.error("--n_mc_samples must be at least 0 (0: the posterior means)")
+        raise UsageError("--n_mc_samples must be at least 0 (0: the posterior means)")
     if args.select is None:
         args.select = "id+ood" if args.max_shot else "last"
     if args.max_shot and args.mode == "export":
-        p.error("--mode export traces fixed-shot two-way tasks: leave out --max_shot")
+        raise UsageError("--mode export traces fixed-shot two-way tasks: leave out --max_shot")
+    if args.max_shot and (args.attack or args.adv_inner):
+        raise UsageError("--attack and --adv_inner take fixed-shot tasks: leave out --max_shot")
     if args.inner_lr is None:  # seed 002: scalar step 0.5, Meta-SGD's alpha starts at 0.01 (spec 1.2)
         args.inner_lr = (0.01 if args.metasgd else 0.5) if args.max_shot else 0.1
     if args.max_shot and args.noise is None and not args.maml:
         args.noise = "none"  # seed 002's models have no perturbation (--noise adds one)
 
 
-def check_norms(args: argparse.Namespace) -> None:
-    from attack import NORMS
+def check_xla_cache(args: argparse.Namespace) -> None:
+    """--xla_cache must be a folder that can be created or written: TensorFlow would only fail at the
+    first compilation. The default is dropped with a warning when unusable and XLA is not forced on."""
+    if args.xla == "off" or not args.xla_cache:
+        return
+    why = unwritable(args.xla_cache)
+    if why is None:
+        return
+    if args.xla_cache == XLA_CACHE and args.xla == "auto":
+        print(
+            f"warning: --xla_cache {XLA_CACHE}: {why}; compiled XLA clusters are not cached", file=sys.stderr
+        )
+        args.xla_cache = ""
+        return
+    raise UsageError(
+        f"--xla_cache {args.xla_cache}: {why}; choose another folder, or --xla_cache '' for none"
+    )
 
-    for flag in ("attack", "adv_inner"):
-        if getattr(args, flag) not in (None, *NORMS):
-            raise UsageError(f"--{flag} {getattr(args, flag)}: choose one of {', '.join(NORMS)}")
+
+def unwritable(folder: str) -> str | None:
+    """Why `folder` cannot be created or written to, None if it can; creates nothing."""
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        return f"{path} is a file, not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
 
 
 def write_json(path: str, obj: dict) -> None:
@@ -354,10 +414,10 @@ class Runner:
     (fixed episodes from a file), the network's image shape comes from the training run's config."""
 
     def __init__(self, args: argparse.Namespace, splits: tuple[str, ...], saved: dict | None = None) -> None:
-        import taml
         import tensorflow as tf
 
         import data
+        import taml
         from model import Arch, Model
 
         self.tf, self.args = tf, args
@@ -933,33 +993,38 @@ def xla_cache(args: argparse.Namespace) -> None:
     os.environ["TF_XLA_FLAGS"] = " ".join(flags)
 
 
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before parse_args imports TensorFlow (noise.py)
-    args = parse_args(argv)
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
-    from data import DataError
+MODES = {"meta_train": meta_train, "meta_test": meta_test, "export": export}
 
-    modes = {"meta_train": meta_train, "meta_test": meta_test, "export": export}
+
+def main(argv: list[str] | None = None) -> int:
+    made = None  # the savedir, when this run is the one creating it
     try:
-        check_norms(args)
-        modes[args.mode](args)
+        cli.ctrl_c_raises()
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+        args = parse_args(argv)
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id)
+        made = None if os.path.lexists(args.savedir) else args.savedir
+        MODES[args.mode](args)
+        return 0
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except (Stopped, KeyboardInterrupt) as e:
         print(str(e) or "stopped; re-run the same command to start again", file=sys.stderr)
-        return STOPPED
+        code = STOPPED
     except OSError as e:  # anything the checks above did not foresee: a full disk, a lost mount, ...
         print(f"error: {e}; check that the disk has space and the paths are writable", file=sys.stderr)
-        return 2
+        code = 2
     except Exception as e:
         tf = sys.modules.get("tensorflow")
         if tf is None or not isinstance(e, tf.errors.OpError):
             raise
         print(f"error: TensorFlow: {' '.join(e.message.split())[:500]}", file=sys.stderr)
-        return 2
-    return 0
+        code = 2
+    if made:
+        discard_unused(made)
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -19,12 +19,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-import tensorflow as tf
-
 from layers import conv2d, dense, variable
+from lazy import tf
 
-Params = dict[str, tf.Tensor]
-Reg = tf.Tensor | None  # a regularizer the inner loss adds, or None
+Params = dict[str, "tf.Tensor"]
+Reg = typing.Optional["tf.Tensor"]  # a regularizer the inner loss adds, or None
 
 
 class Draw:

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import errno
 import glob
+import json
 import os
 import re
 import sys
@@ -80,10 +81,44 @@ def flag(key: str, value: object) -> str:
     return f"--{key} {value}"
 
 
+# The type of each setting in config.json (bool before int: a JSON true is not a count).
+TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("dataset", "noise", "sampler"), (str,)),
+    **dict.fromkeys(("way", "shot", "query", "metabatch", "n_steps", "seed", "filters"), (int,)),
+    **dict.fromkeys(("meta_lr", "inner_lr"), (int, float)),
+    "metasgd": (bool,),
+    "noise_hp": (dict,),
+    "image_shape": (list,),
+    "adv_inner": (str, type(None)),
+    "adv_eps": (int, float, type(None)),
+}
+TYPE_NAMES = {
+    str: "text",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    dict: "an object",
+    list: "a list",
+    type(None): "null",
+}
+
+
 def read_config(savedir: str) -> dict:
-    """The settings of the run that wrote savedir (config.json)."""
+    """The settings of the run that wrote savedir (config.json); UsageError saying what to do if the
+    savedir is not a run's folder or its config.json is missing, unreadable or of the wrong types."""
     path = os.path.join(savedir, "config.json")
+    if os.path.lexists(savedir) and not os.path.isdir(savedir):
+        raise UsageError(
+            f"--savedir {savedir} is a file, not a folder: give the folder that meta_train wrote"
+        )
     if not os.path.exists(path):
+        ckpts = Checkpoints(savedir)
+        if ckpts.steps():
+            raise UsageError(
+                f"{ckpts.dir} holds checkpoints but {path} is missing: restore config.json from a copy "
+                "of the savedir (it holds the run's settings, which neither meta_test nor a resumed "
+                "meta_train can do without)"
+            )
         raise UsageError(f"no {path}: run --mode meta_train with this --savedir first")
     fix = "restore it from a copy of the savedir, or use another --savedir"
     try:
@@ -94,6 +129,14 @@ def read_config(savedir: str) -> dict:
     missing = [k for k in need if not isinstance(config, dict) or (k not in config and k not in DEFAULTS)]
     if missing:
         raise UsageError(f"{path} lacks the run's settings ({', '.join(missing)}); {fix}")
+    for k, types in TYPES.items():
+        v = config.get(k, DEFAULTS.get(k))
+        if k in config and not (isinstance(v, types) and not (isinstance(v, bool) and bool not in types)):
+            want = " or ".join(TYPE_NAMES[t] for t in types)
+            raise UsageError(
+                f'{path}: {k} is {json.dumps(v)}, which is not {want} (e.g. "way": 5, not "way": "5"); '
+                f"correct it, or {fix}"
+            )
     return config
 
 
@@ -144,6 +187,22 @@ def locked(savedir: str) -> Iterator[None]:
         f.write(f"{os.getpid()}\n")
         f.flush()
         yield
+
+
+def discard_unused(savedir: str) -> None:
+    """Remove a savedir that a refused or stopped run created and left with nothing but its lock and
+    settings (no checkpoint, log or result); one another meta_train holds is left alone."""
+    import fcntl
+    import shutil
+
+    try:
+        if not set(os.listdir(savedir)) <= {"meta_train.lock", "config.json"}:
+            return
+        with open(os.path.join(savedir, "meta_train.lock"), "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(savedir)
+    except OSError:  # held by another run, or already gone: nothing to tidy
+        return
 
 
 def first_line(e: BaseException) -> str:

@@ -47,7 +47,7 @@ BASE = ["--savedir", "x", "--dataset", "digits"]
         (["--id_dataset", "digits,omniglot_small", "--data_root", "d"], "give a single --id_dataset"),
         (["--mode", "export", "--max_shot", "5"], "leave out --max_shot"),
         (["--max_shot", "x"], "--max_shot: invalid int value"),
-        (["--n_test_episodes", "0"], "--n_test_iters must be at least 1"),
+        (["--n_test_episodes", "1"], "--n_test_iters must be at least 2"),
         (["-meta_lr", "-1"], "--meta_lr must be a positive number"),
     ],
 )

@@ -5,7 +5,7 @@
 # seeds 0 1 2; every model is meta-tested on the same 1000 fixed episodes. Then prints the table.
 # Meta-testing uses 5 noise samples per inner step, not the paper's 30: on 2 CPU cores 30 samples
 # cost ~2 s per episode (33 min per run), 5 samples ~0.5 s. Measured: 6-7 min per MAML run and
-# 16-22 min per Meta-dropout run on 2 CPU cores (75 min for all six; README, "CPU-scale check").
+# 16-22 min per Meta-dropout run on 2 CPU cores (75 min for all six; docs/reproducing.md).
 # Env: MODELS (default "maml metadrop"), SEEDS (default "0 1 2"), OUT (default ./results/cpu).
 # Extra arguments go to every main.py command.
 set -euo pipefail

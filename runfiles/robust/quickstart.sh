@@ -5,7 +5,7 @@
 # three norms (runfiles/robust/attack_all.sh, digits' radii in radii.sh), then OUT/robustness.png.
 # Reduced for 2 CPU cores: 50 test episodes (quickstart: 300) and 50 PGD steps (paper: 200), with the
 # step size rule 2.5 * eps / steps; 30 noise samples per inner step as the quickstart's meta-test.
-# Measured: about 35 min per model for the three norms on 2 CPU cores shared with other jobs (README).
+# Measured: about 35 min per model for the three norms on 2 CPU cores shared with other jobs (docs/robustness.md).
 # Env: OUT (default ./results/quickstart).
 # Extra flags go to every attack command.
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Submit experiments to a Slurm cluster as one job array (one cell per task) and a report job that
-# starts when every task has succeeded (README, "Slurm cluster").
+# starts when every task has succeeded (docs/slurm.md).
 #   bash runfiles/slurm/submit.sh table1                      # the 16 Table 1 cells (tables.txt)
 #   bash runfiles/slurm/submit.sh metadrop_omni_1shot maml_omni_1shot path/to/cell.sh
 #   bash runfiles/slurm/submit.sh --seeds "1 2" metadrop_omni_1shot   # --seed S --savedir <savedir>_seedS
