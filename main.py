@@ -428,7 +428,7 @@ class Runner:
             for i, name in enumerate(self.ids + self.oods):  # --data_root: the (single) ID dataset's
                 if name not in data.DATASETS:
                     raise data.DataError(
-                        f"{'--id_dataset' if name in self.ids else '--ood_dataset'}: no dataset {name} "
+                        f"{'--id_dataset' if name in self.ids else '--ood_dataset'}: unknown dataset {name} "
                         f"(known: {', '.join(sorted(data.DATASETS))})"
                     )
                 self.datasets[name] = data.load(name, args.data_root if i == 0 else None)

@@ -99,7 +99,7 @@ def test_seed_002_commands_without_their_data_exit_2_saying_what_to_do(tmp_path,
     for argv in seed_commands()[::2]:  # the meta_train commands
         assert main.main(argv) == 2
         err = capsys.readouterr().err
-        assert re.search(r"get_data\.py --dataset|no dataset", err), err
+        assert re.search(r"get_data\.py --dataset|unknown dataset", err), err
     assert not list(tmp_path.rglob("ckpt"))
 
 
