@@ -303,10 +303,12 @@ class Model:
         return ph
 
     def _posterior(self, ep: dict[str, tf.Tensor], t: int) -> tuple[taml.Posterior, tf.Tensor | None]:
-        """Task t's q(phi~ | D) (spec 1.3) and mask (None for a meta-batch without padding)."""
+        """Task t's q(phi~ | D) (spec 1.3), which never sees padding, and the base network's mask of
+        the real support rows (None without padding, and with the original's padding, quirk Q3)."""
         mask = ep["mtr"][t] if "mtr" in ep else None
         a = self.arch
-        return self.learner.posterior(self.psi, ep["xtr"][t], ep["ytr"][t], a.hw, a.channels, mask), mask
+        post = self.learner.posterior(self.psi, ep["xtr"][t], ep["ytr"][t], a.hw, a.channels, mask)
+        return post, None if self.learner.original_padding else mask
 
     def _draw(self) -> Draw:
         return Draw(self.noise_seed, self._draws, 1, self.arch.dtype)
@@ -404,7 +406,9 @@ class Model:
             theta[k] = tf.gather(theta[k], cols, axis=-1)
         # Meta-SGD's dense step sizes are per column: restrict them too.
         lr = {
-            k: v if isinstance(v, float) or k[:5] != "dense" else tf.gather(v, cols, axis=-1)
+            k: v
+            if isinstance(v, float) or k[:5] != "dense" or v.shape[-1] == 1
+            else tf.gather(v, cols, axis=-1)
             for k, v in self.lr.items()
         }
         thetas = [theta]

@@ -19,8 +19,9 @@ Decisions on the quirks of the original code (spec section 6):
 - Q3/Q14 padding: padded support rows (mask 0) change no task's result: batch-norm moments of the
   support passes are those of the real rows (layers.masked_batch_norm), N in E3 and in E8's
   KL / (N + M) is the task's own number of real support rows (the paper's N), and the inference
-  network pools real rows only. The original's behaviour (padding in the moments and in N) is not
-  offered: it makes a task's result depend on the other tasks of its meta-batch.
+  network pools real rows only. `Learner.original_padding` reproduces the original instead
+  (padding rows in the base network's support moments and in both N; the inference network still
+  masks them), with which a task's result depends on the other tasks of its meta-batch.
 - Q5/Q6: batch norm (batch statistics, no scale) follows every conv, so the bias modulator z~_b
   cancels exactly in every prediction (it acts only through its KL term) and conv biases get zero
   inner gradients; 1 + z~_w acts through the inner-loop dynamics and its sign. Kept as the original,
@@ -35,9 +36,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import tensorflow as tf
-
 from layers import conv2d, dense, max_pool, variable
+from lazy import tf
 from noise import Draw, Params
 
 ENC_FILTERS = 10  # NN1's conv channels (spec 1.3)
@@ -172,6 +172,7 @@ class Learner:
 
     max_shot: the largest shot of the any-shot episodes, the inference network's count normaliser
     (n_c - 1) / (max_shot - 1). zero_head: the original's per-task zero head (quirk Q1).
+    original_padding: padded support rows enter the base network as in the original (Q3/Q14).
     """
 
     omega: bool = False
@@ -179,6 +180,7 @@ class Learner:
     z: bool = False
     max_shot: int = 50
     zero_head: bool = False
+    original_padding: bool = False
 
     def __post_init__(self) -> None:
         if self.max_shot < 1:
@@ -257,8 +259,7 @@ def interact(table: tf.Tensor, psi: Params, name: str) -> tf.Tensor:
     return tf.reshape(out, [tf.shape(table)[0], -1])
 
 
-def get(
-    omega: bool = False, gamma: bool = False, z: bool = False, max_shot: int = 50, zero_head: bool = False
-) -> Learner:
-    """The learner of the seed-002 switches (--omega_on, --gamma_on, --z_on, --max_shot)."""
-    return Learner(omega=omega, gamma=gamma, z=z, max_shot=max_shot, zero_head=zero_head)
+def get(**switches: bool | int) -> Learner:
+    """The learner of the seed-002 switches: omega, gamma, z (--omega_on, --gamma_on, --z_on),
+    max_shot (--max_shot), zero_head and original_padding (quirks Q1, Q3/Q14); see Learner."""
+    return Learner(**switches)
