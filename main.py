@@ -627,7 +627,8 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
         with r.compiled():
             ph = model.placeholders(args.metabatch, args.shot, args.query, "train", max_shot=args.max_shot)
             # One noise sample and one posterior draw per task when meta-training (Section 3.1; spec 1.7).
-            loss, acc = model.meta_batch(ph, 1)
+            out = model.objective(ph, 1)  # loss = cent + kl (Bayesian TAML's KL term, spec E8-E9)
+            loss, acc, kl = out["loss"], out["acc"], out["kl"]
             train_op = model.train_op(loss, args.meta_lr, r.step)
         validate = r.evaluator(args.metabatch)  # posterior means (spec 1.7)
         balance = Balances(r) if args.max_shot else None
@@ -687,7 +688,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
             print(f"{args.savedir}: already trained for {start} iterations")
             writer.close()
             return
-        window: list[tuple[float, float]] = []
+        window: list[tuple[float, float, float]] = []
         bar = tqdm(range(start, args.n_train_iters), initial=start, total=args.n_train_iters)
         t0 = time.time()
         try:
@@ -695,7 +696,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
                 for it, batch in zip(bar, ahead):
                     feed = {ph[k]: batch[k] for k in ph}
                     feed[model.noise_seed] = batch["noise_seed"]
-                    _, l_, a_ = sess.run([train_op, loss, acc], feed)
+                    _, l_, a_, k_ = sess.run([train_op, loss, acc, kl], feed)
                     step = it + 1
                     if not math.isfinite(l_):
                         raise UsageError(
@@ -703,16 +704,20 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
                             f"was stopped (its checkpoints up to iteration {saved} are kept); lower "
                             "--meta_lr or --inner_lr and start again with another --savedir"
                         )
-                    window.append((float(l_), float(np.mean(a_))))
+                    window.append((float(l_), float(np.mean(a_)), float(k_)))
                     bar.set_postfix(loss=f"{l_:.3f}", acc=f"{100 * np.mean(a_):.1f}")
                     if step % args.log_freq == 0:
-                        ml, ma = np.mean(window, axis=0)
+                        ml, ma, mk = np.mean(window, axis=0)
                         window = []
+                        kl_text = f" kl {mk:.4f}" if model.learner.enabled else ""  # part of the loss
                         log(
                             train_log,
-                            f"iter {step} loss {ml:.4f} acc {100 * ma:.2f} ({time.time() - t0:.1f}s)",
+                            f"iter {step} loss {ml:.4f} acc {100 * ma:.2f}{kl_text} "
+                            f"({time.time() - t0:.1f}s)",
                         )
-                        scalars(step, train_loss=ml, train_acc=100 * ma)
+                        scalars(
+                            step, train_loss=ml, train_acc=100 * ma, **({"train_kl": mk} if kl_text else {})
+                        )
                     validated = step % args.val_freq == 0 or step == args.n_train_iters
                     if validated:
                         validation(step)
