@@ -490,7 +490,10 @@ class Runner:
         a = self.args
         with self.compiled():
             ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval", max_shot=a.max_shot)
-            _, acc = self.model.evaluate(ph, a.n_test_mc_samp, n_mc)
+            if n_mc:  # E10: n_mc posterior draws, each with its own inner loop
+                _, acc = self.model.evaluate(ph, a.n_test_mc_samp, n_mc)
+            else:  # the posterior means (validation's pass; Meta-Dropout's graph as before)
+                _, acc = self.model.meta_batch(ph, a.n_test_mc_samp, sample=False)
 
         def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
             feed = {ph[k]: batch[k] for k in ph}
