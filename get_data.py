@@ -3,12 +3,19 @@
     python get_data.py --dataset omniglot         # official Omniglot archives -> ./data/omniglot
     python get_data.py --dataset mimgnet          # miniImageNet (Ravi & Larochelle split) -> ./data/mimgnet
     python get_data.py --dataset omniglot_small   # ../shared/data/omniglot -> ./data/omniglot_small
+    python get_data.py --dataset cifar            # CIFAR-FS (Bayesian TAML); svhn, cub, aircraft, quickdraw,
+                                                  # vgg_flower, traffic, fashion-mnist, small_cifar_100,
+                                                  # aircraft_official, cub_official: see docs/datasets.md
+    python get_data.py --dataset tiny_imagenet    # MetaPerturb's source (also stl10, stanford_dogs,
+                                                  # stanford_cars): docs/datasets-metaperturb.md
     python get_data.py --dataset omniglot_small --episodes eps.npz --split test --way 5 --shot 1 \\
         --query 15 --n_episodes 1000 --seed 0
     python get_data.py --dataset digits --episodes anyshot.npz --split test --way 5 --max_shot 50 \
         --query 15 --n_episodes 1000 --seed 0   # any-shot episodes (Bayesian TAML, seed 002)
 
-A re-run skips whatever is already complete.
+A re-run skips whatever is already complete and resumes an interrupted download. Data roots default
+to $METADROP_DATA/<dataset> ($METADROP_DATA defaults to ./data). Seed 002's form, `cd ./data/cifar &&
+python get_data.py` (also svhn, mimgnet, cub), prepares into that folder.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="where the raw files come from: a base URL for downloaded datasets (default: their "
         "official host, or the module's $METADROP_<SOURCE>_URL, see docs/datasets.md), a folder "
-        "for omniglot_small (default ../shared/data/omniglot)",
+        "for omniglot_small (default ../shared/data/omniglot); tiny_imagenet, stl10, stanford_dogs and "
+        "stanford_cars also take a folder holding their archives",
     )
     e = p.add_argument_group("fixed evaluation episodes (for main.py --mode meta_test --episodes FILE)")
     e.add_argument("--episodes", metavar="FILE.npz", default=None, help="write episodes to this file")

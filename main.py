@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--maml", action="store_true", help="base MAML: no perturbation")
     p.add_argument("--metasgd", action="store_true", help="Meta-SGD: meta-learned inner step sizes")
+    p.add_argument(
+        "--first_order",
+        action="store_true",
+        help="first-order MAML (Finn et al. 2017, Section 5.2): the meta-gradient treats the inner"
+        " gradients as constants (less memory and time; phi gets only its direct part)",
+    )
     p.add_argument("--noise", default=None, help="perturbation by name (default: metadrop; README, noise.py)")
     p.add_argument(
         "--noise_hp",
@@ -458,7 +464,13 @@ class Runner:
                 zero_head=bool(args.max_shot),  # the seed-002 network's zero head (spec Q1)
             )
             self.model = Model(
-                arch, perturbation, args.inner_lr, args.n_steps, metasgd=args.metasgd, learner=learner
+                arch,
+                perturbation,
+                args.inner_lr,
+                args.n_steps,
+                metasgd=args.metasgd,
+                first_order=args.first_order,
+                learner=learner,
             )
             if args.adv_inner:
                 from attack import Adversary

@@ -352,12 +352,25 @@ class VIB(InputDependentKL):
     """Variational information bottleneck (Alemi et al. 2017) at each block's pre-activation:
     z = f^(l) + sigma^(l)(h^(l-1)) o eps, eps ~ N(0, I), i.e. q(z|x) = N(f, diag(sigma^2)) with mean
     the block's own pre-activation and sigma = softplus of a 3x3 conv of the block input (phi); the
-    inner loss adds beta * KL[q(z|x) || N(0, I)], summed over units and blocks, averaged over
-    examples. Deterministic passes use the mean z = f. phi is adapted in the inner steps (Table 2).
+    inner loss adds beta * KL[q(z|x) || N(0, I)]. Deterministic passes use the mean z = f. phi is
+    adapted in the inner steps (Table 2).
+
+    Scale (the paper gives none for VIB in a conv net): Alemi et al.'s bottleneck has K = 256 units
+    and sigma = softplus(. - 5) (Section 4.1), so the noise starts small (std 0.0067) and beta
+    weighs a KL summed over 256 units. Here every unit of every block is a bottleneck unit (~66k per
+    Omniglot example) and the pre-activations start at ~0.03 (kernels of std 0.02): summing the KL
+    makes beta * KL (~7 nats at beta 1e-3) outweigh the cross-entropy, and a std of softplus(0) = 0.69
+    drowns the signal. So, as Alemi et al., sigma's conv bias starts at -5 (sigma = softplus(-5) =
+    0.0067), and the KL is the mean over a block's units (nats per unit), summed over blocks and
+    averaged over examples: beta keeps its meaning per unit whatever the block's size.
     """
 
     name: ClassVar[str] = "vib"
     title: ClassVar[str] = "Variational information bottleneck"
+    SIGMA_BIAS: ClassVar[float] = -5.0  # Alemi et al. 2017, Section 4.1: sigma = softplus(. - 5)
+
+    def init_phi(self, convs: list[tuple[int, int]], feat_dim: int, dtype: tf.DType) -> Params:
+        return conv_nets(convs, dtype, bias=self.SIGMA_BIAS)
 
     def conv(
         self, phi: Params, l: int, h: tf.Tensor, f: tf.Tensor, draw: Draw | None
@@ -366,7 +379,7 @@ class VIB(InputDependentKL):
             return f, None
         sigma = tf.nn.softplus(conv_net(phi, l, h))
         kl = 0.5 * (tf.square(f) + tf.square(sigma) - 1.0) - tf.math.log(sigma)
-        return f + sigma * draw.normal(tf.shape(f)), self.beta * per_example(kl)
+        return f + sigma * draw.normal(tf.shape(f)), self.beta * tf.reduce_mean(kl)
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,16 @@ results_<name>.json for other evaluations, e.g. a file of fixed episodes) and pr
 tables: Table 1, and Tables 2 and 3 (MAML with other perturbations). The cell of a result comes from
 its config (dataset, way, shot, maml/noise/noise_hp, metasgd), not from its path; a Table 2/3 row
 takes the MAML (not Meta-SGD) runs of its perturbation whose hyperparameters include the row's.
-Each result is one row (with its seed); a cell with several results (seeds) of one evaluation (the
-same file name) gets an extra row with the mean over them, ± the standard deviation across them.
+The training settings come from the savedir's config.json (the results file's own config, written by
+meta_test, where there is none). Adversarial MAML (--adv_inner) and first-order MAML (--first_order)
+are models of their own (e.g. maml+adv(linf,eps=0.1), maml+first_order): never in Tables 1-3.
+Each result is one row, its seed the training seed. Within a cell, results are grouped by what was
+evaluated ("evaluated on": the test split and its episode seed, or a file of fixed episodes by its
+hash, whatever the results file's name) and by every other setting that changes a result
+("settings": meta_lr, inner_lr, n_steps, metabatch, query, sampler, MC samples at meta-test, the
+perturbation's hyperparameters); a
+group of several results, which then differ in their training seed only, gets an extra row with the
+mean over them, ± the standard deviation across them.
 Cells without a result show "—"; a table appears once one of its cells has a result. Results in
 none of them (other datasets, perturbations or hyperparameters) go to a last table, with the
 perturbation's title. A results file that cannot be read stops the report with an error naming it.
@@ -27,6 +35,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +46,7 @@ from data.files import atomic, read_json
 PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
 PUBLISHED_TAML = PUBLISHED.with_name("published_taml.json")
 MISSING = "—"
-RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations"]
+RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations", "evaluated on", "settings"]
 PAPER_COLUMNS = RUN_COLUMNS + ["paper", "orig. repo", "ours − paper", "file"]
 TABLE23_COLUMNS = ["model", "hyperparameter", *RUN_COLUMNS[1:], "paper", "ours − paper", "file"]
 OTHER_COLUMNS = [*RUN_COLUMNS[:1], "title", *RUN_COLUMNS[1:], "file"]
@@ -72,9 +81,19 @@ class Result:
     noise_hp: dict[str, Any]
     metasgd: bool
     title: str
-    evaluated: str  # the dataset evaluated (a TAML run's results file names one of its datasets)
+    variant: str  # "" for the paper's models; adversarial or first-order MAML otherwise
+    evaluated: tuple[str, str]  # ("test split", "seed S") or ("episodes", hash): what was evaluated
+    settings: str  # the other settings that change a result, as text
+    tested: str  # the dataset evaluated (a TAML run's results file names one of its datasets)
     ids: tuple[str, ...]  # the run's training (ID) datasets
     taml: str | None  # TAML_MODELS name of an any-shot run without perturbation, else None
+
+
+# Training settings (config.json) and meta-test settings (the results file's config) that change a
+# result; each shown in the "settings" column and separating groups of rows.
+TRAIN_SETTINGS = ("meta_lr", "inner_lr", "n_steps", "metabatch", "query", "sampler")
+TEST_SETTINGS = {"n_test_mc_samp": "mc"}
+EPISODES_FILE = re.compile(r"results_.+_([0-9a-f]{8})\.json$")
 
 
 def noise_name(config: dict[str, Any]) -> str:
@@ -82,16 +101,50 @@ def noise_name(config: dict[str, Any]) -> str:
     return config.get("noise") or ("none" if config.get("maml") else "metadrop")
 
 
+def variant(config: dict[str, Any]) -> str:
+    """What sets a run apart from the paper's models of Tables 1-3: adversarial MAML's inner loop
+    (Section 4.1) and first-order meta-gradients; "" for neither."""
+    out = ""
+    if config.get("adv_inner"):
+        eps = config.get("adv_eps")
+        out += f"+adv({config['adv_inner']},eps={eps:g})" if _number(eps) else f"+adv({config['adv_inner']})"
+    if config.get("first_order"):
+        out += "+first_order"
+    return out
+
+
 def model_name(config: dict[str, Any]) -> str:
-    """Table 1 row of a run: maml, metasgd, metadrop, metasgd_metadrop (or base+noise(hp) for others)."""
+    """Table 1 row of a run: maml, metasgd, metadrop, metasgd_metadrop (or base+noise(hp) for others),
+    followed by its variant (adversarial, first-order), if any."""
     noise = noise_name(config)
     base = "metasgd" if config.get("metasgd") else "maml"
     if noise == "none":
-        return base
-    if noise == "metadrop":
-        return "metadrop" if base == "maml" else "metasgd_metadrop"
-    hp = config.get("noise_hp") or {}
-    return f"{base}+{noise}" + (f"({hp_text(hp)})" if hp else "")
+        name = base
+    elif noise == "metadrop":
+        name = "metadrop" if base == "maml" else "metasgd_metadrop"
+    else:
+        hp = config.get("noise_hp") or {}
+        name = f"{base}+{noise}" + (f"({hp_text(hp)})" if hp else "")
+    return name + variant(config)
+
+
+def evaluated(path: Path, r: dict[str, Any], config: dict[str, Any]) -> tuple[str, str]:
+    """What a result evaluated: a file of fixed episodes (by the hash main.py puts in the file
+    name), or the test split with the meta-test's seed (results.json, results_test_seed<S>.json)."""
+    m = EPISODES_FILE.match(path.name)
+    if m and not path.name.startswith("results_test_seed"):
+        return "episodes", m.group(1)
+    return "test split", f"seed {config.get('seed', MISSING)}"
+
+
+def settings_text(train: dict[str, Any], test: dict[str, Any]) -> str:
+    """The settings of TRAIN_SETTINGS and TEST_SETTINGS, and every hyperparameter of the perturbation
+    (a Table 2/3 row names only the one it varies)."""
+    values = [(k, train.get(k, test.get(k))) for k in TRAIN_SETTINGS]
+    values += [(short, test.get(k)) for k, short in TEST_SETTINGS.items()]
+    text = " ".join(f"{k}={v:g}" if _number(v) else f"{k}={v}" for k, v in values if v is not None)
+    hp = train.get("noise_hp")
+    return f"{text} {hp_text(hp)}".strip() if isinstance(hp, dict) and hp else text
 
 
 def hp_text(hp: dict[str, Any]) -> str:
@@ -136,21 +189,25 @@ def load_result(path: Path, settings: dict[str, dict[str, Any]]) -> Result:
     bad = [k for k, ok in checks.items() if not ok]
     if bad:
         raise ReportError(f"{path}: missing, not a finite number, or wrong type: {', '.join(bad)}; {fix}")
-    seed = config.get("seed")
+    train = train_config(path, config)
+    seed = train.get("seed")
     return Result(
         path=str(path),
-        model=model_name(config),
+        model=model_name(train),
         setting=setting_name(config, settings),
         mean=float(r["mean"]),
         ci95=float(r["ci95"]),
         n=r["n"],
         train_iters=r["train_iters"],
         seed=seed if _number(seed, True) else None,
-        noise=noise_name(config),
-        noise_hp=config.get("noise_hp") if isinstance(config.get("noise_hp"), dict) else {},
-        metasgd=bool(config.get("metasgd")),
+        noise=noise_name(train),
+        noise_hp=train.get("noise_hp") if isinstance(train.get("noise_hp"), dict) else {},
+        metasgd=bool(train.get("metasgd")),
         title=str(config.get("noise_title", MISSING)),
-        evaluated=str(r.get("dataset") or config["dataset"]),
+        variant=variant(train),
+        evaluated=evaluated(path, r, config),
+        settings=settings_text(train, config),
+        tested=str(r.get("dataset") or config["dataset"]),
         ids=tuple(config["dataset"].split(",")),
         taml=TAML_MODELS.get(tuple(bool(config.get(k)) for k in SWITCHES))
         if config.get("max_shot") and noise_name(config) == "none"
@@ -158,23 +215,39 @@ def load_result(path: Path, settings: dict[str, dict[str, Any]]) -> Result:
     )
 
 
+def train_config(path: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the training run: the savedir's config.json beside the results file, over
+    the results file's config (meta_test's flags, whose --seed is the evaluation's)."""
+    saved = path.parent / "config.json"
+    if saved.exists():
+        try:
+            train = read_json(str(saved))
+        except ValueError as e:
+            raise ReportError(f"{e}; fix or restore it (the settings of the run that wrote {path})") from e
+        if isinstance(train, dict):
+            return {**config, **train}
+    return config
+
+
 def pm(mean: float, spread: float) -> str:
     return f"{mean:.2f} ± {spread:.2f}"
 
 
 def cell_rows(results: list[Result], root: str, paper: float | None = None) -> list[dict[str, str]]:
-    """The rows of a cell, evaluation by evaluation: results.json (the test split) first, then each
-    file of fixed episodes (results_<file>_<hash>.json, the same name in every savedir)."""
-    evaluations: dict[str, list[Result]] = {}
-    for r in sorted(results, key=lambda r: (Path(r.path).name != "results.json", Path(r.path).name)):
-        evaluations.setdefault(Path(r.path).name, []).append(r)
-    return [row for runs in evaluations.values() for row in evaluation_rows(runs, root, paper)]
+    """The rows of a cell, group by group: results of one evaluation (the test split first, then
+    files of fixed episodes) and the same settings, which differ in their training seed only."""
+    groups: dict[tuple[tuple[str, str], str], list[Result]] = {}
+    for r in sorted(results, key=lambda r: (r.evaluated[0] != "test split", r.evaluated, r.settings)):
+        groups.setdefault((r.evaluated, r.settings), []).append(r)
+    return [row for runs in groups.values() for row in evaluation_rows(runs, root, paper)]
 
 
 def evaluation_rows(results: list[Result], root: str, paper: float | None = None) -> list[dict[str, str]]:
-    """One row per result, plus a mean-over-runs row when there are several; ours − paper if given."""
+    """One row per result of one group (cell_rows), plus a mean-over-runs row when there are several;
+    ours − paper if given."""
     results = sorted(results, key=lambda r: (r.seed is None, r.seed or 0, r.path))
     means = [r.mean for r in results]
+    group = {"evaluated on": " ".join(results[0].evaluated), "settings": results[0].settings or MISSING}
     rows = [
         {
             "seed": MISSING if r.seed is None else str(r.seed),
@@ -182,6 +255,7 @@ def evaluation_rows(results: list[Result], root: str, paper: float | None = None
             "episodes": str(r.n),
             "iterations": str(r.train_iters),
             "file": os.path.relpath(r.path, root),
+            **group,
         }
         for r in results
     ]
@@ -196,6 +270,7 @@ def evaluation_rows(results: list[Result], root: str, paper: float | None = None
                 "episodes": str(sum(r.n for r in results)),
                 "iterations": ", ".join(map(str, iters)),
                 "file": "",
+                **group,
             }
         )
         means.append(mean)
@@ -217,9 +292,11 @@ def published_cell(rows: dict[str, dict[str, Any]], model: str, setting: str) ->
 
 
 def in_row(r: Result, spec: dict[str, Any]) -> bool:
-    """Whether a result belongs to a Table 2/3 row: MAML with the row's perturbation and hyperparameters."""
+    """Whether a result belongs to a Table 2/3 row: MAML (not adversarial, not first-order) with the
+    row's perturbation and hyperparameters."""
     hp = spec["noise_hp"]
-    return not r.metasgd and r.noise == spec["noise"] and all(r.noise_hp.get(k) == v for k, v in hp.items())
+    same_hp = all(r.noise_hp.get(k) == v for k, v in hp.items())
+    return not r.metasgd and not r.variant and r.noise == spec["noise"] and same_hp
 
 
 def report(root: str, published: Path = PUBLISHED) -> str:
@@ -287,7 +364,8 @@ def report(root: str, published: Path = PUBLISHED) -> str:
             "## Table 1: ours vs. published",
             "",
             f"paper = {table1['source']}; orig. repo = {repo['source']}. "
-            "Accuracy in %, mean ± 95% interval over episodes (mean-over-runs rows: ± sd across runs).",
+            "Accuracy in %, mean ± 95% interval over episodes (mean-over-runs rows: ± sd across runs); "
+            "seed = the training seed.",
             "",
             table(PAPER_COLUMNS, paper_rows),
         ]
@@ -330,7 +408,7 @@ def taml_tables(
         rows = []
         for model in TAML_MODELS.values():
             for d in exp["id"] + exp["ood"]:
-                cell = [r for r in runs if r.taml == model and r.evaluated == d]
+                cell = [r for r in runs if r.taml == model and r.tested == d]
                 used.update(r.path for r in cell)
                 published = paper["rows"].get(model, {}).get(d)
                 extra = {

@@ -47,6 +47,7 @@ MATCH = {
         "sampler",
         "max_shot",
         "ood_dataset",
+        "first_order",
         *ADV_KEYS,
     ),
     # --n_steps and --shot may differ at meta_test (seed 002 tests with 10 steps); the results file
@@ -54,10 +55,11 @@ MATCH = {
     "meta_test": (*MODEL_KEYS, "max_shot", "query", "inner_lr", *ADV_KEYS),
     "export": MODEL_KEYS,
 }
-# Settings that configs may predate.
+# Settings that configs may predate, and what such a run used.
 DEFAULTS = {
     "noise_hp": {},
     "sampler": "independent",
+    "first_order": False,
     "max_shot": None,
     "ood_dataset": None,
     **dict.fromkeys(("omega_on", "gamma_on", "z_on"), False),
@@ -86,7 +88,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("dataset", "noise", "sampler"), (str,)),
     **dict.fromkeys(("way", "shot", "query", "metabatch", "n_steps", "seed", "filters"), (int,)),
     **dict.fromkeys(("meta_lr", "inner_lr"), (int, float)),
-    "metasgd": (bool,),
+    **dict.fromkeys(("metasgd", "first_order"), (bool,)),
     "noise_hp": (dict,),
     "image_shape": (list,),
     "adv_inner": (str, type(None)),

@@ -60,7 +60,7 @@ class Config:
 
 
 CONFIGS = {
-    # runfiles/*_omni_1shot.sh; the split has the size of Omniglot's train.npy ([4800, 20, 784]).
+    # runfiles/metadrop_omni_1shot.sh; the split has the size of Omniglot's train.npy ([4800, 20, 784]).
     "omni20": Config("Omniglot 20-way 1-shot", 28, 1, 64, 20, 1, 15, 4, 0.1, 3e-4, 5, (4800, 20)),
     # runfiles/*_mimgnet_1shot.sh; a small split (the real one is 3.3 GB: 64 classes x 600 images).
     "mimg5": Config("miniImageNet 5-way 1-shot", 84, 3, 32, 5, 1, 15, 4, 0.01, 1e-4, 5, (16, 32)),

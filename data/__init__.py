@@ -28,11 +28,24 @@ DATASETS = {
     # Bayesian TAML (seed 002, spec section 3)
     "cifar": "data.cifar100",
     "svhn": "data.svhn",
+    "cub": "data.cub",
+    "aircraft": "data.aircraft",
+    "quickdraw": "data.quickdraw",
+    "vgg_flower": "data.vgg_flower",
+    "traffic": "data.gtsrb",
+    "fashion-mnist": "data.fashion_mnist",
     # MetaPerturb targets (seed 004, spec section 3) from the same sources
     "small_cifar_100": "data.cifar100:small",
+    "aircraft_official": "data.aircraft:official",
+    "cub_official": "data.cub:official",
+    # MetaPerturb's source and targets (seed 004, spec section 3), the original's names
+    "tiny_imagenet": "data.tiny_imagenet",
+    "stl10": "data.stl10",
+    "stanford_dogs": "data.stanford_dogs",
+    "stanford_cars": "data.stanford_cars",
 }
 # views prepared in the folder of their source (they share its downloaded archive)
-FOLDERS = {"small_cifar_100": "cifar"}
+FOLDERS = {"small_cifar_100": "cifar", "aircraft_official": "aircraft", "cub_official": "cub"}
 DATA_ENV = "METADROP_DATA"  # the folder of all data roots (default ./data)
 
 

@@ -116,7 +116,9 @@ def _get(url: str, start: int, stop: int | None, name: str, retry: str) -> Any: 
     )
 
 
-def _transfer(url: str, part: str, stop: int | None, name: str, retry: str) -> tuple[int, int | None]:
+def _transfer(
+    url: str, part: str, stop: int | None, name: str, retry: str, bar: bool
+) -> tuple[int, int | None]:
     """Append url's bytes to `part` from its current size on; (bytes now in part, bytes expected)."""
     from tqdm import tqdm
 
@@ -140,36 +142,51 @@ def _transfer(url: str, part: str, stop: int | None, name: str, retry: str) -> t
         elif start:
             print(f"{name}: resuming after {start} bytes")
         length = int(r.headers.get("Content-Length", 0))
-        want = stop if stop is not None else (start + length if length else None)
+        total = start + length if length else None  # the file's size, if the server says
+        if r.status_code == 206:  # "bytes <first>-<last>/<size>"
+            first, _, end = r.headers.get("Content-Range", "").partition("-")
+            if first.split()[-1:] != [str(start)]:
+                raise DataError(
+                    f"{url} sent {r.headers.get('Content-Range')!r} for bytes {start}- of {name}: delete "
+                    f"{part} and run `{retry}` again"
+                )
+            end = end.rpartition("/")[2]
+            total = int(end) if end.isdigit() else total
+        want = total if stop is None else stop if total is None else min(stop, total)
         size = start
         with open(part, "ab" if start else "wb") as f:
-            with tqdm(total=want, initial=start, unit="B", unit_scale=True, desc=name) as bar:
+            with tqdm(
+                total=want, initial=start, unit="B", unit_scale=True, desc=name, disable=not bar
+            ) as shown:
                 for chunk in r.iter_content(CHUNK):
                     chunk = chunk if stop is None else chunk[: stop - size]
                     f.write(chunk)
                     f.flush()
                     size += len(chunk)
-                    bar.update(len(chunk))
+                    shown.update(len(chunk))
                     if size == stop:
                         break
     return size, want
 
 
-def fetch(url: str, dest: str, md5: str | None, retry: str, stop: int | None = None) -> None:
+def fetch(
+    url: str, dest: str, md5: str | None, retry: str, stop: int | None = None, bar: bool = True
+) -> None:
     """Download url to dest, unless dest is already there (with the right MD5).
 
     The bytes go to dest + PARTIAL, which becomes dest only when complete (Content-Length, or the
     first `stop` bytes of the file if given) and matching md5. An interrupted transfer keeps that
     partial file and the next call resumes it with an HTTP Range request (a server that answers 200
     instead of 206 sends it all again); a wrong checksum keeps nothing. `retry` is the command named
-    in error messages.
+    in error messages; `bar` False: no progress bar and no message for a file already there.
     """
     import requests
 
     name = os.path.basename(dest)
     if os.path.exists(dest):
         if md5 is None or file_hash(dest, "md5") == md5:
-            print(f"{dest}: already downloaded")
+            if bar:
+                print(f"{dest}: already downloaded")
             return
         print(f"{dest}: checksum mismatch, downloading it again")
         os.remove(dest)
@@ -177,7 +194,7 @@ def fetch(url: str, dest: str, md5: str | None, retry: str, stop: int | None = N
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
     kept = f"the part is kept in {part}: run `{retry}` again to resume"
     try:
-        size, want = _transfer(url, part, stop, name, retry)
+        size, want = _transfer(url, part, stop, name, retry, bar)
     except requests.exceptions.ChunkedEncodingError as e:  # the connection closed early
         raise DataError(f"the download of {name} from {url} was cut short ({e}); {kept}") from e
     except requests.RequestException as e:
@@ -194,8 +211,7 @@ def fetch(url: str, dest: str, md5: str | None, retry: str, stop: int | None = N
             f"{name} from {url} is corrupt (MD5 {got}, expected {md5}); nothing was kept: run "
             f"`{retry}` again, and if this repeats the server holds another file"
         )
-    _fsync(part)
-    os.replace(part, dest)
+    os.replace(part, dest)  # no fsync: a download damaged by a power loss fails its checksum or decoding
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
@@ -306,18 +322,23 @@ def class_lists(key: str, counts: dict[str, int]) -> dict[str, list[str]]:
     return {s: lists[s] for s in counts}
 
 
-def image(raw: bytes | np.ndarray, side: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """An encoded image (bytes: JPEG, PNG, PPM, ...) or a uint8 array, cropped to `box` (left, upper,
-    right, lower; PIL's crop) if given, resized to side x side with PIL's bicubic filter (the default
-    of PIL's resize that the original scripts call): uint8 [side, side, C], C as the image's mode
-    (RGB 3, L 1 as [side, side])."""
+def image(
+    raw: bytes | np.ndarray, side: int, box: tuple[int, int, int, int] | None = None, mode: str | None = None
+) -> np.ndarray:
+    """An encoded image (bytes: JPEG, PNG, PPM, ...) or a uint8 array, converted to PIL `mode` if
+    given, cropped to `box` (left, upper, right, lower; PIL's crop) if given, resized to side x side
+    with PIL's bicubic filter (the default of the PIL resize that the original scripts call): uint8
+    [side, side, 3] for RGB, [side, side] for gray; ValueError if it cannot be decoded."""
     from PIL import Image
 
-    im = Image.fromarray(raw) if isinstance(raw, np.ndarray) else Image.open(io.BytesIO(raw))
-    with im:
-        if box is not None:
-            im = im.crop(box)
-        return np.asarray(im.resize((side, side), Image.Resampling.BICUBIC), dtype=np.uint8)
+    try:
+        im = Image.fromarray(raw) if isinstance(raw, np.ndarray) else Image.open(io.BytesIO(raw))
+        with im:
+            im = im.convert(mode) if mode else im
+            im = im.crop(box) if box is not None else im
+            return np.asarray(im.resize((side, side), Image.Resampling.BICUBIC), dtype=np.uint8)
+    except (OSError, SyntaxError) as e:  # PIL's errors for damaged files
+        raise ValueError(str(e)) from e
 
 
 def rgb(images: np.ndarray) -> np.ndarray:
@@ -352,7 +373,7 @@ def save_classes(root: str, prefix: str, split: str, classes: list[np.ndarray]) 
     images_path, offsets_path = _classes_paths(root, prefix, split)
     if os.path.exists(offsets_path):
         os.remove(offsets_path)
-    ragged = Ragged.of([c.reshape(len(c), -1) for c in classes])
+    ragged = Ragged.of([c.reshape(len(c), int(np.prod(c.shape[1:]))) for c in classes])  # empty ones too
     save_npy(images_path, ragged.images.astype(np.uint8, copy=False))
     save_npy(offsets_path, ragged.offsets)
 

@@ -12,6 +12,7 @@ only the splits it needs (train 3.3 GB, val 0.8 GB, test 1.0 GB).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Iterator, Mapping
@@ -43,7 +44,13 @@ def _path(root: str, split: str) -> str:
 
 
 def _open(root: str, split: str, retry: str) -> np.ndarray:
-    return open_split(_path(root, split), (CLASSES[split], EXAMPLES, _dim()), ("uint8",), retry)
+    """A prepared split; EXAMPLES per class, or any other whole number (tests/standin.py's are small)."""
+    path, examples = _path(root, split), EXAMPLES
+    with contextlib.suppress(OSError, ValueError, EOFError):  # open_split below says what is wrong
+        size = np.load(path, mmap_mode="r", allow_pickle=False).size
+        if size and size % (CLASSES[split] * _dim()) == 0:
+            examples = size // (CLASSES[split] * _dim())
+    return open_split(path, (CLASSES[split], examples, _dim()), ("uint8",), retry)
 
 
 def _convert(pkl: str, split: str, npy: str, retry: str) -> None:

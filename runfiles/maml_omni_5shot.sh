@@ -2,11 +2,9 @@
 # Table 1 cell: MAML, Omniglot 20-way 5-shot.
 # Meta-trains, then meta-tests (1000 episodes, --n_test_mc_samp 30) into results/maml/omni_5shot/results.json;
 # `python report.py results/` compares it with the paper.
-# Paper (Section 4) and original README disagree here; we follow the README's commands:
-#   paper: meta-batch B=6, 40K iterations; README: --metabatch 4, --n_train_iters 60000
-#   (both: inner step size 0.4, meta-learning rate 1e-3).
-# The README gives commands for meta-dropout only; the paper uses one setup for all models
-# (Section 4), so this run differs from runfiles/metadrop_omni_5shot.sh only in the model flags.
+# Source: the original repository's runfiles/maml_omni_5shot.sh (paper/hyperparameters.csv): --metabatch 4,
+# 60000 iterations and meta-lr 1e-3 (the paper's Section 4 says B=6, 40K and 1e-3; the original README
+# gives commands for meta-dropout only). Meta-test as every model's (paper/departures.csv).
 # Env: GPU_ID (default 0); DATA_ROOT (optional, passed on as --data_root).
 # Extra arguments go to both commands and win over the ones below, e.g. --seed 1 --savedir DIR.
 set -euo pipefail

@@ -404,7 +404,7 @@ def test_dockerignore_keeps_data_and_results_out():
     assert dockerignored("data/x/y.png", ["data/*", "!data/*.py"])  # the matcher itself
     assert not dockerignored("data/x.py", ["data/*", "!data/*.py"])
     kept = ["main.py", "get_data.py", "report.py", "requirements.txt", "Dockerfile", "docker-compose.yml"]
-    kept += [p.relative_to(REPO).as_posix() for p in REPO.glob("data/*.py")]
+    kept += [p.relative_to(REPO).as_posix() for p in [*REPO.glob("data/*.py"), *REPO.glob("data/*.json")]]
     kept += [p.relative_to(REPO).as_posix() for p in REPO.glob("paper/*")]
     kept += ["tests/test_docker.py", *runfile_services().values()]
     assert [p for p in kept if dockerignored(p, patterns)] == []

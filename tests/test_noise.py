@@ -115,21 +115,24 @@ def test_vib_kl_matches_the_closed_form_and_the_noise_std():
     sig_in = np.array([-1.0, 0.3, 2.0])
     n = 4000
     with tf.Graph().as_default():
-        phi = constant_net(init_phi(layer), 0, sig_in)
+        phi0 = init_phi(layer)
+        phi = constant_net(phi0, 0, sig_in)
         rng = np.random.default_rng(2)
         f = rng.normal(size=[n, 2, 2, 3])
         z, reg = layer.conv(phi, 0, tf.zeros([n, 2, 2, 1], F64), tf.constant(f), draw())
-        z, reg = run([z, reg])
+        z, reg, bias0 = run([z, reg, phi0["conv0_b"]])
+    # sigma starts at softplus(-5), as Alemi et al. (2017, Section 4.1).
+    np.testing.assert_allclose(softplus(bias0), np.log1p(np.exp(-5.0)), rtol=1e-12)
     sigma = softplus(sig_in)
-    # KL[N(f, sigma^2) || N(0, 1)] per unit, summed per example, averaged over examples.
+    # KL[N(f, sigma^2) || N(0, 1)] per unit, averaged over the block's units and the examples.
     kl = np.log(1 / sigma) + (sigma**2 + f**2) / 2 - 0.5
-    np.testing.assert_allclose(reg, 1e-2 * kl.reshape(n, -1).sum(1).mean(), rtol=1e-12)
+    np.testing.assert_allclose(reg, 1e-2 * kl.reshape(n, -1).mean(1).mean(), rtol=1e-12)
     eps = (z - f).reshape(-1, 3)
     assert np.all(np.abs(eps.std(0) - sigma) < 5 * sigma / np.sqrt(2 * len(eps)))
     # The Monte-Carlo KL estimate E_q[log q(z) - log p(z)] agrees within its standard error.
     logq = stats.norm.logpdf(z, f, sigma)
     logp = stats.norm.logpdf(z)
-    per_example = (logq - logp).reshape(n, -1).sum(1)
+    per_example = (logq - logp).reshape(n, -1).mean(1)
     assert abs(per_example.mean() - reg / 1e-2) < 4 * per_example.std() / np.sqrt(n)
 
 

@@ -27,15 +27,26 @@ SETTINGS = {
 }
 
 
-def write_result(root, sub, mean, setting="omni_1shot", ci95=0.2, n=1000, iters=60000, seed=0, **flags):
-    """A results.json as main.py --mode meta_test writes it; flags: maml/noise/metasgd/dataset/way/shot."""
+def write_result(
+    root, sub, mean, setting="omni_1shot", ci95=0.2, n=1000, iters=60000, seed=0, train=None, **flags
+):
+    """A results.json as main.py --mode meta_test writes it; flags: maml/noise/metasgd/dataset/way/shot.
+    With `train` (the training run's settings, its seed included), also the savedir's config.json,
+    and the file is results_test_seed<seed>.json when the evaluation's seed is another."""
     dataset, way, shot = SETTINGS.get(setting, (None, None, None))
     config = {"dataset": dataset, "way": way, "shot": shot, "seed": seed, "maml": False, "noise": "metadrop"}
     if flags.get("maml"):
         config["noise"] = "none"
     config.update(flags)
-    path = Path(root) / sub / "results.json"
+    name = (
+        "results.json"
+        if train is None or train.get("seed", seed) == seed
+        else f"results_test_seed{seed}.json"
+    )
+    path = Path(root) / sub / name
     path.parent.mkdir(parents=True, exist_ok=True)
+    if train is not None:
+        (path.parent / "config.json").write_text(json.dumps({**config, **train}))
     path.write_text(json.dumps({"mean": mean, "ci95": ci95, "n": n, "train_iters": iters, "config": config}))
     return path
 
@@ -129,8 +140,8 @@ def test_empty_folder_and_no_folder(tmp_path):
 
 
 def test_several_seeds_give_rows_and_a_mean_row(tmp_path):
-    # Path order differs from seed order on purpose.
-    write_result(tmp_path, "a", 99.10, "omni_5shot", seed=1, n=600)
+    # Path order differs from seed order on purpose; both evaluated on the test split's seed-0 episodes.
+    write_result(tmp_path, "a", 99.10, "omni_5shot", seed=0, n=600, train={"seed": 1})
     write_result(tmp_path, "b", 98.50, "omni_5shot", seed=0)
     rows = cell(paper_rows(tmp_path), "metadrop", "omni_5shot")
     assert [r["seed"] for r in rows] == ["0", "1", "mean of 2 (± sd)"]
@@ -272,3 +283,83 @@ def test_maml_and_metadrop_runs_are_in_all_three_tables(tmp_path):
         (row,) = [r for r in t[f"{name}: ours vs. published"] if r["ours"] != "—"]
         assert row["paper"] == "98.38 ± 0.07" and row["setting"] == "omni_5shot"
     assert "Other results (no published numbers)" not in t
+
+
+def write_episodes_result(root, sub, mean, digest, train, **flags):
+    """A result on a file of fixed episodes (results_<name>_<hash>.json) of a run trained with `train`."""
+    path = write_result(root, sub, mean, train=train, **flags)
+    return path.rename(path.with_name(f"results_eps_{digest}.json"))
+
+
+def test_adversarial_and_first_order_maml_have_rows_of_their_own(tmp_path):
+    write_result(tmp_path, "maml", 95.0, maml=True)
+    write_result(tmp_path, "adv", 80.0, maml=True, train={"adv_inner": "linf", "adv_eps": 0.1})
+    write_result(tmp_path, "fo", 90.0, maml=True, train={"first_order": True})
+    t = tables(report.report(str(tmp_path)))
+    for name in ("Table 1", "Table 2", "Table 3"):
+        (row,) = [r for r in t[f"{name}: ours vs. published"] if r["ours"] != "—"]
+        assert row["ours"] == "95.00 ± 0.20" and row["seed"] == "0"
+    other = {r["model"]: r["ours"] for r in t["Other results (no published numbers)"]}
+    assert other == {"maml+adv(linf,eps=0.1)": "80.00 ± 0.20", "maml+first_order": "90.00 ± 0.20"}
+
+
+def test_seed_is_the_training_seed_and_groups_follow_the_evaluation(tmp_path):
+    # Three models (training seeds 0, 1, 2) meta-tested on one file of episodes with --seed 0.
+    for s, acc in enumerate((96.0, 97.0, 98.0)):
+        write_episodes_result(tmp_path, f"s{s}", acc, "0123abcd", train={"seed": s})
+    # Another file of episodes, and the test split under two seeds: groups of their own.
+    write_episodes_result(tmp_path, "s0", 90.0, "89abcdef", train={"seed": 0})
+    write_result(tmp_path, "s1", 91.0, seed=1, train={"seed": 1})
+    write_result(tmp_path, "s2", 92.0, seed=1, train={"seed": 2})
+    write_result(tmp_path, "s0", 93.0, seed=0, train={"seed": 0})
+    rows = cell(paper_rows(tmp_path), "metadrop", "omni_1shot")
+    got = [(r["evaluated on"], r["seed"], r["ours"].split(" ")[0]) for r in rows]
+    assert got == [
+        ("test split seed 0", "0", "93.00"),
+        ("test split seed 1", "1", "91.00"),
+        ("test split seed 1", "2", "92.00"),
+        ("test split seed 1", "mean of 2 (± sd)", "91.50"),
+        ("episodes 0123abcd", "0", "96.00"),
+        ("episodes 0123abcd", "1", "97.00"),
+        ("episodes 0123abcd", "2", "98.00"),
+        ("episodes 0123abcd", "mean of 3 (± sd)", "97.00"),
+        ("episodes 89abcdef", "0", "90.00"),
+    ]
+
+
+def test_settings_that_change_a_result_separate_rows_and_are_shown(tmp_path):
+    base = {
+        "meta_lr": 1e-3,
+        "inner_lr": 0.1,
+        "n_steps": 5,
+        "metabatch": 4,
+        "query": 15,
+        "sampler": "independent",
+    }
+    write_result(tmp_path, "a", 96.0, train={**base, "seed": 0}, n_test_mc_samp=30)
+    write_result(tmp_path, "b", 97.0, train={**base, "seed": 1}, seed=0, n_test_mc_samp=30)
+    write_result(tmp_path, "c", 95.0, train={**base, "seed": 2, "meta_lr": 3e-4}, seed=0, n_test_mc_samp=30)
+    write_result(tmp_path, "d", 94.0, train={**base, "seed": 3}, seed=0, n_test_mc_samp=1)
+    rows = cell(paper_rows(tmp_path), "metadrop", "omni_1shot")
+    same = "inner_lr=0.1 n_steps=5 metabatch=4 query=15 sampler=independent"
+    assert [(r["seed"], r["settings"]) for r in rows] == [
+        ("2", f"meta_lr=0.0003 {same} mc=30"),
+        ("3", f"meta_lr=0.001 {same} mc=1"),
+        ("0", f"meta_lr=0.001 {same} mc=30"),
+        ("1", f"meta_lr=0.001 {same} mc=30"),
+        ("mean of 2 (± sd)", f"meta_lr=0.001 {same} mc=30"),
+    ]
+    assert rows[-1]["ours"] == "96.50 ± 0.71"
+
+
+def test_a_perturbation_hyperparameter_outside_the_row_separates_rows(tmp_path):
+    # Table 2's information dropout row names beta only; alpha_max changes the result too.
+    hp = {"beta": 1e-5, "alpha_max": 0.7}
+    write_result(tmp_path, "a", 94.0, noise="infodrop", noise_hp=hp)
+    write_result(tmp_path, "b", 93.0, noise="infodrop", noise_hp={**hp, "alpha_max": 0.5}, seed=0)
+    rows = tables(report.report(str(tmp_path)))["Table 2: ours vs. published"]
+    ours = [r for r in rows if r["ours"] != "—"]
+    assert [(r["ours"], r["settings"]) for r in ours] == [
+        ("93.00 ± 0.20", "beta=1e-05,alpha_max=0.5"),
+        ("94.00 ± 0.20", "beta=1e-05,alpha_max=0.7"),
+    ]

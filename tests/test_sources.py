@@ -2,6 +2,7 @@
 (tests/standin.py) served on 127.0.0.1: contents, class splits, resume, failures."""
 
 import os
+import urllib.parse
 
 import numpy as np
 import pytest
@@ -118,7 +119,7 @@ def test_svhn_validation_draw_and_ragged_test(tmp_path):
 # ---------------------------------------------------------------- every stand-in: resume, damage
 
 
-@pytest.mark.parametrize("name", sorted(standin.BUILDERS))
+@pytest.mark.parametrize("name", standin.sources())
 def test_interrupted_download_is_resumed_and_prepares_nothing_before(name, tmp_path, capsys):
     files, settings = standin.build(name, per_class=6)
     first = next(iter(files))
@@ -128,20 +129,21 @@ def test_interrupted_download_is_resumed_and_prepares_nothing_before(name, tmp_p
         assert run(name, root, server, settings) == 2
         err = capsys.readouterr().err
         assert first in err and "resume" in err
-        assert prepared(root) == [] and os.path.exists(os.path.join(root, first + PARTIAL))
+        parts = [f for _, _, names in os.walk(root) for f in names if f.endswith(PARTIAL)]
+        assert prepared(root) == [] and parts == [urllib.parse.unquote(first) + PARTIAL]
         with pytest.raises(DataError):
             data.load(name, root)
         server.serve(first, files[first])
-        server.hits.clear()
+        server.range_hits.clear()
         assert run(name, root, server, settings) == 0
         assert server.range_hits[f"/{first}"] == 1 and "resuming after" in capsys.readouterr().out
-    assert not any(f.endswith(PARTIAL) for f in os.listdir(root))
+    assert not any(f.endswith(PARTIAL) for _, _, names in os.walk(root) for f in names)
     with standin.patched(settings):
         ds = data.load(name, root)
     assert all(len(data.sizes(ds.split(s))) for s in ds.splits)
 
 
-@pytest.mark.parametrize("name", sorted(standin.BUILDERS))
+@pytest.mark.parametrize("name", standin.sources())
 def test_truncated_archive_prepares_nothing(name, tmp_path, capsys):
     files, settings = standin.build(name, per_class=6)
     first = next(iter(files))
@@ -154,7 +156,7 @@ def test_truncated_archive_prepares_nothing(name, tmp_path, capsys):
     assert prepared(root) == []
 
 
-@pytest.mark.parametrize("folder", ["cifar", "svhn", "mimgnet"])
+@pytest.mark.parametrize("folder", ["cifar", "cub"])
 def test_seed_002_shims_prepare_their_own_folder(folder):
     """`cd ./data/<folder> && python get_data.py` (seed 002's README) runs get_data.py for that folder's
     dataset into that folder: a closed port gives the download's clear error, nothing else."""
@@ -173,3 +175,229 @@ def test_seed_002_shims_prepare_their_own_folder(folder):
     assert p.returncode == 2 and "network error" in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert f"--dataset {folder} --data_root {here}" in p.stderr
     assert sorted(os.listdir(here)) == before
+
+
+# ---------------------------------------------------------------- CUB
+
+
+def test_cub_ood_classes_drop_grayscale_and_official_split(tmp_path):
+    root = str(tmp_path / "cub")
+    standin.prepare("cub", root, per_class=4)
+    ds = data.load("cub", root)
+    assert sorted(ds.splits) == ["test", "val"] and ds.shape == (84, 84, 3)
+    for split, mod4 in (("val", 2), ("test", 0)):
+        x = ds.split(split)
+        ids = [c for c in range(1, 201) if c % 4 == mod4]
+        assert len(data.sizes(x)) == 50
+        for j, cid in enumerate(ids):
+            cls = x[j] if isinstance(x, Ragged) else x[j]
+            got = decode(np.rint(np.asarray(cls) * 255))
+            gray = (cid - 1) % 5 == 0
+            assert got.tolist() == [[cid - 1, k, TRAIN_TAG] for k in range(4) if not (gray and k == 1)]
+    files, settings = standin.build("cub_official", per_class=4)
+    with standin.serving(files) as server:
+        assert run("cub_official", root, server, settings) == 0
+        assert sum(server.hits.values()) == 0  # the archive is there
+    off = data.load("cub_official", root)
+    train, test = off.split("train"), off.split("test")
+    assert train.shape == (200, 2, 84 * 84 * 3) and test.shape == (200, 2, 84 * 84 * 3)
+    for c in range(200):  # official: grayscale kept as RGB (gray value (16 c + k) % 256)
+        gray = [(16 * c + 1) % 256] * 3 if c % 5 == 0 else [c, 1, TRAIN_TAG]
+        assert decode(np.rint(train[c] * 255)).tolist() == [[c, 0, TRAIN_TAG], gray]
+        assert decode(np.rint(test[c] * 255)).tolist() == [[c, k, TRAIN_TAG] for k in (2, 3)]
+
+
+# ---------------------------------------------------------------- Fashion-MNIST, GTSRB
+
+
+def test_fashion_mnist_gray_to_rgb_32(tmp_path):
+    root = str(tmp_path / "fm")
+    standin.prepare("fashion-mnist", root, per_class=3)
+    ds = data.load("fashion-mnist", root)
+    assert sorted(ds.splits) == ["test"] and ds.shape == (32, 32, 3)
+    x = ds.split("test")
+    assert x.shape == (10, 3, 3072)
+    for c in range(10):  # a solid gray (16 c + k) stays solid when resized, repeated to RGB
+        np.testing.assert_array_equal(
+            np.rint(x[c] * 255), np.repeat([[16 * c + k] for k in range(3)], 3072, 1)
+        )
+
+
+def test_traffic_classes_in_folder_order_images_by_name(tmp_path):
+    root = str(tmp_path / "traffic")
+    standin.prepare("traffic", root, per_class=3)
+    ds = data.load("traffic", root)
+    x = ds.split("test")
+    assert sorted(ds.splits) == ["test"] and isinstance(x, Ragged) and ds.shape == (32, 32, 3)
+    assert x.sizes.tolist() == [3 + c % 3 for c in range(43)]
+    for c in range(43):  # file k is named k//2, k%2: name order is k order
+        assert decode(x.images[x.offsets[c] : x.offsets[c + 1]]).tolist() == [
+            [c, k, TRAIN_TAG] for k in range(3 + c % 3)
+        ]
+
+
+def test_vgg_flower_hard_coded_classes_in_0_1(tmp_path):
+    root = str(tmp_path / "flower")
+    standin.prepare("vgg_flower", root, per_class=3)
+    ds = data.load("vgg_flower", root)
+    lists = read_json(CLASSES_JSON)["vgg_flower"]
+    assert ds.shape == (32, 32, 3)
+    for split in ("train", "val", "test"):
+        x = ds.split(split)
+        assert isinstance(x, Ragged) and len(x) == len(lists[split])
+        for j, name in enumerate(lists[split]):
+            label = int(name[:3])
+            assert x[j].max() <= 1 and x[j].dtype == np.float32  # normalised (spec Q8)
+            got = decode(np.rint(x[j] * 255))
+            assert got.tolist() == [[label - 1, k, TRAIN_TAG] for k in range(3 + label % 4)]
+
+
+def test_aircraft_bounding_box_crop_variant_split_and_official_view(tmp_path):
+    root = str(tmp_path / "aircraft")
+    standin.prepare("aircraft", root, per_class=6)
+    ds = data.load("aircraft", root)
+    lists = read_json(CLASSES_JSON)["aircraft"]
+    variants = sorted(v for split in lists.values() for v in split)
+    assert ds.shape == (32, 32, 3) and {s: len(lists[s]) for s in lists} == {
+        "train": 70,
+        "val": 15,
+        "test": 15,
+    }
+    for split in ("train", "val", "test"):
+        x = np.rint(ds.split(split) * 255)
+        assert x.shape == (len(lists[split]), 6, 3072)
+        for j, v in enumerate(lists[split]):  # cropped: no white border pixel survives
+            c = variants.index(v)
+            assert (x[j].reshape(6, -1, 3) == x[j].reshape(6, -1, 3)[:, :1]).all()
+            assert sorted(decode(x[j]).tolist()) == [[c, k, TRAIN_TAG] for k in range(6)]
+    files, settings = standin.build("aircraft_official", per_class=6)
+    with standin.serving(files) as server:
+        assert run("aircraft_official", root, server, settings) == 0
+        assert sum(server.hits.values()) == 0
+    off = data.load("aircraft_official", root)
+    train, test = off.split("train"), off.split("test")
+    assert (
+        off.shape == (84, 84, 3)
+        and train.shape == (100, 4, 84 * 84 * 3)
+        and test.shape == (100, 2, 84 * 84 * 3)
+    )
+    assert (train.max(axis=2) == 1).all()  # whole images: the white border is kept
+    images, labels = data.labelled(test)
+    assert images.shape == (200, 84 * 84 * 3) and labels.tolist() == np.repeat(np.arange(100), 2).tolist()
+
+
+def test_quickdraw_reads_the_first_drawings_of_each_category(tmp_path):
+    root = str(tmp_path / "qd")
+    files, settings = standin.build("quickdraw", per_class=3)
+    with standin.serving(files) as server:
+        assert run("quickdraw", root, server, settings) == 0
+        assert len(server.range_hits) == 345  # only the start of each file was asked for
+    ds = data.load("quickdraw", root)
+    lists = read_json(CLASSES_JSON)["quickdraw"]
+    names = sorted(n for split in lists.values() for n in split)
+    assert len(names) == len(set(names)) == 345 and "The Eiffel Tower" in names
+    for split, n in (("train", 241), ("val", 52), ("test", 52)):
+        x = ds.split(split)
+        assert x.shape == (n, 3, 3072)
+        for j in (0, n - 1):
+            c = names.index(lists[split][j])
+            np.testing.assert_array_equal(
+                np.rint(x[j] * 255), np.repeat([[(16 * c + k) % 256] for k in range(3)], 3072, 1)
+            )
+
+
+# ---------------------------------------------------------------- the interface
+
+
+def test_ragged_labelled_and_splits_against_loops():
+    rng = np.random.default_rng(0)
+    classes = [rng.integers(0, 256, (n, 6), dtype=np.uint8) for n in (3, 1, 4)]
+    r = Ragged.of(classes)
+    assert len(r) == 3 and r.sizes.tolist() == [3, 1, 4] and r.offsets.tolist() == [0, 3, 4, 8]
+    for c, x in enumerate(classes):
+        assert r[c].dtype == np.float32
+        np.testing.assert_allclose(r[c], x.astype(np.float64) / 255, rtol=1e-6)
+    images, labels = data.labelled(r)
+    rows = [(x[i], c) for c, x in enumerate(classes) for i in range(len(x))]
+    np.testing.assert_array_equal(images, np.stack([row for row, _ in rows]))
+    assert labels.tolist() == [c for _, c in rows] and data.sizes(r).tolist() == [3, 1, 4]
+    dense = rng.random((2, 3, 6)).astype(np.float32)
+    images, labels = data.labelled(dense)
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1] and (images[4] == dense[1, 1]).all()
+    # Splits: equal class sizes become float32 [classes, examples, D], others stay Ragged uint8
+    from data.files import Splits
+
+    even = Ragged.of([x[:1] for x in classes])
+    s = Splits({"a": r, "b": even})
+    assert s["a"] is r and s["b"].dtype == np.float32 and s["b"].shape == (3, 1, 6)
+    np.testing.assert_array_equal(s["b"][2, 0], classes[2][0] / np.float32(255))
+    assert s["b"] is s["b"]  # converted once
+
+
+def test_metadrop_data_moves_every_default_root(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path))
+    assert data.default_root("svhn") == str(tmp_path / "svhn")
+    assert data.default_root("cub_official") == str(tmp_path / "cub")
+    with pytest.raises(
+        DataError,
+        match=f"{tmp_path}/svhn/val.offsets.npy is missing; run: python get_data.py --dataset svhn$",
+    ):
+        data.load("svhn")
+    monkeypatch.delenv(data.DATA_ENV)
+    assert data.default_root("svhn") == "./data/svhn"
+
+
+def test_the_datasets_of_seeds_002_and_004_have_stand_ins():
+    """tests/standin.py prepares each of them (seed 002's commands run on stand-ins)."""
+    names = ["cifar", "svhn", "mimgnet", "cub", "aircraft", "quickdraw", "vgg_flower", "traffic"]
+    names += ["fashion-mnist", "small_cifar_100", "aircraft_official", "cub_official"]
+    assert [n for n in names if n not in standin.BUILDERS or n not in data.DATASETS] == []
+
+
+def test_mimgnet_stand_in_loads_in_a_fresh_process(tmp_path):
+    """A stand-in's smaller classes load without the stand-in's settings (main.py runs on them)."""
+    import subprocess
+    import sys
+
+    root = str(tmp_path / "mimgnet")
+    standin.prepare("mimgnet", root, per_class=3)
+    splits = "('train', 'val', 'test')"
+    code = f"import data; ds = data.load('mimgnet', {root!r}); print(*(ds.split(s).shape for s in {splits}))"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[0] == "(64, 3, 21168) (16, 3, 21168) (20, 3, 21168)"
+
+
+def test_save_classes_round_trip_and_a_split_without_offsets_is_not_prepared(tmp_path):
+    from data.files import open_classes, save_classes
+
+    classes = [
+        np.full((2, 4, 4, 3), 7, np.uint8),
+        np.zeros((0, 4, 4, 3), np.uint8),
+        np.ones((3, 4, 4, 3), np.uint8),
+    ]
+    save_classes(str(tmp_path), "p_", "train", classes)
+    r = open_classes(str(tmp_path), "p_", "train", 3, 48, "retry me")
+    assert r.sizes.tolist() == [2, 0, 3] and (r.images[:2] == 7).all() and (r.images[2:] == 1).all()
+    with pytest.raises(DataError, match="expected \\(5,\\); delete it and run: retry me"):
+        open_classes(str(tmp_path), "p_", "train", 4, 48, "retry me")  # another class count
+    save_classes(str(tmp_path), "p_", "train", classes[:1])  # rewritten: offsets go first
+    assert open_classes(str(tmp_path), "p_", "train", 1, 48, "retry me").sizes.tolist() == [2]
+    os.remove(tmp_path / "p_train.offsets.npy")  # as if killed while writing the images
+    with pytest.raises(DataError, match="p_train.offsets.npy is missing; run: retry me"):
+        open_classes(str(tmp_path), "p_", "train", 1, 48, "retry me")
+
+
+def test_a_server_without_range_requests_sends_the_file_again(tmp_path, capsys):
+    files, settings = standin.build("svhn", per_class=6)
+    first = next(iter(files))
+    root = str(tmp_path / "svhn")
+    with standin.serving(files) as server:
+        server.ranges = False
+        server.serve(first, files[first], cut=True)
+        assert run("svhn", root, server, settings) == 2
+        server.serve(first, files[first])
+        assert run("svhn", root, server, settings) == 0
+    assert "does not resume downloads; downloading it again" in capsys.readouterr().out
+    with open(os.path.join(root, first), "rb") as f:
+        assert f.read() == files[first]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Table 2 cell: MAML + Information Dropout (ReLU ver.) (beta=0.0001), miniImageNet 5-way 1-shot.
-# Written by runfiles/make_tables.py from runfiles/metadrop_mimgnet_1shot.sh (Table 1's
-# hyperparameters, Section 4) with the row's perturbation; that file cites them.
+# Written by runfiles/make_tables.py from runfiles/maml_mimgnet_1shot.sh (Table 1's
+# hyperparameters, Section 4) with the row's perturbation; paper/hyperparameters.csv
+# and paper/departures.csv give their sources.
 # Meta-trains, then meta-tests into results/table2/infodrop_beta1e-4/mimgnet_1shot/results.json;
 # `python report.py results/` puts it beside the paper's number.
 # Env: GPU_ID (default 0); DATA_ROOT (optional, passed on as --data_root).
@@ -9,5 +10,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-python main.py --gpu_id ${GPU_ID:-0} --savedir './results/table2/infodrop_beta1e-4/mimgnet_1shot' --dataset 'mimgnet' --noise 'infodrop' --noise_hp 'beta=0.0001' --mode 'meta_train' --metabatch 4 --n_steps 5 --inner_lr 0.01 --way 5 --shot 1 --query 15 --n_train_iters 60000 --meta_lr 1e-4 --n_test_mc_samp 1 ${DATA_ROOT:+--data_root "$DATA_ROOT"} "$@"
-python main.py --gpu_id ${GPU_ID:-0} --savedir './results/table2/infodrop_beta1e-4/mimgnet_1shot' --dataset 'mimgnet' --noise 'infodrop' --noise_hp 'beta=0.0001' --mode 'meta_test' --metabatch 1 --n_steps 5 --inner_lr 0.01 --way 5 --shot 1 --query 15 --n_train_iters 60000 --meta_lr 1e-4 --n_test_mc_samp 30 ${DATA_ROOT:+--data_root "$DATA_ROOT"} "$@"
+python main.py --gpu_id ${GPU_ID:-0} --savedir './results/table2/infodrop_beta1e-4/mimgnet_1shot' --dataset 'mimgnet' --mode 'meta_train' --noise 'infodrop' --noise_hp 'beta=0.0001' --metabatch 4 --n_steps 5 --inner_lr 0.01 --way 5 --shot 1 --query 15 --n_train_iters 60000 --meta_lr 1e-4 --n_test_mc_samp 1 ${DATA_ROOT:+--data_root "$DATA_ROOT"} "$@"
+python main.py --gpu_id ${GPU_ID:-0} --savedir './results/table2/infodrop_beta1e-4/mimgnet_1shot' --dataset 'mimgnet' --mode 'meta_test' --noise 'infodrop' --noise_hp 'beta=0.0001' --metabatch 1 --n_steps 5 --inner_lr 0.01 --way 5 --shot 1 --query 15 --n_train_iters 60000 --meta_lr 1e-4 --n_test_mc_samp 30 ${DATA_ROOT:+--data_root "$DATA_ROOT"} "$@"

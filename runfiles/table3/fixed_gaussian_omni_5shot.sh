@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Table 3 cell: MAML + Fixed Gaussian, Omniglot 20-way 5-shot.
-# Written by runfiles/make_tables.py from runfiles/metadrop_omni_5shot.sh (Table 1's
-# hyperparameters, Section 4) with the row's perturbation; that file cites them.
+# Written by runfiles/make_tables.py from runfiles/maml_omni_5shot.sh (Table 1's
+# hyperparameters, Section 4) with the row's perturbation; paper/hyperparameters.csv
+# and paper/departures.csv give their sources.
 # Meta-trains, then meta-tests into results/table3/fixed_gaussian/omni_5shot/results.json;
 # `python report.py results/` puts it beside the paper's number.
 # Env: GPU_ID (default 0); DATA_ROOT (optional, passed on as --data_root).
@@ -9,5 +10,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-python main.py --gpu_id ${GPU_ID:-0} --savedir './results/table3/fixed_gaussian/omni_5shot' --dataset 'omniglot' --noise 'fixed_gaussian' --mode 'meta_train' --metabatch 4 --n_steps 5 --inner_lr 0.4 --way 20 --shot 5 --query 15 --n_train_iters 60000 --meta_lr 1e-3 --n_test_mc_samp 1 ${DATA_ROOT:+--data_root "$DATA_ROOT"} "$@"
-python main.py --gpu_id ${GPU_ID:-0} --savedir './results/table3/fixed_gaussian/omni_5shot' --dataset 'omniglot' --noise 'fixed_gaussian' --mode 'meta_test' --metabatch 1 --n_steps 5 --inner_lr 0.4 --way 20 --shot 5 --query 15 --n_train_iters 60000 --meta_lr 1e-3 --n_test_mc_samp 30 ${DATA_ROOT:+--data_root "$DATA_ROOT"} "$@"
+python main.py --gpu_id ${GPU_ID:-0} --savedir './results/table3/fixed_gaussian/omni_5shot' --dataset 'omniglot' --mode 'meta_train' --noise 'fixed_gaussian' --metabatch 4 --n_steps 5 --inner_lr 0.4 --way 20 --shot 5 --query 15 --n_train_iters 60000 --meta_lr 1e-3 --n_test_mc_samp 1 ${DATA_ROOT:+--data_root "$DATA_ROOT"} "$@"
+python main.py --gpu_id ${GPU_ID:-0} --savedir './results/table3/fixed_gaussian/omni_5shot' --dataset 'omniglot' --mode 'meta_test' --noise 'fixed_gaussian' --metabatch 1 --n_steps 5 --inner_lr 0.4 --way 20 --shot 5 --query 15 --n_train_iters 60000 --meta_lr 1e-3 --n_test_mc_samp 30 ${DATA_ROOT:+--data_root "$DATA_ROOT"} "$@"
