@@ -348,12 +348,24 @@ class Model:
         ytr: tf.Tensor,
         xte: tf.Tensor,
         n_samp: int,
-        balances: list[taml.Balance],
+        post: taml.Posterior,
+        eps: dict[str, tf.Tensor],
         mask: tf.Tensor | None = None,
     ) -> tf.Tensor:
-        """Query probabilities [M, way] averaged over the balances, each with its own inner loop (E10)."""
-        probs = [tf.nn.softmax(self.forward(xte, self.adapt(xtr, ytr, n_samp, mask, b))[1]) for b in balances]
-        return tf.add_n(probs) / len(probs)
+        """Query probabilities [M, way] averaged over S posterior draws phi~ = mu + sigma * eps_s
+        (eps: [S, ...] per enabled variable; zeros: the posterior means), each with its own inner loop
+        (E10). The draws run one after the other in a tf.map_fn, so the graph holds one inner loop
+        whatever S; without balancing variables (eps empty), one plain pass."""
+
+        def probs(balance: taml.Balance) -> tf.Tensor:
+            return tf.nn.softmax(self.forward(xte, self.adapt(xtr, ytr, n_samp, mask, balance))[1])
+
+        if not eps:
+            return probs(taml.Balance())
+        each = tf.map_fn(
+            lambda e: probs(post.at(e)), eps, fn_output_signature=self.arch.dtype, parallel_iterations=1
+        )
+        return tf.reduce_mean(each, axis=0)
 
     def evaluate(self, ep: dict[str, tf.Tensor], n_samp: int, n_mc: int) -> tuple[tf.Tensor, tf.Tensor]:
         """Meta-test (E10): mean query negative log-likelihood of the predictive probabilities and
@@ -362,9 +374,12 @@ class Model:
         nll, accs = [], []
         for t in range(ep["xtr"].shape[0]):
             post, mask = self._posterior(ep, t)
-            draws = n_mc if n_mc > 0 and self.learner.enabled else 0
-            balances = [post.sample(self._draw()) for _ in range(draws)] or [post.mean()]
-            p = self.predict(ep["xtr"][t], ep["ytr"][t], ep["xte"][t], n_samp, balances, mask)
+            eps = (
+                post.noise(self._draw(), n_mc)
+                if n_mc > 0
+                else {k: tf.zeros_like(v)[None] for k, v in post.mu.items()}
+            )
+            p = self.predict(ep["xtr"][t], ep["ytr"][t], ep["xte"][t], n_samp, post, eps, mask)
             y = ep["yte"][t]
             nll.append(-tf.reduce_mean(tf.reduce_sum(y * tf.math.log(tf.maximum(p, 1e-30)), axis=-1)))
             accs.append(accuracy(p, y))

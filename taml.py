@@ -160,10 +160,17 @@ class Posterior:
         """The posterior means E_q[phi~] plugged in (validation; E10's "naive" prediction)."""
         return self.balance(self.mu)
 
+    def at(self, eps: dict[str, tf.Tensor]) -> Balance:
+        """The Balance of phi~ = mu + sigma * eps, eps of each variable's shape (reparameterisation)."""
+        return self.balance({k: mu + tf.nn.softplus(self.rho[k]) * eps[k] for k, mu in self.mu.items()})
+
+    def noise(self, draw: Draw, n: int) -> dict[str, tf.Tensor]:
+        """n draws of eps ~ N(0, I) for each variable, stacked on axis 0: [n, ...]."""
+        return {k: draw.normal(tf.concat([[n], tf.shape(mu)], 0)) for k, mu in self.mu.items()}
+
     def sample(self, draw: Draw) -> Balance:
         """One reparameterised draw phi~ = mu + sigma * eps, eps ~ N(0, I) (spec 1.6)."""
-        phi = {k: mu + tf.nn.softplus(self.rho[k]) * draw.normal(tf.shape(mu)) for k, mu in self.mu.items()}
-        return self.balance(phi)
+        return self.at({k: v[0] for k, v in self.noise(draw, 1).items()})
 
 
 @dataclass(frozen=True)

@@ -311,41 +311,53 @@ def test_batch_norm_invariances_behind_quirks_q5_q6():
 
 
 def test_mc_prediction_averages_probabilities():
-    # T10: predict averages softmax probabilities over the draws (not logits); S identical draws give
+    # T10: predict averages softmax probabilities over the draws (not logits), each draw with its own
+    # inner loop: against the inner loops of the same draws built one by one; S identical draws give
     # the one draw's; evaluate(n_mc=0) is the posterior-mean pass of meta_batch(sample=False), and
     # evaluate's accuracy is the argmax of its averaged probabilities.
     ep = anyshot(SHOTS[:1])
+    rng = np.random.default_rng(3)
     with tf.Graph().as_default():
         model = build(taml.get(**ALL), metasgd=True)
         ph = model.placeholders(1, 0, QUERY, "t", max_shot=MAX_SHOT)
         post, mask = model._posterior(ph, 0)
-        args = (ph["xtr"][0], ph["ytr"][0], ph["xte"][0], 1)
-        b1, b2 = post.sample(model._draw()), post.sample(model._draw())
-        both = model.predict(*args, [b1, b2], mask)
-        one = [model.predict(*args, [b], mask) for b in (b1, b2)]
-        thrice = model.predict(*args, [b1, b1, b1], mask)
-        logits = [
-            model.forward(ph["xte"][0], model.adapt(ph["xtr"][0], ph["ytr"][0], 1, mask, b))[1]
-            for b in (b1, b2)
-        ]
-        _, acc_mean = model.evaluate(ph, 1, 0)
+        xtr, ytr, xte = ph["xtr"][0], ph["ytr"][0], ph["xte"][0]
+        shapes = {"omega": [ARCH.way], "gamma": [ARCH.n_blocks + 1], "z": [2 * ARCH.n_blocks * ARCH.filters]}
+        eps = {k: tf.constant(rng.standard_normal([2] + v)) for k, v in shapes.items()}
+        both = model.predict(xtr, ytr, xte, 1, post, eps, mask)
+        thrice = model.predict(
+            xtr, ytr, xte, 1, post, {k: tf.stack([v[0]] * 3) for k, v in eps.items()}, mask
+        )
+        logits = []
+        for s in range(2):
+            theta = model.adapt(xtr, ytr, 1, mask, post.at({k: v[s] for k, v in eps.items()}))
+            logits.append(model.forward(xte, theta)[1])
+        loss_mean, acc_mean = model.evaluate(ph, 1, 0)
+        loss_mc, _ = model.evaluate(ph, 1, 3)
         _, acc_val = model.meta_batch(ph, 1, sample=False)
-        mean_p = model.predict(*args, [post.mean()], mask)
+        zero = {k: tf.zeros([1] + v, tf.float64) for k, v in shapes.items()}
+        mean_p = model.predict(xtr, ytr, xte, 1, post, zero, mask)
         with session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             set_values(sess, model)
             feed = {**feed_of(ph, ep), model.noise_seed: SEED}
-            both, one, thrice, logits, acc_mean, acc_val, mean_p = sess.run(
-                [both, one, thrice, logits, acc_mean, acc_val, mean_p], feed
+            other = sess.run(loss_mc, {**feed, model.noise_seed: SEED + 1})
+            both, thrice, logits, loss_mean, acc_mean, acc_val, mean_p, loss_mc = sess.run(
+                [both, thrice, logits, loss_mean, acc_mean, acc_val, mean_p, loss_mc], feed
             )
-    np.testing.assert_allclose(both, (one[0] + one[1]) / 2, rtol=1e-13)
-    np.testing.assert_allclose(thrice, one[0], rtol=1e-13)
+    one = [np.exp(z) / np.exp(z).sum(-1, keepdims=True) for z in logits]
+    np.testing.assert_allclose(both, (one[0] + one[1]) / 2, rtol=1e-10)
+    np.testing.assert_allclose(thrice, one[0], rtol=1e-10)
     z = (logits[0] + logits[1]) / 2
     softmax_of_mean_logits = np.exp(z) / np.exp(z).sum(-1, keepdims=True)
     assert np.max(np.abs(both - softmax_of_mean_logits)) > 1e-6
     assert np.max(np.abs(one[0] - one[1])) > 1e-6  # the draws differ
     np.testing.assert_array_equal(acc_mean, acc_val)
-    np.testing.assert_allclose(acc_mean[0], np.mean(mean_p.argmax(-1) == ep["yte"][0].argmax(-1)))
+    y = ep["yte"][0]
+    np.testing.assert_allclose(acc_mean[0], np.mean(mean_p.argmax(-1) == y.argmax(-1)))
+    np.testing.assert_allclose(loss_mean, -np.mean(np.log(np.sum(mean_p * y, -1))), rtol=1e-12)
+    assert np.isfinite(loss_mc) and abs(loss_mc - loss_mean) > 1e-6  # 3 draws, not the means
+    assert abs(loss_mc - other) > 1e-6  # the draws follow the seed
 
 
 def test_inference_network_size_matches_the_original():
