@@ -1,8 +1,9 @@
 """Seconds and peak memory per meta-train step of MAML, Meta-SGD and Bayesian TAML at one any-shot
 episode shape (seed 002's CIFAR-FS setting by default), each model in a process of its own.
 
-    python bench/learners.py            # 5-way, max_shot 50, 15 queries, meta-batch 4, 32x32x3, K = 5
-    python bench/learners.py --quick    # a small shape: checks that it runs
+    python bench/learners.py                  # 5-way, max_shot 50, 15 queries, meta-batch 4, 32x32x3, K = 5
+    python bench/learners.py --shape small    # max_shot 10, meta-batch 2 (bench/RESULTS.md)
+    python bench/learners.py --shape quick    # a tiny shape, K = 1: checks that it runs
 
 The three processes are built first, then step in turn, one step each per round in a rotating
 order, so that the load of a shared machine weighs on all alike ("first step": graph building,
@@ -32,7 +33,8 @@ MODELS = {  # model -> (Meta-SGD's alpha, balancing switches)
     "Bayesian TAML": (True, {"omega": True, "gamma": True, "z": True}),
 }
 SHAPES = {  # way, max_shot, query, metabatch, hw, n_steps
-    "full": (5, 50, 15, 4, 32, 5),
+    "cifar": (5, 50, 15, 4, 32, 5),  # seed 002's CIFAR-FS runs: 5-8 GiB per process here
+    "small": (5, 10, 15, 2, 32, 5),  # what a shared 2-core, 24 GiB machine holds three times
     "quick": (5, 5, 3, 2, 32, 1),
 }
 
@@ -92,26 +94,25 @@ def child(model_name: str, shape: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a small shape and 2 rounds")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="cifar", help="episode shape (see SHAPES)")
     p.add_argument("--rounds", type=int, default=5, help="timed steps per model (median reported)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
-    shape, rounds = ("quick", 2) if args.quick else ("full", args.rounds)
     if args.child:
-        child(args.child, shape)
+        child(args.child, args.shape)
         return
-    way, max_shot, query, n_tasks, hw, n_steps = SHAPES[shape]
+    way, max_shot, query, n_tasks, hw, n_steps = SHAPES[args.shape]
     print(
         f"{way}-way, max_shot {max_shot}, {query} queries, meta-batch {n_tasks}, {hw}x{hw}x3, K = {n_steps}"
     )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
     procs, first = {}, {}
     for name in MODELS:  # built one after the other; all kept waiting for their steps
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", name] + ["--quick"] * args.quick
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--shape", args.shape]
         procs[name] = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         first[name] = json.loads(procs[name].stdout.readline())
     times: dict[str, list[float]] = {name: [] for name in MODELS}
-    for r in range(rounds):  # one step of each model per round, in a rotating order
+    for r in range(args.rounds):  # one step of each model per round, in a rotating order
         names = list(MODELS)[r % len(MODELS) :] + list(MODELS)[: r % len(MODELS)]
         for name in names:
             procs[name].stdin.write("step\n")
