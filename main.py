@@ -836,8 +836,9 @@ def meta_test(args: argparse.Namespace) -> None:
     ckpts = Checkpoints(args.savedir)
     train_log = os.path.join(args.savedir, "meta_train.log")
     text = open(train_log).read() if os.path.exists(train_log) else ""
-    step = select_step(text, args.select, ckpts.steps())
-    if step is None and ckpts.steps():
+    # --select last: the newest readable checkpoint (an unreadable one falls back to an older one)
+    step = None if args.select == "last" else select_step(text, args.select, ckpts.steps())
+    if step is None and args.select != "last" and ckpts.steps():
         raise UsageError(
             f"--select {args.select}: {train_log} has no validation line of a kept checkpoint "
             f"(kept: {', '.join(f'model-{s}' for s in ckpts.steps())}); use --select last"
@@ -871,8 +872,8 @@ def meta_test(args: argparse.Namespace) -> None:
                 settings += f", {args.n_mc_samples} posterior draws"
             log(
                 os.path.join(args.savedir, "meta_test.log"),
-                f"{line} ({len(accs)} episodes from {source}, {settings}, checkpoint {ckpt} "
-                f"(--select {args.select})) -> {name}",
+                f"{line} ({len(accs)} episodes from {source}, {settings}, --select {args.select}, "
+                f"checkpoint {ckpt}) -> {name}",
             )
             result = {
                 "mean": mean,
