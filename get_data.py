@@ -10,6 +10,8 @@
                                                   # stanford_cars): docs/datasets-metaperturb.md
     python get_data.py --dataset omniglot_small --episodes eps.npz --split test --way 5 --shot 1 \\
         --query 15 --n_episodes 1000 --seed 0
+    python get_data.py --dataset digits --episodes anyshot.npz --split test --way 5 --max_shot 50 \
+        --query 15 --n_episodes 1000 --seed 0   # any-shot episodes (Bayesian TAML, seed 002)
 
 A re-run skips whatever is already complete and resumes an interrupted download. Data roots default
 to $METADROP_DATA/<dataset> ($METADROP_DATA defaults to ./data). Seed 002's form, `cd ./data/cifar &&
@@ -55,19 +57,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     e.add_argument("--split", choices=SPLITS, help=f"default {EPISODE_FLAGS['split']}")
     for name in ("way", "shot", "query", "n_episodes"):
         e.add_argument(f"--{name}", type=int, help=f"default {EPISODE_FLAGS[name]}")
+    e.add_argument(
+        "--max_shot",
+        type=int,
+        default=None,
+        help="any-shot episodes instead of --shot: shots uniform on 1..max_shot per class or per task, "
+        "support padded to way*max_shot rows with a mask (main.py --max_shot)",
+    )
     e.add_argument("--seed", type=int, help="seeds numpy's default_rng (default 0)")
     p.add_argument(
         "--verbose", action="store_true", help=f"show TensorFlow's C++ log lines ({quiet.VERBOSE_ENV}=1)"
     )
     args = p.parse_args(argv)
-    given = [f"--{k}" for k in EPISODE_FLAGS if getattr(args, k) is not None]
+    given = [f"--{k}" for k in (*EPISODE_FLAGS, "max_shot") if getattr(args, k) is not None]
     if args.episodes is None and given:
         p.error(f"{', '.join(given)}: only with --episodes FILE.npz")
+    if args.max_shot is not None and args.shot is not None:
+        p.error("--shot and --max_shot exclude each other: fixed-shot or any-shot episodes")
     for k, default in EPISODE_FLAGS.items():
         if getattr(args, k) is None:
             setattr(args, k, default)
-    for k in ("way", "shot", "query", "n_episodes"):
-        if getattr(args, k) < 1:
+    for k in ("way", "shot", "query", "n_episodes", "max_shot"):
+        if getattr(args, k) is not None and getattr(args, k) < 1:
             p.error(f"--{k} must be at least 1")
     if args.seed < 0:
         p.error(f"--seed must be at least 0, not {args.seed}")
@@ -128,8 +139,19 @@ def prepare(args: argparse.Namespace) -> int:
         if args.episodes:
             split = data.load(args.dataset, root).split(args.split)
             meta = {"dataset": args.dataset, **{k: getattr(args, k) for k in EPISODE_FLAGS}}
+            if args.max_shot is not None:
+                del meta["shot"]
+                meta["max_shot"] = args.max_shot
             write_file(
-                args.episodes, split, args.way, args.shot, args.query, args.n_episodes, args.seed, meta
+                args.episodes,
+                split,
+                args.way,
+                args.shot,
+                args.query,
+                args.n_episodes,
+                args.seed,
+                meta,
+                max_shot=args.max_shot,
             )
             print(f"{args.episodes}: {args.n_episodes} episodes ({os.path.getsize(args.episodes)} bytes)")
     except data.DataError as e:

@@ -34,17 +34,20 @@ from data.prefetch import Prefetcher
 from savedir import (
     Checkpoints,
     UsageError,
+    best_steps,
     check_settings,
     check_writable,
     discard_unused,
     locked,
     read_config,
     reason,
+    select_step,
 )
 
 if TYPE_CHECKING:
     from tensorflow.compat.v1 import Session
 
+    from data import Split
     from noise import Perturbation
 
 MODES = ("meta_train", "meta_test", "export")
@@ -83,7 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--query", type=int, default=15)
     p.add_argument("--metabatch", type=int, default=4, help="tasks per iteration (or per meta-test run)")
     p.add_argument("--meta_lr", type=float, default=1e-3)
-    p.add_argument("--inner_lr", type=float, default=0.1)
+    p.add_argument(
+        "--inner_lr",
+        type=float,
+        default=None,
+        help="inner step size (Meta-SGD: its initial value); default 0.1, and with --max_shot the seed-002 "
+        "code's 0.5, or 0.01 with --alpha_on",
+    )
     p.add_argument("--n_steps", type=int, default=5, help="inner gradient steps")
     p.add_argument(
         "--n_test_mc_samp",
@@ -133,6 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " ('' for none; default %(default)s)",
     )
     add_attack_flags(p)
+    add_taml_flags(p)
     args = p.parse_args(argv)
     try:
         check_flags(args)
@@ -167,6 +177,7 @@ MAX_STEP = 1.0  # --meta_lr (Adam moves each weight by up to meta_lr), --inner_l
 def check_flags(args: argparse.Namespace) -> None:
     """Every flag's value, alone and with the others, without TensorFlow and before anything is
     written; fills in the perturbation's hyperparameters. UsageError saying what to do."""
+    check_taml_flags(args)  # first: it fills in the seed-002 defaults (--inner_lr, --noise)
     for name, least in COUNTS.items():
         if getattr(args, name) < least:
             why = " (a confidence interval needs two episodes)" if least == 2 else ""
@@ -246,6 +257,94 @@ def check_attack_flags(args: argparse.Namespace) -> None:
         raise UsageError("--adv_inner and --adv_eps go together: e.g. --adv_inner linf --adv_eps 0.005")
     if args.adv_eps is not None and not (math.isfinite(args.adv_eps) and args.adv_eps > 0):
         raise UsageError("--adv_eps must be a positive number")
+
+
+# Bayesian TAML (seed 002; docs/bayesian-taml.md). Its command line runs next to Meta-Dropout's; the
+# flags that mean the same thing are other names of Meta-Dropout's: --alpha_on = --metasgd (Meta-SGD),
+# --id_dataset = --dataset, --n_test_episodes (and the runfiles' prefix --n_test_episode) =
+# --n_test_iters, and -meta_lr (one dash: the seed's README, spec Q11) = --meta_lr.
+SELECT = ("last", "id", "id+ood")  # checkpoint selection rules of meta_test (spec Q7)
+
+
+def add_taml_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of Bayesian TAML's command line (seed 002, spec section 4)."""
+    g = p.add_argument_group("Bayesian TAML (seed 002): any-shot and out-of-distribution tasks")
+    alias = {"default": argparse.SUPPRESS}  # the original flag holds the default
+    g.add_argument(
+        "--id_dataset", dest="dataset", **alias, help="= --dataset; a comma list trains on each in turn"
+    )
+    g.add_argument("--ood_dataset", default=None, help="comma list of datasets evaluated out of distribution")
+    g.add_argument(
+        "--alpha_on", dest="metasgd", action="store_true", **alias, help="= --metasgd (Meta-SGD's alpha)"
+    )
+    g.add_argument(
+        "--n_test_episodes",
+        "--n_test_episode",
+        dest="n_test_iters",
+        type=int,
+        **alias,
+        help="= --n_test_iters",
+    )
+    g.add_argument(
+        "-meta_lr", dest="meta_lr", type=float, **alias, help="= --meta_lr (the seed's README's typo)"
+    )
+    g.add_argument(
+        "--max_shot",
+        type=int,
+        default=None,
+        help="any-shot episodes: shots uniform on 1..max_shot per class or per task (--shot unused)",
+    )
+    for k, what in (("omega", "class weights"), ("gamma", "per-layer step scales"), ("z", "initialisation")):
+        g.add_argument(f"--{k}_on", action="store_true", help=f"balancing variable {k}: {what} (taml.py)")
+    g.add_argument(
+        "--n_mc_samples",
+        type=int,
+        default=0,
+        help="meta_test: posterior draws of the balancing variables, each with its own inner loop "
+        "(0: the posterior means)",
+    )
+    g.add_argument(
+        "--select",
+        choices=SELECT,
+        default=None,
+        help="meta_test's checkpoint: the newest, or the best validation accuracy in distribution (id) "
+        "or summed with out of distribution (id+ood, the original's); default id+ood with --max_shot, "
+        "else last",
+    )
+
+
+def dataset_names(text: str | None) -> list[str]:
+    """The datasets of a comma list ("aircraft, quickdraw" -> ["aircraft", "quickdraw"])."""
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def check_taml_flags(args: argparse.Namespace) -> None:
+    """Normalise and check the seed-002 flags (before TensorFlow is imported)."""
+    ids, oods = dataset_names(args.dataset), dataset_names(args.ood_dataset)
+    for flag, names in (("--id_dataset", ids), ("--ood_dataset", oods)):
+        if len(set(names)) < len(names):
+            raise UsageError(f"{flag}: a dataset is named twice ({', '.join(names)})")
+    if not ids:
+        raise UsageError("--id_dataset (--dataset) names no dataset")
+    if set(ids) & set(oods):
+        raise UsageError(f"--ood_dataset: {', '.join(sorted(set(ids) & set(oods)))} is also in distribution")
+    if len(ids) > 1 and args.data_root is not None:
+        raise UsageError("--data_root is one dataset's folder: give a single --id_dataset with it")
+    args.dataset, args.ood_dataset = ",".join(ids), ",".join(oods) or None
+    if args.max_shot is not None and args.max_shot < 1:
+        raise UsageError("--max_shot must be at least 1")
+    if args.n_mc_samples < 0:
+        raise UsageError("--n_mc_samples must be at least 0 (0: the posterior means)")
+    if args.select is None:
+        args.select = "id+ood" if args.max_shot else "last"
+    if args.max_shot and args.mode == "export":
+        raise UsageError("--mode export traces fixed-shot two-way tasks: leave out --max_shot")
+    if args.max_shot and (args.attack or args.adv_inner):
+        raise UsageError("--attack and --adv_inner take fixed-shot tasks: leave out --max_shot")
+    if args.inner_lr is None:  # seed 002: scalar step 0.5, Meta-SGD's alpha starts at 0.01 (spec 1.2)
+        args.inner_lr = (0.01 if args.metasgd else 0.5) if args.max_shot else 0.1
+    if args.max_shot and args.noise is None and not args.maml:
+        args.noise = "none"  # seed 002's models have no perturbation (--noise adds one)
 
 
 def check_xla_cache(args: argparse.Namespace) -> None:
@@ -341,6 +440,25 @@ def make_noise(args: argparse.Namespace) -> Perturbation:
         raise UsageError(f"--noise: {e}") from e
 
 
+def check_split(args: argparse.Namespace, split: Split, name: str) -> None:
+    """DataError unless the split holds an episode of this run (fixed-shot or any-shot)."""
+    from data.episodes import check, check_anyshot
+
+    if args.max_shot:
+        check_anyshot(split, args.way, args.max_shot, args.query, name=name)
+    else:
+        check(split, args.way, args.shot, args.query, name=name)
+
+
+def episode_batch(args: argparse.Namespace, split: Split, n_tasks: int, rng: np.random.Generator) -> Batch:
+    """n_tasks episodes of a split: any-shot with --max_shot, else --shot with --sampler."""
+    from data.episodes import sample_anyshot_batch, sample_batch
+
+    if args.max_shot:
+        return sample_anyshot_batch(split, n_tasks, args.way, args.max_shot, args.query, rng)
+    return sample_batch(split, n_tasks, args.way, args.shot, args.query, rng, args.sampler)
+
+
 class Runner:
     """The graph, session and data for one invocation. `splits` are loaded and checked; with none
     (fixed episodes from a file), the network's image shape comes from the training run's config."""
@@ -349,15 +467,31 @@ class Runner:
         import tensorflow as tf
 
         import data
-        from data.episodes import check
+        import taml
         from model import Arch, Model
 
         self.tf, self.args = tf, args
         perturbation = make_noise(args)
+        self.ids, self.oods = dataset_names(args.dataset), dataset_names(args.ood_dataset)
+        self.datasets: dict[str, data.Dataset] = {}
         if splits:
-            self.dataset = data.load(args.dataset, args.data_root)
-            for s in splits:
-                check(self.dataset.split(s), args.way, args.shot, args.query, name=f"{args.dataset} {s}")
+            for i, name in enumerate(self.ids + self.oods):  # --data_root: the (single) ID dataset's
+                if name not in data.DATASETS:
+                    raise data.DataError(
+                        f"{'--id_dataset' if name in self.ids else '--ood_dataset'}: unknown dataset {name} "
+                        f"(known: {', '.join(sorted(data.DATASETS))})"
+                    )
+                self.datasets[name] = data.load(name, args.data_root if i == 0 else None)
+            self.dataset = self.datasets[self.ids[0]]
+            for name, d in self.datasets.items():
+                if d.shape != self.dataset.shape:
+                    raise data.DataError(
+                        f"{name} has {'x'.join(map(str, d.shape))} images, {self.ids[0]} "
+                        f"{'x'.join(map(str, self.dataset.shape))}: one network needs one image shape"
+                    )
+                for s in splits:
+                    if name in self.ids or s in d.splits:  # OOD datasets may lack a validation split
+                        check_split(args, d.split(s), f"{name} {s}")
             shape, filters = self.dataset.shape, self.dataset.filters
         else:
             assert saved is not None
@@ -366,6 +500,13 @@ class Runner:
         with self.graph.as_default():
             tf.compat.v1.set_random_seed(args.seed)
             arch = Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way)
+            learner = taml.get(
+                omega=args.omega_on,
+                gamma=args.gamma_on,
+                z=args.z_on,
+                max_shot=args.max_shot or args.shot,
+                zero_head=bool(args.max_shot),  # the seed-002 network's zero head (spec Q1)
+            )
             self.model = Model(
                 arch,
                 perturbation,
@@ -373,6 +514,7 @@ class Runner:
                 args.n_steps,
                 metasgd=args.metasgd,
                 first_order=args.first_order,
+                learner=learner,
             )
             if args.adv_inner:
                 from attack import Adversary
@@ -399,11 +541,16 @@ class Runner:
             config.graph_options.rewrite_options.disable_meta_optimizer = True
         return self.tf.compat.v1.Session(graph=self.graph, config=config)
 
-    def evaluator(self, n_tasks: int) -> Evaluator:
-        """A function running the inner loop with n_test_mc_samp samples (Algorithm 2)."""
+    def evaluator(self, n_tasks: int, n_mc: int = 0) -> Evaluator:
+        """A function running the inner loop with n_test_mc_samp noise samples (Algorithm 2) and,
+        for Bayesian TAML, n_mc posterior draws of the balancing variables (0: posterior means, E10)."""
+        a = self.args
         with self.compiled():
-            ph = self.model.placeholders(n_tasks, self.args.shot, self.args.query, "eval")
-            _, acc = self.model.meta_batch(ph, self.args.n_test_mc_samp)
+            ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval", max_shot=a.max_shot)
+            if n_mc:  # E10: n_mc posterior draws, each with its own inner loop
+                _, acc = self.model.evaluate(ph, a.n_test_mc_samp, n_mc)
+            else:  # the posterior means (validation's pass; Meta-Dropout's graph as before)
+                _, acc = self.model.meta_batch(ph, a.n_test_mc_samp, sample=False)
 
         def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
             feed = {ph[k]: batch[k] for k in ph}
@@ -434,15 +581,77 @@ class Runner:
 
         return run
 
-    def restore(self, sess: Session) -> str:
-        """Load the meta-learned parameters of savedir's newest readable checkpoint."""
+    def restore(self, sess: Session, step: int | None = None) -> str:
+        """Load the meta-learned parameters of savedir's checkpoint of iteration `step` (None: the
+        newest readable one)."""
         with self.graph.as_default():
             saver = self.tf.compat.v1.train.Saver(var_list=self.model.meta_params + [self.step])
         ckpts = Checkpoints(self.args.savedir)
-        path = ckpts.restore(saver, sess)
+        path = ckpts.restore(saver, sess, step)
         if path is None:
             raise UsageError(f"no checkpoint in {ckpts.dir}: run --mode meta_train with this --savedir first")
         return path
+
+
+N_BALANCE_TASKS = 10  # validation tasks of each kind whose balancing variables are logged (spec 2.3)
+
+
+class Balances:
+    """The balancing variables' posterior means on fixed validation tasks, logged as the original
+    does (seed 002's README): gamma per layer against the task size N on task-imbalance tasks,
+    omega per class against the class sizes on class-imbalance tasks; meta_train.log gets the
+    tables and savedir/balance.jsonl one JSON line per kind and validation (plot.py --balance)."""
+
+    def __init__(self, r: Runner) -> None:
+        a = r.args
+        self.args, self.model = a, r.model
+        self.ph = r.model.placeholders(N_BALANCE_TASKS, a.shot, a.query, "balance", max_shot=a.max_shot)
+        self.out = r.model.balancing(self.ph)
+
+    def log(self, sess: Session, step: int, split: Split, train_log: str) -> None:
+        from data.episodes import sample_anyshot_batch
+
+        a = self.args
+        wanted = {"gamma": "task", "omega": "class"}
+        for k, kind in wanted.items():
+            if k not in self.out:
+                continue
+            rng = np.random.default_rng([a.seed, 5, ("task", "class").index(kind)])
+            batch = sample_anyshot_batch(split, N_BALANCE_TASKS, a.way, a.max_shot, a.query, rng, kind)
+            values = sess.run(self.out[k], {self.ph[x]: batch[x] for x in self.ph})
+            shots = batch["shots"]
+            order = np.argsort(shots.sum(1), kind="stable")
+            if k == "gamma":
+                lines = [f"*** Gamma for task imbalance (iteration {step}) ***"]
+                lines.append(
+                    " " * 16
+                    + " ".join(
+                        f"{n:>6}" for n in [*(f"conv{l + 1}" for l in range(values.shape[1] - 1)), "dense"]
+                    )
+                )
+                lines += [
+                    f"task {t}: N={shots[t].sum():4d} " + " ".join(f"{v:6.3f}" for v in values[t])
+                    for t in order
+                ]
+            else:
+                lines = [f"*** Omega for class imbalance (iteration {step}) ***"]
+                lines += [
+                    f"task {t}: "
+                    + " ".join(f"{n:3d}" for n in shots[t])
+                    + " --> "
+                    + " ".join(f"{v:.3f}" for v in values[t])
+                    for t in order
+                ]
+            log(train_log, "\n".join(lines))
+            record = {
+                "iter": step,
+                "variable": k,
+                "imbalance": kind,
+                "shots": shots.tolist(),
+                "values": values.tolist(),
+            }
+            with open(os.path.join(a.savedir, "balance.jsonl"), "a") as f:
+                f.write(json.dumps(record) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,20 +683,25 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
     """Meta-train from savedir's newest checkpoint (Algorithm 1), checkpointing as it goes."""
     from tqdm import tqdm
 
-    from data.episodes import sample_batch
-
     args, tf, model = r.args, r.tf, r.model
     with r.graph.as_default():
         with r.compiled():
-            ph = model.placeholders(args.metabatch, args.shot, args.query, "train")
-            loss, acc = model.meta_batch(ph, 1)  # one noise sample when meta-training (Section 3.1)
+            ph = model.placeholders(args.metabatch, args.shot, args.query, "train", max_shot=args.max_shot)
+            # One noise sample and one posterior draw per task when meta-training (Section 3.1; spec 1.7).
+            out = model.objective(ph, 1)  # loss = cent + kl (Bayesian TAML's KL term, spec E8-E9)
+            loss, acc, kl = out["loss"], out["acc"], out["kl"]
             train_op = model.train_op(loss, args.meta_lr, r.step)
-        validate = r.evaluator(args.metabatch)
+        validate = r.evaluator(args.metabatch)  # posterior means (spec 1.7)
+        balance = Balances(r) if args.max_shot else None
         saver = tf.compat.v1.train.Saver(max_to_keep=None)
         init = tf.compat.v1.global_variables_initializer()
         writer = tf.compat.v1.summary.FileWriter(args.savedir)
     train_log = os.path.join(args.savedir, "meta_train.log")
-    train_split, val_split = r.dataset.split("train"), r.dataset.split("val")
+    # Several ID datasets take turns, one per meta-batch (spec 2.3, Q15), in the original's order:
+    # iteration i (from 1) uses the (i mod n)-th.
+    train_splits = [r.datasets[n].split("train") for n in r.ids]
+    val_sets = [("id", n, r.datasets[n].split("val")) for n in r.ids]
+    val_sets += [("ood", n, r.datasets[n].split("val")) for n in r.oods if "val" in r.datasets[n].splits]
 
     def scalars(step: int, **values: float) -> None:
         summary = tf.compat.v1.Summary(
@@ -499,8 +713,31 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
     def episodes(it: int) -> Batch:
         """Iteration `it`'s meta-batch and noise seed: the same on resume."""
         rng = np.random.default_rng([args.seed, 0, it])
-        batch = sample_batch(train_split, args.metabatch, args.way, args.shot, args.query, rng, args.sampler)
+        batch = episode_batch(args, train_splits[(it + 1) % len(train_splits)], args.metabatch, rng)
         return {**batch, "noise_seed": rng.integers(2**31 - 1, size=2)}
+
+    def validation(step: int) -> None:
+        """Each validation set's accuracy (the same episodes every time: curves compare like with
+        like); `val acc` is the ID datasets' pooled accuracy, `val ood acc` the OOD ones' (the
+        checkpoint selection rules read them, spec Q7)."""
+        pooled: dict[str, list[np.ndarray]] = {"id": [], "ood": []}
+        for i, (role, name, split) in enumerate(val_sets):
+            rng = np.random.default_rng([args.seed, 1] if i == 0 else [args.seed, 1, i])
+            accs = evaluate(sess, validate, sampled(split, args, rng), args.n_val_iters, rng_noise())
+            pooled[role].append(accs)
+            if len(val_sets) > 1:
+                log(train_log, "iter {} val {}/{} acc {:.2f} +- {:.2f}".format(step, role, name, *ci95(accs)))
+                scalars(step, **{f"val_acc/{role}/{name}": ci95(accs)[0]})
+        for role, label in (("id", "val acc"), ("ood", "val ood acc")):
+            if pooled[role]:
+                mean, text = accuracy_line(np.concatenate(pooled[role]))
+                log(train_log, f"iter {step} {label} {text}")
+                scalars(step, **{label.replace(" ", "_"): mean})
+        if balance is not None:
+            balance.log(sess, step, r.datasets[r.ids[0]].split("val"), train_log)
+
+    def rng_noise() -> np.random.Generator:
+        return np.random.default_rng([args.seed, 3])
 
     with r.session() as sess:
         sess.run(init)
@@ -512,7 +749,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
             print(f"{args.savedir}: already trained for {start} iterations")
             writer.close()
             return
-        window: list[tuple[float, float]] = []
+        window: list[tuple[float, float, float]] = []
         chance, warned = math.log(args.way), False  # the loss of a uniform guess, where training starts
         advice = "".join(f"{w}. " for w in step_warnings(args)) or "Lower --meta_lr or --inner_lr and "
         bar = tqdm(range(start, args.n_train_iters), initial=start, total=args.n_train_iters)
@@ -522,7 +759,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
                 for it, batch in zip(bar, ahead):
                     feed = {ph[k]: batch[k] for k in ph}
                     feed[model.noise_seed] = batch["noise_seed"]
-                    _, l_, a_ = sess.run([train_op, loss, acc], feed)
+                    _, l_, a_, k_ = sess.run([train_op, loss, acc, kl], feed)
                     step = it + 1
                     if not math.isfinite(l_) or l_ > WARN_GROWTH * chance:
                         news = (
@@ -548,26 +785,27 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
                                 "another --savedir",
                                 file=sys.stderr,
                             )
-                    window.append((float(l_), float(np.mean(a_))))
+                    window.append((float(l_), float(np.mean(a_)), float(k_)))
                     bar.set_postfix(loss=f"{l_:.3f}", acc=f"{100 * np.mean(a_):.1f}")
                     if step % args.log_freq == 0:
-                        ml, ma = np.mean(window, axis=0)
+                        ml, ma, mk = np.mean(window, axis=0)
                         window = []
+                        kl_text = f" kl {mk:.4f}" if model.learner.enabled else ""  # part of the loss
                         log(
                             train_log,
-                            f"iter {step} loss {ml:.4f} acc {100 * ma:.2f} ({time.time() - t0:.1f}s)",
+                            f"iter {step} loss {ml:.4f} acc {100 * ma:.2f}{kl_text} "
+                            f"({time.time() - t0:.1f}s)",
                         )
-                        scalars(step, train_loss=ml, train_acc=100 * ma)
-                    if step % args.val_freq == 0 or step == args.n_train_iters:
-                        # The same validation episodes every time: curves compare like with like.
-                        val = sampled(val_split, args, np.random.default_rng([args.seed, 1]))
-                        noise_rng = np.random.default_rng([args.seed, 3])
-                        accs = evaluate(sess, validate, val, args.n_val_iters, noise_rng)
-                        mean, text = accuracy_line(accs)
-                        log(train_log, f"iter {step} val acc {text}")
-                        scalars(step, val_acc=mean)
-                    if step % args.save_freq == 0 or step == args.n_train_iters:
-                        ckpts.save(saver, sess, step)
+                        scalars(
+                            step, train_loss=ml, train_acc=100 * ma, **({"train_kl": mk} if kl_text else {})
+                        )
+                    validated = step % args.val_freq == 0 or step == args.n_train_iters
+                    if validated:
+                        validation(step)
+                    # Validated iterations are checkpointed: they are meta_test's --select candidates;
+                    # the best under each rule is kept beside the newest (savedir.best_steps).
+                    if validated or step % args.save_freq == 0:
+                        ckpts.save(saver, sess, step, keep=best_steps(train_log))
                         saved = step
         except KeyboardInterrupt:
             bar.close()
@@ -584,12 +822,10 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
 # Evaluation
 
 
-def sampled(split: np.ndarray, args: argparse.Namespace, rng: np.random.Generator) -> Iterator[Batch]:
-    """Endless meta-batches of random episodes of a split."""
-    from data.episodes import sample_batch
-
+def sampled(split: Split, args: argparse.Namespace, rng: np.random.Generator) -> Iterator[Batch]:
+    """Endless meta-batches of random episodes of a split (any-shot with --max_shot)."""
     while True:
-        yield sample_batch(split, args.metabatch, args.way, args.shot, args.query, rng, args.sampler)
+        yield episode_batch(args, split, args.metabatch, rng)
 
 
 def from_file(episodes: Batch, metabatch: int) -> Iterator[Batch]:
@@ -621,68 +857,111 @@ def evaluate(
     return np.array(accs[:n])
 
 
-def results_name(args: argparse.Namespace, saved: dict) -> tuple[str, str]:
+def results_name(args: argparse.Namespace, saved: dict, role: str = "id", name: str = "") -> tuple[str, str]:
     """The savedir file of this evaluation's result, and what it evaluates. Each evaluation source
     has its own file, so one never replaces another: results.json for the test split under the
     training run's seed, results_test_seed<S>.json under another seed, and
-    results_<file name>_<first 8 hex digits of its SHA-1>.json for an --episodes file."""
+    results_<file name>_<first 8 hex digits of its SHA-1>.json for an --episodes file. With
+    --ood_dataset or several ID datasets, each dataset's test split has its own file,
+    results_<id|ood>_<dataset>.json (results_<id|ood>_<dataset>_seed<S>.json under another seed)."""
     if args.episodes:
         stem = re.sub(r"[^\w.-]", "_", os.path.splitext(os.path.basename(args.episodes))[0])
         return f"results_{stem}_{file_hash(args.episodes, 'sha1')[:8]}.json", f"episodes {args.episodes}"
-    source = f"{args.dataset} test split, seed {args.seed}"
-    return ("results.json" if args.seed == saved["seed"] else f"results_test_seed{args.seed}.json"), source
+    source = f"{name or args.dataset} test split, seed {args.seed}"
+    seed = "" if args.seed == saved["seed"] else f"_seed{args.seed}"
+    if args.ood_dataset or "," in args.dataset:
+        return f"results_{role}_{name}{seed}.json", source
+    return ("results.json" if not seed else f"results_test_seed{args.seed}.json"), source
 
 
 def meta_test(args: argparse.Namespace) -> None:
+    """Evaluate the checkpoint of --select on the test split of every --id_dataset and --ood_dataset
+    (or on the episodes of --episodes), each into a results file of its own (results_name)."""
     saved = read_config(args.savedir)
     check_settings(saved, args)
     check_writable(args.savedir)
+    # (results file, source, role, dataset, episodes, meta-batches)
+    evals: list[tuple[str, str, str, str, int, Iterator[Batch]]] = []
     if args.episodes:
         from data.episodes import load_file
 
-        shape = saved["image_shape"]
-        episodes = load_file(args.episodes, args.way, args.shot, args.query, int(np.prod(shape)))
-        n, batches = len(episodes["xtr"]), from_file(episodes, args.metabatch)
+        x_dim = int(np.prod(saved["image_shape"]))
+        episodes = load_file(args.episodes, args.way, args.shot, args.query, x_dim, max_shot=args.max_shot)
+        n = len(episodes["xtr"])
         if n < 2:
             raise UsageError(
                 f"--episodes {args.episodes} holds {n} episode: a confidence interval needs at least 2 "
                 "(write the file with get_data.py --n_episodes 2 or more)"
             )
         r = Runner(args, (), saved)
+        name, source = results_name(args, saved)
+        evals.append((name, source, "file", "", n, from_file(episodes, args.metabatch)))
     else:
         r = Runner(args, ("test",))
-        rng = np.random.default_rng([args.seed, 2])
-        n, batches = args.n_test_iters, sampled(r.dataset.split("test"), args, rng)
-    name, source = results_name(args, saved)
+        for i, d in enumerate(r.ids + r.oods):
+            role = "id" if d in r.ids else "ood"
+            rng = np.random.default_rng([args.seed, 2] if i == 0 else [args.seed, 2, i])
+            name, source = results_name(args, saved, role, d)
+            evals.append(
+                (name, source, role, d, args.n_test_iters, sampled(r.datasets[d].split("test"), args, rng))
+            )
     if args.attack:
-        name = name.replace("results", f"robust_{args.attack}", 1)
+        evals = [(name.replace("results", f"robust_{args.attack}", 1), *rest) for name, *rest in evals]
+    ckpts = Checkpoints(args.savedir)
+    train_log = os.path.join(args.savedir, "meta_train.log")
+    text = open(train_log).read() if os.path.exists(train_log) else ""
+    # --select last: the newest readable checkpoint (an unreadable one falls back to an older one)
+    step = None if args.select == "last" else select_step(text, args.select, ckpts.steps())
+    if step is None and args.select != "last" and ckpts.steps():
+        raise UsageError(
+            f"--select {args.select}: {train_log} has no validation line of a kept checkpoint "
+            f"(kept: {', '.join(f'model-{s}' for s in ckpts.steps())}); use --select last"
+        )
     with r.graph.as_default():
-        run = r.attack_evaluator(args.metabatch) if args.attack else r.evaluator(args.metabatch)
+        if args.attack:
+            run = r.attack_evaluator(args.metabatch)
+        else:
+            run = r.evaluator(args.metabatch, args.n_mc_samples)
     with r.session() as sess:
-        latest = r.restore(sess)
+        latest = r.restore(sess, step)
         iters = int(sess.run(r.step))
-        keep_newer(os.path.join(args.savedir, name), iters, latest)
-        accs = evaluate(sess, run, batches, n, np.random.default_rng([args.seed, 3]), desc="meta_test")
-    ckpt = os.path.relpath(latest, args.savedir)
-    if args.attack:
-        return write_robust(args, accs, iters, name, f"{source}, checkpoint {ckpt}")
-    mean, ci = ci95(accs)
-    line = f"accuracy: {mean:.2f} +- {ci:.2f}"
-    print(line)
-    result = {
-        "mean": mean,
-        "ci95": ci,
-        "n": len(accs),
-        "train_iters": iters,
-        "source": source,
-        "config": vars(args),
-    }
-    save_result(os.path.join(args.savedir, name), result, f"the result ({line})")
-    log(  # after the file is written: the log names only results that exist
-        os.path.join(args.savedir, "meta_test.log"),
-        f"{line} ({len(accs)} episodes from {source}, {args.n_test_mc_samp} MC samples, checkpoint {ckpt}) "
-        f"-> {name}",
-    )
+        ckpt = os.path.relpath(latest, args.savedir)
+        if step is None:  # the newest readable checkpoint: never replace a newer one's result unasked
+            for name, *_ in evals:
+                keep_newer(os.path.join(args.savedir, name), iters, latest)
+        for name, source, role, d, n, batches in evals:
+            rng = np.random.default_rng([args.seed, 3])
+            accs = evaluate(sess, run, batches, n, rng, desc=f"meta_test {d}".strip())
+            if args.attack:
+                write_robust(args, accs, iters, name, f"{source}, checkpoint {ckpt}")
+                continue
+            mean, ci = ci95(accs)
+            line = f"{role + '/' + d + ' ' if len(evals) > 1 else ''}accuracy: {mean:.2f} +- {ci:.2f}"
+            print(line)
+            settings = f"{args.n_steps} inner steps, {args.n_test_mc_samp} MC samples"
+            if args.max_shot:
+                settings += f", {args.n_mc_samples} posterior draws"
+            result = {
+                "mean": mean,
+                "ci95": ci,
+                "n": len(accs),
+                "train_iters": iters,
+                "source": source,
+                "role": role,
+                "dataset": d or args.dataset,
+                "checkpoint": ckpt,
+                "select": args.select,
+                # what this evaluation used, beside what training used (they may differ)
+                "test": {k: getattr(args, k) for k in ("n_steps", "shot", "max_shot", "n_mc_samples")},
+                "train": {k: saved.get(k) for k in ("n_steps", "shot", "max_shot")},
+                "config": vars(args),
+            }
+            save_result(os.path.join(args.savedir, name), result, f"the result ({line})")
+            log(  # after the file is written: the log names only results that exist
+                os.path.join(args.savedir, "meta_test.log"),
+                f"{line} ({len(accs)} episodes from {source}, {settings}, --select {args.select}, "
+                f"checkpoint {ckpt}) -> {name}",
+            )
 
 
 def keep_newer(path: str, iters: int, latest: str) -> None:

@@ -8,6 +8,7 @@ take part in the inner optimization). This script reads the file; it needs no Te
     python plot.py --savedir DIR               # DIR/plot/step<k>/<task>.png, k = 0..n_steps
     python plot.py --savedir DIR --features    # DIR/plot/features/layer<l>_channel<c>.png
     python plot.py --robustness ROOT           # ROOT/robustness.png (Figures 5-6)
+    python plot.py --balance DIR               # DIR/balance.png (Bayesian TAML's balancing variables)
 
 Decision boundary (Appendix C): with w = w_c1 - w_c2 and b = b_c1 - b_c2 of the adapted last
 layer, the two logits are equal on the hyperplane h.w + b = 0 (Eq. 11). A feature h is drawn at
@@ -26,6 +27,12 @@ Adversarial robustness (Figures 5-6): every savedir/robust_<norm>.json under ROO
 with its CI95; one panel per setting and norm, one line per model (its Table 1/2 row from the
 config, and the adversarial-training radius of adversarial MAML); an inset magnifies the clean
 region, from eps = 0 to the first radius.
+
+Balancing variables (Bayesian TAML, seed 002's README): main.py --max_shot logs, at each validation,
+the posterior means of gamma on 10 task-imbalance and of omega on 10 class-imbalance validation
+tasks into savedir/balance.jsonl. --balance draws those of the last logged iteration: gamma of each
+layer against the task size N (the README: gamma grows with N, the head's shrinks), and omega of each
+class against its size, one line per task (smaller classes get larger omega).
 """
 
 from __future__ import annotations
@@ -340,12 +347,68 @@ def plot_transfer(root: str) -> str:
     return path
 
 
+def load_balance(savedir: str) -> dict[str, dict]:
+    """The last logged iteration's records of savedir/balance.jsonl, by variable (gamma, omega)."""
+    path = os.path.join(savedir, "balance.jsonl")
+    if not os.path.isfile(path):
+        raise PlotError(
+            f"no {path}: meta-train with --max_shot and --gamma_on or --omega_on (it is written at each "
+            "validation)"
+        )
+    records = []
+    try:
+        with open(path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        last = max(r["iter"] for r in records)
+        out = {r["variable"]: r for r in records if r["iter"] == last}
+        for r in out.values():
+            r["shots"], r["values"] = np.asarray(r["shots"]), np.asarray(r["values"], dtype=float)
+    except (ValueError, KeyError, TypeError) as e:
+        raise PlotError(f"{path} is not main.py's balance log ({e}); delete it and validate again") from e
+    return out
+
+
+def plot_balance(savedir: str) -> str:
+    """savedir/balance.png: gamma per layer vs task size, omega per class vs class size."""
+    import matplotlib.pyplot as plt
+
+    records = load_balance(savedir)
+    fig, axes = plt.subplots(1, len(records), figsize=(5 * len(records), 4), squeeze=False)
+    for ax, (k, r) in zip(axes[0], sorted(records.items(), key=lambda kv: kv[0] != "gamma")):
+        if k == "gamma":
+            n = r["shots"].sum(1)
+            order = np.argsort(n, kind="stable")
+            names = [f"conv{l + 1}" for l in range(r["values"].shape[1] - 1)] + ["dense"]
+            for l, name in enumerate(names):
+                ax.plot(n[order], r["values"][order, l], marker="o", markersize=3, label=name)
+            ax.set_xlabel("task size N (support examples)")
+            ax.set_ylabel("gamma (posterior mean)")
+            ax.set_yscale("log")
+            ax.set_title(f"gamma per layer, task imbalance (iteration {r['iter']})", fontsize=9)
+            ax.legend(fontsize=7)
+        else:
+            for shots, omega in zip(r["shots"], r["values"]):
+                order = np.argsort(shots, kind="stable")
+                ax.plot(shots[order], omega[order], marker="o", markersize=3, alpha=0.7)
+            ax.axhline(1 / r["shots"].shape[1], color="gray", linestyle=":", label="uniform 1/C")
+            ax.set_xlabel("class size (support examples)")
+            ax.set_ylabel("omega (posterior mean)")
+            ax.set_title(
+                f"omega per class, class imbalance (iteration {r['iter']}); a line per task", fontsize=9
+            )
+            ax.legend(fontsize=7)
+    path = os.path.join(savedir, "balance.png")
+    save_png(fig, path)
+    return path
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--savedir", help="the --savedir of main.py --mode export")
     what.add_argument("--robustness", metavar="ROOT", help="plot every robust_<norm>.json under ROOT")
     what.add_argument("--transfer", metavar="ROOT", help="plot the test curves of transfer.py's target runs")
+    what.add_argument("--balance", metavar="DIR", help="plot Bayesian TAML's balancing variables of a run")
     p.add_argument("--features", action="store_true", help="plot feature maps (Figure 8) instead")
     p.add_argument("--layer", type=int, default=1, help="--features: conv block, 1 = first")
     p.add_argument("--channels", type=int, nargs="+", default=[0, 1], help="--features: channels to show")
@@ -383,12 +446,15 @@ def plot(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     try:
-        if args.robustness:
-            print(f"wrote {plot_robustness(args.robustness)}")
-            return 0
-        if args.transfer:
-            print(f"wrote {plot_transfer(args.transfer)}")
-            return 0
+        # the figures drawn from a folder of runs rather than from one export
+        for flag, draw in (
+            ("robustness", plot_robustness),
+            ("transfer", plot_transfer),
+            ("balance", plot_balance),
+        ):
+            if getattr(args, flag):
+                print(f"wrote {draw(getattr(args, flag))}")
+                return 0
         ex, meta = load_export(args.savedir)
         paths = [plot_features(ex, meta, args)] if args.features else plot_boundaries(ex, meta, args)
     except PlotError as e:

@@ -22,6 +22,12 @@ Cells without a result show "—"; a table appears once one of its cells has a r
 none of them (other datasets, perturbations or hyperparameters) go to a last table, with the
 perturbation's title. A results file that cannot be read stops the report with an error naming it.
 The published numbers live in paper/published.json with their sources.
+
+Bayesian TAML (seed 002): any-shot runs (--max_shot) write one results file per evaluated dataset
+(results_id_<name>.json, results_ood_<name>.json); their table puts each beside Bayesian TAML's
+Table 1 and the authors' re-run (paper/published_taml.json), by experiment (the run's ID datasets),
+model (the switches --alpha_on, --omega_on, --gamma_on, --z_on: MAML, Meta-SGD, Bayesian TAML and
+the ablations alpha + one of omega, gamma, z) and evaluated dataset.
 """
 
 from __future__ import annotations
@@ -49,11 +55,23 @@ PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
 TRANSFER_PUBLISHED = Path(__file__).resolve().parent / "paper" / "metaperturb.json"
 # display titles of the transfer table where a perturbation's own (an episodic learner's) does not fit
 TRANSFER_TITLES = {"none": "Base (no regulariser)"}
+PUBLISHED_TAML = PUBLISHED.with_name("published_taml.json")
 MISSING = "—"
 RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations", "evaluated on", "settings"]
 PAPER_COLUMNS = RUN_COLUMNS + ["paper", "orig. repo", "ours − paper", "file"]
 TABLE23_COLUMNS = ["model", "hyperparameter", *RUN_COLUMNS[1:], "paper", "ours − paper", "file"]
 OTHER_COLUMNS = [*RUN_COLUMNS[:1], "title", *RUN_COLUMNS[1:], "file"]
+TAML_COLUMNS = ["model", "dataset", *RUN_COLUMNS[2:], "paper", "orig. repo", "ours − paper", "file"]
+# Bayesian TAML's models by their switches (--alpha_on = metasgd, --omega_on, --gamma_on, --z_on).
+SWITCHES = ("metasgd", "omega_on", "gamma_on", "z_on")
+TAML_MODELS = {
+    (False, False, False, False): "maml",
+    (True, False, False, False): "metasgd",
+    (True, True, True, True): "taml",
+    (True, True, False, False): "alpha+omega",
+    (True, False, True, False): "alpha+gamma",
+    (True, False, False, True): "alpha+z",
+}
 
 
 class ReportError(Exception):
@@ -77,6 +95,9 @@ class Result:
     variant: str  # "" for the paper's models; adversarial or first-order MAML otherwise
     evaluated: tuple[str, str]  # ("test split", "seed S") or ("episodes", hash): what was evaluated
     settings: str  # the other settings that change a result, as text
+    tested: str  # the dataset evaluated (a TAML run's results file names one of its datasets)
+    ids: tuple[str, ...]  # the run's training (ID) datasets
+    taml: str | None  # TAML_MODELS name of an any-shot run without perturbation, else None
 
 
 # Training settings (config.json) and meta-test settings (the results file's config) that change a
@@ -143,6 +164,8 @@ def hp_text(hp: dict[str, Any]) -> str:
 
 def setting_name(config: dict[str, Any], settings: dict[str, dict[str, Any]]) -> str:
     """Table 1 column of a run (omni_1shot, ...), or dataset_<way>way_<shot>shot for others."""
+    if config.get("max_shot"):  # any-shot (Bayesian TAML): never a Meta-Dropout table's cell
+        return "{}_{}way_{}maxshot".format(config["dataset"], config["way"], config["max_shot"])
     key = (config["dataset"], config["way"], config["shot"])
     for name, s in settings.items():
         if key == (s["dataset"], s["way"], s["shot"]):
@@ -195,6 +218,11 @@ def load_result(path: Path, settings: dict[str, dict[str, Any]]) -> Result:
         variant=variant(train),
         evaluated=evaluated(path, r, config),
         settings=settings_text(train, config),
+        tested=str(r.get("dataset") or config["dataset"]),
+        ids=tuple(config["dataset"].split(",")),
+        taml=TAML_MODELS.get(tuple(bool(config.get(k)) for k in SWITCHES))
+        if config.get("max_shot") and noise_name(config) == "none"
+        else None,
     )
 
 
@@ -332,6 +360,8 @@ def report(root: str, published: Path = PUBLISHED) -> str:
                 rows += [{**row, **extra} for row in cell]
         if n_found:
             tables23[name] = rows
+    taml_out, taml_used = taml_tables(results, root)
+    used |= taml_used
     other_rows = [
         {**row, "model": model, "setting": setting, "title": runs[0].title}
         for (model, setting), runs in sorted(found.items())
@@ -359,6 +389,7 @@ def report(root: str, published: Path = PUBLISHED) -> str:
             "",
             table(TABLE23_COLUMNS, rows),
         ]
+    out += taml_out
     if other_rows:
         out += [
             "",
@@ -467,6 +498,51 @@ def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFE
     )
 
 
+def taml_tables(
+    results: list[Result], root: str, published: Path = PUBLISHED_TAML
+) -> tuple[list[str], set[str]]:
+    """Bayesian TAML's tables (markdown lines), one per experiment with a result, and the paths of
+    the results they show."""
+    with open(published) as f:
+        pub = json.load(f)
+    paper, repo = pub["table1"], pub["readme_repo"]
+    out: list[str] = []
+    used: set[str] = set()
+    for exp in pub["experiments"].values():
+        runs = [r for r in results if r.taml is not None and list(r.ids) == exp["id"]]
+        if not runs:
+            continue
+        rows = []
+        for model in TAML_MODELS.values():
+            for d in exp["id"] + exp["ood"]:
+                cell = [r for r in runs if r.taml == model and r.tested == d]
+                used.update(r.path for r in cell)
+                published = paper["rows"].get(model, {}).get(d)
+                extra = {
+                    "model": paper["rows"].get(model, {}).get("label", model),
+                    "dataset": pub["columns"][d] + (" (OOD)" if d in exp["ood"] else ""),
+                    "paper": pm(published["mean"], published["ci95"]) if published else MISSING,
+                    "orig. repo": published_cell(repo["rows"], model, d),
+                }
+                if not cell and not published:
+                    continue  # an ablation without runs: no row
+                mean = published["mean"] if published else None
+                rows += [
+                    {**row, **extra}
+                    for row in cell_rows(cell, root, mean) or [dict.fromkeys(TAML_COLUMNS, MISSING)]
+                ]
+        out += [
+            "",
+            f"## Bayesian TAML, {exp['label']}: ours vs. published",
+            "",
+            f"paper = {paper['source']}; orig. repo = {repo['source']}. Accuracy in %, as in Table 1; "
+            "ablations (alpha + one balancing variable) have no published numbers here.",
+            "",
+            table(TAML_COLUMNS, rows),
+        ]
+    return out, used
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cli.ctrl_c_raises()
@@ -485,6 +561,8 @@ def run(argv: list[str] | None) -> int:
         "--baseline", default="none", help="--transfer: the regulariser differences are taken from"
     )
     args = p.parse_args(argv)
+    if not os.path.isdir(args.root):
+        p.error(f"{args.root} is not a folder: give the folder the runs wrote into (e.g. results/)")
     if args.markdown and os.path.isdir(args.markdown):
         p.error(f"--markdown {args.markdown} is a folder: give a file name")
     try:

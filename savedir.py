@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 KEEP = 3  # checkpoints kept in savedir/ckpt (the newest, by iteration)
 CKPT = re.compile(r"model-(\d+)\.index$")
 # Settings that define the network and its variables: every mode must match the training run.
-MODEL_KEYS = ("dataset", "way", "noise", "noise_hp", "metasgd")
+MODEL_KEYS = ("dataset", "way", "noise", "noise_hp", "metasgd", "omega_on", "gamma_on", "z_on")
 # What each mode must share with the run that wrote the savedir; the other flags may change
 # (meta_test: --n_test_mc_samp, --metabatch, --n_test_iters, --episodes, --seed, ...).
 # Adversarial MAML's inner loop (--adv_inner, --adv_eps) is part of training and meta-testing; a
@@ -45,14 +45,25 @@ MATCH = {
         "n_steps",
         "seed",
         "sampler",
+        "max_shot",
+        "ood_dataset",
         "first_order",
         *ADV_KEYS,
     ),
-    "meta_test": (*MODEL_KEYS, "shot", "query", "inner_lr", "n_steps", *ADV_KEYS),
+    # --n_steps and --shot may differ at meta_test (seed 002 tests with 10 steps); the results file
+    # records the values used.
+    "meta_test": (*MODEL_KEYS, "max_shot", "query", "inner_lr", *ADV_KEYS),
     "export": MODEL_KEYS,
 }
 # Settings that configs may predate, and what such a run used.
-DEFAULTS = {"noise_hp": {}, "sampler": "independent", "first_order": False}
+DEFAULTS = {
+    "noise_hp": {},
+    "sampler": "independent",
+    "first_order": False,
+    "max_shot": None,
+    "ood_dataset": None,
+    **dict.fromkeys(("omega_on", "gamma_on", "z_on"), False),
+}
 AFTERWARDS = {
     "meta_train": "use the same flags to resume, or another --savedir for a new run",
     "meta_test": "meta_test with the training run's flags",
@@ -67,7 +78,7 @@ class UsageError(Exception):
 def flag(key: str, value: object) -> str:
     if key == "noise" and value == "none":
         return "--maml"
-    if isinstance(value, bool):
+    if isinstance(value, bool) or value is None:
         return f"--{key}" if value else f"no --{key}"
     return f"--{key} {value}"
 
@@ -232,8 +243,9 @@ class Checkpoints:
         for p in glob.glob(os.path.join(self.dir, "*_temp*")) + glob.glob(os.path.join(self.dir, "*.tmp*")):
             shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
 
-    def save(self, saver: Saver, sess: Session, step: int) -> None:
-        """Checkpoint iteration `step`, then keep the newest KEEP; a failed save changes nothing."""
+    def save(self, saver: Saver, sess: Session, step: int, keep: set[int] = frozenset()) -> None:
+        """Checkpoint iteration `step`, then keep the newest KEEP and those of `keep` (the best
+        validated ones); a failed save changes nothing."""
         import tensorflow as tf
 
         try:
@@ -249,6 +261,8 @@ class Checkpoints:
         steps = self.steps()
         self.write_state([f"model-{s}" for s in reversed(steps[:KEEP])])
         for s in steps[KEEP:]:
+            if s in keep:
+                continue
             for p in glob.glob(glob.escape(self.path(s)) + ".*"):
                 os.remove(p)
 
@@ -275,13 +289,16 @@ class Checkpoints:
             return step
         return 0
 
-    def restore(self, saver: Saver, sess: Session) -> str | None:
-        """Restore the newest readable checkpoint (None if there is none); older ones are fallbacks."""
+    def restore(self, saver: Saver, sess: Session, only: int | None = None) -> str | None:
+        """Restore the newest readable checkpoint (None if there is none); older ones are fallbacks.
+        With `only`, that iteration's checkpoint or a UsageError."""
         import tensorflow as tf
 
         failed = []
         graph_vars = sess.graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
-        for step in self.steps():
+        if only is not None and only not in self.steps():
+            raise UsageError(f"no checkpoint of iteration {only} in {self.dir}")
+        for step in self.steps() if only is None else [only]:
             try:
                 shapes = tf.train.load_checkpoint(self.path(step)).get_variable_to_shape_map()
                 for v in graph_vars:  # Saver.restore does not compare shapes
@@ -295,7 +312,7 @@ class Checkpoints:
                 failed.append(f"model-{step}: {reason(e)}")
                 print(f"warning: cannot read checkpoint {self.path(step)} ({reason(e)})", file=sys.stderr)
                 continue
-            if failed:
+            if failed and only is None:
                 print(f"warning: using the older checkpoint {self.path(step)}", file=sys.stderr)
             return self.path(step)
         if failed:
@@ -304,3 +321,46 @@ class Checkpoints:
                 "these flags by this code? Use the training run's flags or another --savedir"
             )
         return None
+
+
+# Checkpoint selection (spec 2.4, Q7): meta_train.log's validation lines, "iter N val acc M +- C"
+# (the ID datasets pooled) and "iter N val ood acc M +- C" (the OOD ones, if they have a validation
+# split). Rules: last, the newest checkpoint; id, the best ID accuracy; id+ood (the original's), the
+# best sum of the two (of ID alone where no OOD accuracy was logged). Ties go to the earliest.
+VAL_LINE = re.compile(r"^iter (\d+) val (ood )?acc (-?[\d.]+)", re.M)
+
+
+def validation_scores(log_text: str, rule: str) -> dict[int, float]:
+    """Iteration -> score under `rule` (id or id+ood), from the text of meta_train.log; a resumed run
+    that validated an iteration again counts its last line."""
+    acc: dict[str, dict[int, float]] = {"id": {}, "ood": {}}
+    for it, ood, value in VAL_LINE.findall(log_text):
+        acc["ood" if ood else "id"][int(it)] = float(value)
+    if rule == "id":
+        return acc["id"]
+    if rule == "id+ood":
+        return {it: a + acc["ood"].get(it, 0.0) for it, a in acc["id"].items()}
+    raise ValueError(f"no score for rule {rule!r}")
+
+
+def select_step(log_text: str, rule: str, available: list[int]) -> int | None:
+    """The iteration whose checkpoint `rule` selects among `available` (None if none is there)."""
+    if rule == "last":
+        return max(available, default=None)
+    scores = validation_scores(log_text, rule)
+    candidates = sorted(it for it in scores if it in available)
+    if not candidates:
+        return None
+    return max(candidates, key=lambda it: (scores[it], -it))
+
+
+def best_steps(train_log: str) -> set[int]:
+    """The iterations meta_train keeps for the selection rules: the best under id and under id+ood
+    among all validated ones (whether their checkpoint exists or not yet)."""
+    text = open(train_log).read() if os.path.exists(train_log) else ""
+    out = set()
+    for rule in ("id", "id+ood"):
+        scores = validation_scores(text, rule)
+        if scores:
+            out.add(max(sorted(scores), key=lambda it: (scores[it], -it)))
+    return out

@@ -23,6 +23,7 @@ DATASETS = {
     "digits": "data.digits",
     "omniglot": "data.omniglot",
     "omniglot_small": "data.omniglot_small",
+    "omniglot_small16": "data.omniglot_small16",  # 16x16, the Bayesian TAML demo's OOD set
     "mimgnet": "data.mimgnet",
     # Bayesian TAML (seed 002, spec section 3)
     "cifar": "data.cifar100",

@@ -138,10 +138,10 @@ def runfile_services(runfiles: Path = RUNFILES) -> dict[str, str]:
     """Service name -> runfile (relative to the repository) for every runfile on disk.
 
     runfiles/<name>.sh runs as service <name>; runfiles/<sub>/<name>.sh as <sub>-<name>, for the
-    CPU-scale checks (cpu) and the cells of Tables 2 and 3 (table2, table3).
+    CPU-scale checks (cpu), the cells of Tables 2 and 3 (table2, table3) and Bayesian TAML (taml).
     """
     out = {p.stem: f"runfiles/{p.name}" for p in runfiles.glob("*.sh")}
-    for sub in ("cpu", "table2", "table3"):
+    for sub in ("cpu", "table2", "table3", "taml"):
         out.update({f"{sub}-{p.stem}": f"runfiles/{sub}/{p.name}" for p in runfiles.glob(f"{sub}/*.sh")})
     return out
 

@@ -135,8 +135,7 @@ def test_moved_savedir_resumes_instead_of_retraining(trained, tmp_path):
         (["--maml"], "(noise: --noise metadrop there, --maml now)"),
         (["--way", "3"], "(way: --way 5 there, --way 3 now)"),
         (["--metasgd"], "(metasgd: no --metasgd there, --metasgd now)"),
-        (["--shot", "2"], "(shot: --shot 1 there, --shot 2 now)"),
-        (["--n_steps", "2"], "(n_steps"),
+        (["--max_shot", "3", "--noise", "metadrop"], "(max_shot: no --max_shot there, --max_shot 3 now)"),
     ],
 )
 def test_meta_test_with_other_settings_is_refused(run, capsys, flags, message):
@@ -155,6 +154,16 @@ def test_meta_test_may_change_its_own_flags(run):
     flags = ["--n_test_mc_samp", "2", "--metabatch", "2", "--seed", "4", "--meta_lr", "1"]
     assert main.main([*TINY, "--savedir", str(run), *TEST, *flags]) == 0
     assert results(run) == ["results_test_seed4.json"]  # another seed: other episodes, its own file
+
+
+def test_meta_test_with_other_inner_steps_and_shot_records_them(run):
+    """Seed 002 trains with 5 inner steps and tests with 10: every model may; the results file says
+    what the evaluation used beside what training used."""
+    assert main.main([*TINY, "--savedir", str(run), *TEST, "--n_steps", "3", "--shot", "2"]) == 0
+    result = json.loads((run / "results.json").read_text())
+    assert result["test"]["n_steps"] == 3 and result["test"]["shot"] == 2
+    assert result["train"]["n_steps"] == 1 and result["train"]["shot"] == 1
+    assert "3 inner steps" in (run / "meta_test.log").read_text()
 
 
 # ---- results are never replaced by another evaluation's, and written only where they can be
