@@ -27,7 +27,8 @@ def run(name: str, root: str, server: standin.Server, settings: dict) -> int:
 
 
 def prepared(root: str) -> list[str]:
-    return sorted(f for f in os.listdir(root) if f.endswith(".npy"))
+    # a failed run removes the data folder it made
+    return sorted(f for f in os.listdir(root) if f.endswith(".npy")) if os.path.isdir(root) else []
 
 
 # ---------------------------------------------------------------- CIFAR-100: CIFAR-FS and s-CIFAR100
