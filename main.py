@@ -326,6 +326,12 @@ def check_taml_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag}: a dataset is named twice ({', '.join(names)})")
     if not ids:
         raise UsageError("--id_dataset (--dataset) names no dataset")
+    from data import DATASETS
+
+    for flag, names in (("--dataset (--id_dataset)", ids), ("--ood_dataset", oods)):
+        for name in names:
+            if name not in DATASETS:
+                raise UsageError(f"{flag}: unknown dataset {name} (known: {', '.join(sorted(DATASETS))})")
     if set(ids) & set(oods):
         raise UsageError(f"--ood_dataset: {', '.join(sorted(set(ids) & set(oods)))} is also in distribution")
     if len(ids) > 1 and args.data_root is not None:
@@ -476,11 +482,6 @@ class Runner:
         self.datasets: dict[str, data.Dataset] = {}
         if splits:
             for i, name in enumerate(self.ids + self.oods):  # --data_root: the (single) ID dataset's
-                if name not in data.DATASETS:
-                    raise data.DataError(
-                        f"{'--id_dataset' if name in self.ids else '--ood_dataset'}: unknown dataset {name} "
-                        f"(known: {', '.join(sorted(data.DATASETS))})"
-                    )
                 self.datasets[name] = data.load(name, args.data_root if i == 0 else None)
             self.dataset = self.datasets[self.ids[0]]
             for name, d in self.datasets.items():
