@@ -803,10 +803,11 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
                     validated = step % args.val_freq == 0 or step == args.n_train_iters
                     if validated:
                         validation(step)
-                    # Validated iterations are checkpointed: they are meta_test's --select candidates;
-                    # the best under each rule is kept beside the newest (savedir.best_steps).
+                    # Validated iterations are checkpointed: they are meta_test's --select candidates.
+                    # Any-shot runs (whose meta_test selects by validation, spec Q7) also keep the best
+                    # under each rule beside the newest (savedir.best_steps); others the newest only.
                     if validated or step % args.save_freq == 0:
-                        ckpts.save(saver, sess, step, keep=best_steps(train_log))
+                        ckpts.save(saver, sess, step, keep=best_steps(train_log) if args.max_shot else set())
                         saved = step
         except KeyboardInterrupt:
             bar.close()

@@ -175,16 +175,19 @@ def test_meta_training_draws_one_sample_and_validation_n_test_mc_samp(monkeypatc
     import model as model_module
 
     rows: dict[str, list[int]] = {}
-    meta_batch = model_module.Model.meta_batch
 
-    def counted(self, ep, n_samp):
-        graph = tf.compat.v1.get_default_graph()
-        before = len(graph.get_operations())
-        out = meta_batch(self, ep, n_samp)
-        rows[ep["xtr"].name.split("_")[0]] = draw_rows(graph, before)
-        return out
+    def counting(build):  # a Model method building a meta-batch's graph, its draws counted
+        def counted(self, ep, n_samp, *args, **kw):
+            graph = tf.compat.v1.get_default_graph()
+            before = len(graph.get_operations())
+            out = build(self, ep, n_samp, *args, **kw)
+            rows[ep["xtr"].name.split("_")[0]] = draw_rows(graph, before)
+            return out
 
-    monkeypatch.setattr(model_module.Model, "meta_batch", counted)
+        return counted
+
+    for name in ("meta_batch", "objective"):  # training's graph and the evaluator's
+        monkeypatch.setattr(model_module.Model, name, counting(getattr(model_module.Model, name)))
     argv = ["--dataset", "digits", "--way", "3", "--shot", "2", "--query", "2", "--n_steps", "1"]
     argv += ["--savedir", str(tmp_path / "run"), "--n_train_iters", "1", "--n_test_mc_samp", "3"]
     argv += ["--metabatch", "1", "--n_val_iters", "1", "--xla", "off"]
