@@ -11,7 +11,17 @@ then phi one Adam step on the mean over tasks of its gradient on a validation ba
 perturbation (MetaPerturb) has its phi loaded (--phi_from, or --src_name/--src_steps) and frozen,
 its noise ramped in over the first 40 % of the steps; the learning rate drops x0.3 at 40/70/90 %;
 test accuracy averages the softmax of 5 noise samples every --print_every steps and 100 at the end.
-Both phases checkpoint and resume (re-run the same command); bad input exits 2 with a message.
+Selection (`--phase select`, spec 2.3 and Q9): for every source run of --src_name that has
+phi_<src_steps>.npz, a short target run (--train_steps, default 1000) with that phi frozen, trained on
+the validation dataset's train split (default small_cifar_100) and tested on its --val_split (default
+val: CIFAR-100 images disjoint from s-CIFAR100); the accuracies and the best run (the first of equal
+ones) go to save_dir/src/<src_name>/selection_<src_steps>.json, and `--phase tgt --src_run best`
+loads that run's phi.
+
+    python transfer.py --phase select --src_name E --src_steps 750 --model resnet20
+    python transfer.py --phase tgt --data stl10 --src_name E --src_steps 750 --src_run best
+
+All phases checkpoint and resume (re-run the same command); bad input exits 2 with a message.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ if __name__ == "__main__":
 import argparse
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -42,7 +53,7 @@ if TYPE_CHECKING:
     from nets import Network
     from noise import Perturbation
 
-PHASES = ("src", "tgt")  # source meta-training, target training (RUNS)
+PHASES = ("src", "tgt", "select")  # source meta-training, target training, source-run selection (RUNS)
 SCHEMES = ("paper", "code")  # source class groups (spec Q1)
 AUGMENTS = ("crop_flip", "crop", "none")
 PAD = 4  # random-crop padding (spec 2.3)
@@ -53,6 +64,8 @@ EVAL_BATCH = (
     256  # test images per run of the test graph (all of them are tested: no partial batch dropped, Q10)
 )
 ANNEAL = 0.4  # lambda reaches --noise_coeff at this fraction of --train_steps
+DEFAULT_STEPS = {"src": 2000, "tgt": 10000, "select": 1000}  # select: a short target run (our choice)
+DEFAULT_DATA = {"src": "tiny_imagenet", "tgt": "stl10", "select": "small_cifar_100"}
 # Settings a resumed run must share with the run that wrote its folder.
 MATCH = {
     "src": (
@@ -85,6 +98,7 @@ MATCH = {
         "seed",
     ),
 }
+MATCH["select"] = (*MATCH["tgt"], "val_split")  # one target run per source run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,16 +107,27 @@ MATCH = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--phase", choices=PHASES, required=True, help="source meta-training or target training")
+    p.add_argument(
+        "--phase",
+        choices=PHASES,
+        required=True,
+        help="source meta-training, target training, or the choice of the best source run",
+    )
     p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--train_steps", type=int, default=None, help="default: 2000 (src), 10000 (tgt)")
+    p.add_argument(
+        "--train_steps", type=int, default=None, help="default: 2000 (src), 10000 (tgt), 1000 (select)"
+    )
     p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (theta and phi)")
     p.add_argument(
         "--model", default="resnet20", help="conv4_<width>, conv6_<width>, vgg9, resnet20/32/44/56"
     )
     p.add_argument("--clipval", type=float, default=100.0, help="upper clip of the perturbed features")
     p.add_argument("--img_size", type=int, default=32, help="images are resized to this side in the graph")
-    p.add_argument("--data", default=None, help="dataset name (default: tiny_imagenet (src), stl10 (tgt))")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset name (default: tiny_imagenet (src), stl10 (tgt), small_cifar_100 (select))",
+    )
     p.add_argument("--data_root", default=None, help="dataset folder (default ./data/<data>)")
     p.add_argument("--num_run", type=int, default=1, help="independent source runs")
     p.add_argument("--num_split", type=int, default=10, help="source tasks")
@@ -123,9 +148,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="tgt: the perturbation's phi, a phi_<step>.npz of a source run or the authors' .pth",
     )
-    p.add_argument("--src_name", default="", help="tgt: the source --exp_name whose phi to load")
-    p.add_argument("--src_steps", type=int, default=None, help="tgt: the source step of that phi")
-    p.add_argument("--src_run", type=int, default=0, help="tgt: the source run of that phi")
+    p.add_argument("--src_name", default="", help="tgt, select: the source --exp_name whose phi to load")
+    p.add_argument("--src_steps", type=int, default=None, help="tgt, select: the source step of that phi")
+    p.add_argument(
+        "--src_run",
+        type=src_run,
+        default=0,
+        help="tgt: the source run of that phi, or best: the run chosen by --phase select",
+    )
+    p.add_argument(
+        "--val_split",
+        default="val",
+        help="select: the split the candidates are tested on (without --tgt_split)",
+    )
     p.add_argument(
         "--tgt_split",
         default=None,
@@ -149,8 +184,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpus", default="", help="CUDA_VISIBLE_DEVICES")
     args = p.parse_args(argv)
     if args.train_steps is None:
-        args.train_steps = 2000 if args.phase == "src" else 10000
-    args.data = args.data or ("tiny_imagenet" if args.phase == "src" else "stl10")
+        args.train_steps = DEFAULT_STEPS[args.phase]
+    args.data = args.data or DEFAULT_DATA[args.phase]
     for name in (
         "batch_size",
         "train_steps",
@@ -194,6 +229,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--noise: {e}")
     args.noise_hp, args.noise_title = perturbation.hp(), perturbation.title
     args.phi = None
+    if args.phase == "select":
+        if not perturbation.transferred or args.phi_from or not (args.src_name and args.src_steps):
+            p.error(
+                "--phase select tests the phi of every source run: give --src_name and --src_steps "
+                "(not --phi_from) with a transferred --noise (metaperturb)"
+            )
+    transferred_best = perturbation.transferred and args.src_run == "best"
+    if args.phase == "tgt" and transferred_best and args.phi_from is None and args.src_name:
+        if not args.src_steps:
+            p.error("--src_run best needs --src_steps")
+        path = selection_path(args.save_dir, args.src_name, args.src_steps)
+        if not os.path.isfile(path):
+            p.error(
+                f"--src_run best: no selection {path}; run --phase select with the same --src_name, "
+                "--src_steps and --save_dir first, or give --src_run N"
+            )
+        from data.files import read_json
+
+        try:
+            best = int(read_json(path)["best"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            p.error(f"--src_run best: cannot read the chosen run from {path} ({e}); run --phase select again")
+    else:
+        best = args.src_run
     if args.phase == "tgt":
         if perturbation.transferred:
             if args.phi_from is None and not (args.src_name and args.src_steps):
@@ -202,7 +261,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "--src_steps"
                 )
             args.phi = args.phi_from or os.path.join(
-                args.save_dir, "src", args.src_name, f"run_{args.src_run}", f"phi_{args.src_steps}.npz"
+                args.save_dir, "src", args.src_name, f"run_{best}", f"phi_{args.src_steps}.npz"
             )
         elif args.phi_from:  # (--src_name is ignored: run.sh passes it for every regulariser)
             p.error(f"--noise {args.noise} learns no transferred phi: drop --phi_from")
@@ -210,9 +269,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def src_run(value: str) -> int | str:
+    """--src_run: a run number >= 0, or "best"."""
+    if value == "best":
+        return value
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a run number (0, 1, ...) nor best")
+    return int(value)
+
+
+def selection_path(save_dir: str, src_name: str, src_steps: int) -> str:
+    return os.path.join(save_dir, "src", src_name, f"selection_{src_steps}.json")
+
+
 def default_name(args: argparse.Namespace) -> str:
     if args.phase == "src":
         return f"{args.data}_{args.model}"
+    if args.phase == "select":
+        return f"{args.src_name}_{args.src_steps}_{args.data}_{args.model}_seed{args.seed}"
     return f"{args.data}_{args.model}_{args.noise}_seed{args.seed}"
 
 
@@ -270,7 +344,8 @@ def batch_indices(n: int, batch: int, seed: list[int], step: int) -> np.ndarray:
 
 
 def target_data(args: argparse.Namespace) -> tuple[tuple[int, int, int], tuple, tuple, int]:
-    """(image shape, (train images, labels), (test images, labels), classes) of the target."""
+    """(image shape, (train images, labels), (test images, labels), classes) of the target; the
+    test images of --phase select are its --val_split."""
     import data
 
     ds = data.load(args.data, args.data_root)
@@ -285,10 +360,11 @@ def target_data(args: argparse.Namespace) -> tuple[tuple[int, int, int], tuple, 
             raise UsageError(f"--n_per_class {n} leaves a class of {args.tgt_split} without test images")
         train, test = (x[first], y[first]), (x[rest], y[rest])
     else:
-        missing = [s for s in ("train", "test") if s not in ds.splits]
+        test_split = args.val_split if args.phase == "select" else "test"
+        missing = [s for s in ("train", test_split) if s not in ds.splits]
         if missing:
             raise UsageError(f"{args.data} has no {' or '.join(missing)} split; name one with --tgt_split")
-        train, test = data.labelled(ds.split("train")), data.labelled(ds.split("test"))
+        train, test = data.labelled(ds.split("train")), data.labelled(ds.split(test_split))
         if args.n_per_class:
             keep = np.concatenate(
                 [np.flatnonzero(train[1] == c)[: args.n_per_class] for c in np.unique(train[1])]
@@ -691,7 +767,7 @@ def read_phi(path: str, expected: dict[str, list[int]]) -> dict[str, np.ndarray]
 def run_target(args: argparse.Namespace) -> None:
     import tensorflow as tf
 
-    folder = os.path.join(args.save_dir, "tgt", args.exp_name)
+    folder = os.path.join(args.save_dir, args.phase, args.exp_name)
     check_writable(folder)
     perturbation = build_noise(args.noise, args.noise_hp)
     shape, train, test, n_classes = target_data(args)
@@ -788,7 +864,46 @@ def write_json_list(path: str, rows: list) -> None:
         json.dump(rows, f, indent=1)
 
 
-RUNS = {"src": run_source, "tgt": run_target}
+def run_select(args: argparse.Namespace) -> None:
+    """Spec 2.3, Q9: a target run per source run into save_dir/select/<exp_name>/run_<r>, then the
+    per-run accuracies (%) and the best run into selection_path(...), written whole or not at all."""
+    from data.files import read_json
+
+    src = os.path.join(args.save_dir, "src", args.src_name)
+    runs = sorted(
+        int(m.group(1))
+        for m in (re.fullmatch(r"run_(\d+)", d) for d in (os.listdir(src) if os.path.isdir(src) else []))
+        if m and os.path.isfile(os.path.join(src, m.group(0), f"phi_{args.src_steps}.npz"))
+    )
+    if not runs:
+        raise UsageError(
+            f"no source run of {src} has phi_{args.src_steps}.npz: run --phase src --exp_name "
+            f"{args.src_name} first, or check --src_name, --src_steps and --save_dir"
+        )
+    acc = {}
+    for r in runs:
+        one = argparse.Namespace(**vars(args))
+        one.exp_name = os.path.join(args.exp_name, f"run_{r}")
+        one.phi = os.path.join(src, f"run_{r}", f"phi_{args.src_steps}.npz")
+        run_target(one)
+        acc[r] = read_json(os.path.join(args.save_dir, "select", one.exp_name, "results.json"))["acc"]
+    best = max(runs, key=lambda r: (acc[r], -r))  # the first of equal accuracies
+    path = selection_path(args.save_dir, args.src_name, args.src_steps)
+    write_json(
+        path,
+        {
+            "best": best,
+            "acc": {str(r): acc[r] for r in runs},
+            "data": args.data,
+            "val_split": args.tgt_split or args.val_split,
+            "select_dir": os.path.join(args.save_dir, "select", args.exp_name),
+            "config": vars(args),
+        },
+    )
+    print(f"{path}: best run {best} ({acc[best]:.2f} % on {args.data})")
+
+
+RUNS = {"src": run_source, "tgt": run_target, "select": run_select}
 
 
 def main(argv: list[str] | None = None) -> int:

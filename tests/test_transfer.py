@@ -260,3 +260,68 @@ def test_phi_of_the_wrong_shape_exits_2(tmp_path, capsys):
     transfer.write_phi(path, {"w": np.zeros(3, np.float32)})
     assert transfer.main(tgt_flags(tmp_path, "--phi_from", path)) == 2
     assert "not this perturbation's phi" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection of the best source run (spec 2.3, Q9)
+
+
+def fake_source_runs(tmp_path, n: int) -> list[str]:
+    """n source runs of --exp_name E, each with its own random phi_5.npz; their paths."""
+    paths = []
+    for r in range(n):
+        path = os.path.join(tmp_path, "src", "E", f"run_{r}", "phi_5.npz")
+        os.makedirs(os.path.dirname(path))
+        with np.load(phi_file(tmp_path)) as f:
+            phi = {k: f[k] * (1 + 3 * r) for k in f.files}  # run r's noise r times stronger
+        transfer.write_phi(path, phi)
+        paths.append(path)
+    return paths
+
+
+def select_flags(tmp_path, *extra):
+    flags = tgt_flags(tmp_path, "--src_name", "E", "--src_steps", "5", *extra)
+    flags[flags.index("tgt")] = "select"
+    return flags
+
+
+def test_selection_chooses_the_most_accurate_run_and_tgt_loads_it(tmp_path):
+    paths = fake_source_runs(tmp_path, 2)
+    assert transfer.main(select_flags(tmp_path)) == 0
+    sel = read_json(os.path.join(tmp_path, "src", "E", "selection_5.json"))
+    # Each run's accuracy is its own target run's final accuracy, trained with that run's phi.
+    for r, path in enumerate(paths):
+        res = read_json(os.path.join(tmp_path, "select", "t", f"run_{r}", "results.json"))
+        assert res["config"]["phi"] == path
+        assert sel["acc"][str(r)] == res["acc"]
+    acc = [sel["acc"][str(r)] for r in range(2)]
+    assert sel["best"] == int(np.argmax(acc))
+    args = transfer.parse_args(
+        tgt_flags(tmp_path, "--src_name", "E", "--src_steps", "5", "--src_run", "best")
+    )
+    assert args.phi == paths[sel["best"]]
+    # A forged selection is followed: --src_run best reads the file, it does not guess.
+    transfer.write_json(
+        os.path.join(tmp_path, "src", "E", "selection_5.json"), {**sel, "best": 1 - sel["best"]}
+    )
+    args = transfer.parse_args(
+        tgt_flags(tmp_path, "--src_name", "E", "--src_steps", "5", "--src_run", "best")
+    )
+    assert args.phi == paths[1 - sel["best"]]
+
+
+def test_selection_errors_exit_2(tmp_path, capsys):
+    assert transfer.main(select_flags(tmp_path)) == 2
+    assert "no source run" in capsys.readouterr().err
+    flags = tgt_flags(tmp_path, "--src_name", "E", "--src_steps", "5", "--src_run", "best")
+    with pytest.raises(SystemExit) as e:
+        transfer.parse_args(flags)
+    assert e.value.code == 2 and "no selection" in capsys.readouterr().err
+    for bad, message in (
+        [["--src_run", "first"], "neither a run number"],
+        [["--phi_from", "x"], "not --phi_from"],
+    ):
+        with pytest.raises(SystemExit) as e:
+            transfer.parse_args(select_flags(tmp_path, *bad))
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not os.path.exists(os.path.join(tmp_path, "src", "E", "selection_5.json"))
