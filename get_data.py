@@ -11,10 +11,10 @@
     python get_data.py --dataset omniglot_small --episodes eps.npz --split test --way 5 --shot 1 \\
         --query 15 --n_episodes 1000 --seed 0
     python get_data.py --dataset digits --episodes anyshot.npz --split test --way 5 --max_shot 50 \
-        --query 15 --n_episodes 1000 --seed 0   # any-shot episodes (Bayesian TAML, seed 002)
+        --query 15 --n_episodes 1000 --seed 0   # any-shot episodes (Bayesian TAML)
 
 A re-run skips whatever is already complete and resumes an interrupted download. Data roots default
-to $METADROP_DATA/<dataset> ($METADROP_DATA defaults to ./data). Seed 002's form, `cd ./data/cifar &&
+to $METADROP_DATA/<dataset> ($METADROP_DATA defaults to ./data). Bayesian TAML's form, `cd ./data/cifar &&
 python get_data.py` (also svhn, mimgnet, cub), prepares into that folder.
 """
 

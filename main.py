@@ -90,8 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--inner_lr",
         type=float,
         default=None,
-        help="inner step size (Meta-SGD: its initial value); default 0.1, and with --max_shot the seed-002 "
-        "code's 0.5, or 0.01 with --alpha_on",
+        help="inner step size (Meta-SGD: its initial value); default 0.1, and with --max_shot Bayesian "
+        "TAML's 0.5, or 0.01 with --alpha_on",
     )
     p.add_argument("--n_steps", type=int, default=5, help="inner gradient steps")
     p.add_argument(
@@ -177,7 +177,7 @@ MAX_STEP = 1.0  # --meta_lr (Adam moves each weight by up to meta_lr), --inner_l
 def check_flags(args: argparse.Namespace) -> None:
     """Every flag's value, alone and with the others, without TensorFlow and before anything is
     written; fills in the perturbation's hyperparameters. UsageError saying what to do."""
-    check_taml_flags(args)  # first: it fills in the seed-002 defaults (--inner_lr, --noise)
+    check_taml_flags(args)  # first: it fills in the Bayesian TAML defaults (--inner_lr, --noise)
     for name, least in COUNTS.items():
         if getattr(args, name) < least:
             why = " (a confidence interval needs two episodes)" if least == 2 else ""
@@ -259,7 +259,7 @@ def check_attack_flags(args: argparse.Namespace) -> None:
         raise UsageError("--adv_eps must be a positive number")
 
 
-# Bayesian TAML (seed 002; docs/bayesian-taml.md). Its command line runs next to Meta-Dropout's; the
+# Bayesian TAML (Lee et al., ICLR 2020; docs/bayesian-taml.md) runs beside Meta-Dropout; the
 # flags that mean the same thing are other names of Meta-Dropout's: --alpha_on = --metasgd (Meta-SGD),
 # --id_dataset = --dataset, --n_test_episodes (and the runfiles' prefix --n_test_episode) =
 # --n_test_iters, and -meta_lr (one dash: the seed's README, spec Q11) = --meta_lr.
@@ -267,8 +267,8 @@ SELECT = ("last", "id", "id+ood")  # checkpoint selection rules of meta_test (sp
 
 
 def add_taml_flags(p: argparse.ArgumentParser) -> None:
-    """Flags of Bayesian TAML's command line (seed 002, spec section 4)."""
-    g = p.add_argument_group("Bayesian TAML (seed 002): any-shot and out-of-distribution tasks")
+    """Flags of Bayesian TAML's original command line (spec section 4)."""
+    g = p.add_argument_group("Bayesian TAML (Lee et al., ICLR 2020): any-shot and out-of-distribution tasks")
     alias = {"default": argparse.SUPPRESS}  # the original flag holds the default
     g.add_argument(
         "--id_dataset", dest="dataset", **alias, help="= --dataset; a comma list trains on each in turn"
@@ -319,7 +319,7 @@ def dataset_names(text: str | None) -> list[str]:
 
 
 def check_taml_flags(args: argparse.Namespace) -> None:
-    """Normalise and check the seed-002 flags (before TensorFlow is imported)."""
+    """Normalise and check the Bayesian TAML flags (before TensorFlow is imported)."""
     ids, oods = dataset_names(args.dataset), dataset_names(args.ood_dataset)
     for flag, names in (("--id_dataset", ids), ("--ood_dataset", oods)):
         if len(set(names)) < len(names):
@@ -347,10 +347,12 @@ def check_taml_flags(args: argparse.Namespace) -> None:
         raise UsageError("--mode export traces fixed-shot two-way tasks: leave out --max_shot")
     if args.max_shot and (args.attack or args.adv_inner):
         raise UsageError("--attack and --adv_inner take fixed-shot tasks: leave out --max_shot")
-    if args.inner_lr is None:  # seed 002: scalar step 0.5, Meta-SGD's alpha starts at 0.01 (spec 1.2)
+    if (
+        args.inner_lr is None
+    ):  # Bayesian TAML's original code: scalar step 0.5, Meta-SGD's alpha starts at 0.01 (spec 1.2)
         args.inner_lr = (0.01 if args.metasgd else 0.5) if args.max_shot else 0.1
     if args.max_shot and args.noise is None and not args.maml:
-        args.noise = "none"  # seed 002's models have no perturbation (--noise adds one)
+        args.noise = "none"  # Bayesian TAML's models have no perturbation (--noise adds one)
 
 
 def check_xla_cache(args: argparse.Namespace) -> None:
@@ -506,7 +508,7 @@ class Runner:
                 gamma=args.gamma_on,
                 z=args.z_on,
                 max_shot=args.max_shot or args.shot,
-                zero_head=bool(args.max_shot),  # the seed-002 network's zero head (spec Q1)
+                zero_head=bool(args.max_shot),  # the Bayesian TAML network's zero head (spec Q1)
             )
             self.model = Model(
                 arch,
@@ -599,7 +601,7 @@ N_BALANCE_TASKS = 10  # validation tasks of each kind whose balancing variables 
 
 class Balances:
     """The balancing variables' posterior means on fixed validation tasks, logged as the original
-    does (seed 002's README): gamma per layer against the task size N on task-imbalance tasks,
+    does (Bayesian TAML's original README): gamma per layer against the task size N on task-imbalance tasks,
     omega per class against the class sizes on class-imbalance tasks; meta_train.log gets the
     tables and savedir/balance.jsonl one JSON line per kind and validation (plot.py --balance)."""
 

@@ -387,7 +387,7 @@ class Model:
         return tf.reduce_mean(tf.stack(nll)), tf.stack(accs)
 
     def balancing(self, ep: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """Posterior means of the enabled balancing variables, for logging (spec 2.3; seed 002's
+        """Posterior means of the enabled balancing variables, for logging (spec 2.3; Bayesian TAML's
         README): omega [n_tasks, way] (softmax), gamma [n_tasks, n_blocks + 1] (exp; conv1..convL,
         head), z [n_tasks, 2 * n_blocks * filters]; only the enabled ones are keys."""
         means = [self._posterior(ep, t)[0].mean() for t in range(ep["xtr"].shape[0])]

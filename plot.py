@@ -28,10 +28,11 @@ with its CI95; one panel per setting and norm, one line per model (its Table 1/2
 config, and the adversarial-training radius of adversarial MAML); an inset magnifies the clean
 region, from eps = 0 to the first radius.
 
-Balancing variables (Bayesian TAML, seed 002's README): main.py --max_shot logs, at each validation,
-the posterior means of gamma on 10 task-imbalance and of omega on 10 class-imbalance validation
-tasks into savedir/balance.jsonl. --balance draws those of the last logged iteration: gamma of each
-layer against the task size N (the README: gamma grows with N, the head's shrinks), and omega of each
+Balancing variables (Bayesian TAML, as its original README shows them): main.py --max_shot logs,
+at each validation, the posterior means of gamma on 10 task-imbalance and of omega on 10
+class-imbalance validation tasks into savedir/balance.jsonl. --balance draws those of the last
+logged iteration: gamma of each layer against the task size N (the README: gamma grows with N, the
+head's shrinks), and omega of each
 class against its size, one line per task (smaller classes get larger omega).
 """
 

@@ -23,7 +23,7 @@ none of them (other datasets, perturbations or hyperparameters) go to a last tab
 perturbation's title. A results file that cannot be read stops the report with an error naming it.
 The published numbers live in paper/published.json with their sources.
 
-Bayesian TAML (seed 002): any-shot runs (--max_shot) write one results file per evaluated dataset
+Bayesian TAML (Lee et al., ICLR 2020): any-shot runs (--max_shot) write one results file per evaluated dataset
 (results_id_<name>.json, results_ood_<name>.json); their table puts each beside Bayesian TAML's
 Table 1 and the authors' re-run (paper/published_taml.json), by experiment (the run's ID datasets),
 model (the switches --alpha_on, --omega_on, --gamma_on, --z_on: MAML, Meta-SGD, Bayesian TAML and

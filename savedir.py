@@ -50,8 +50,8 @@ MATCH = {
         "first_order",
         *ADV_KEYS,
     ),
-    # --n_steps and --shot may differ at meta_test (seed 002 tests with 10 steps); the results file
-    # records the values used.
+    # --n_steps and --shot may differ at meta_test (Bayesian TAML tests with 10 steps); the results
+    # file records the values used.
     "meta_test": (*MODEL_KEYS, "max_shot", "query", "inner_lr", *ADV_KEYS),
     "export": MODEL_KEYS,
 }

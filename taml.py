@@ -1,6 +1,6 @@
 """Bayesian TAML (Lee et al., "Learning to Balance", ICLR 2020): the balancing variables of the inner loop.
 
-A `Learner` holds the switches of the three balancing variables of seed 002 (`--omega_on`,
+A `Learner` holds the switches of Bayesian TAML's three balancing variables (`--omega_on`,
 `--gamma_on`, `--z_on`; alpha, Meta-SGD's step sizes, stays `Model(metasgd=True)`) and, when one is
 on, the weights psi of the inference network q(phi~ | D) over a task's support set D
 (specs/bayesian-taml.md, section 1.3). For each task model.py asks it for a `Posterior` and takes
@@ -13,7 +13,7 @@ Decisions on the quirks of the original code (spec section 6):
 - Q1 head: `Learner.zero_head` reproduces the original's head (constant zero at the start of every
   task, only the inner loop gives it values; Meta-SGD's head step is one column [F, 1] and one
   scalar shared by all classes), which makes the learner symmetric under class relabelling. The
-  original trains MAML and Meta-SGD with the same head, so it is a switch of the seed-002 protocol,
+  original trains MAML and Meta-SGD with the same head, so it is a switch of the Bayesian TAML protocol,
   not of Bayesian TAML; off (metadrop's meta-learned head) by default, so that all switches off is
   metadrop's MAML graph.
 - Q3/Q14 padding: padded support rows (mask 0) change no task's result: batch-norm moments of the
@@ -267,6 +267,6 @@ def interact(table: tf.Tensor, psi: Params, name: str) -> tf.Tensor:
 
 
 def get(**switches: bool | int) -> Learner:
-    """The learner of the seed-002 switches: omega, gamma, z (--omega_on, --gamma_on, --z_on),
+    """The learner of the Bayesian TAML switches: omega, gamma, z (--omega_on, --gamma_on, --z_on),
     max_shot (--max_shot), zero_head and original_padding (quirks Q1, Q3/Q14); see Learner."""
     return Learner(**switches)

@@ -25,7 +25,7 @@ DATASETS = {
     "omniglot_small": "data.omniglot_small",
     "omniglot_small16": "data.omniglot_small16",  # 16x16, the Bayesian TAML demo's OOD set
     "mimgnet": "data.mimgnet",
-    # Bayesian TAML (seed 002, spec section 3)
+    # Bayesian TAML (Bayesian TAML's original code, spec section 3)
     "cifar": "data.cifar100",
     "svhn": "data.svhn",
     "cub": "data.cub",
@@ -34,11 +34,11 @@ DATASETS = {
     "vgg_flower": "data.vgg_flower",
     "traffic": "data.gtsrb",
     "fashion-mnist": "data.fashion_mnist",
-    # MetaPerturb targets (seed 004, spec section 3) from the same sources
+    # MetaPerturb targets (MetaPerturb's original code, spec section 3) from the same sources
     "small_cifar_100": "data.cifar100:small",
     "aircraft_official": "data.aircraft:official",
     "cub_official": "data.cub:official",
-    # MetaPerturb's source and targets (seed 004, spec section 3), the original's names
+    # MetaPerturb's source and targets (MetaPerturb's original code, spec section 3), the original's names
     "tiny_imagenet": "data.tiny_imagenet",
     "stl10": "data.stl10",
     "stanford_dogs": "data.stanford_dogs",

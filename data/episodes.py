@@ -1,5 +1,5 @@
 """The episode samplers: a task is `way` classes, `shot` training and `query` test examples each;
-any-shot tasks (Bayesian TAML, seed 002) draw a shot per class or per task, up to `max_shot`."""
+any-shot tasks (Bayesian TAML) draw a shot per class or per task, up to `max_shot`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Write runfiles/taml/<model>_<experiment>.sh: seed 002's experiments (Bayesian TAML, Table 1) for
+"""Write runfiles/taml/<model>_<experiment>.sh: Bayesian TAML's experiments (Bayesian TAML, Table 1) for
 MAML, Meta-SGD, Bayesian TAML and the ablations (alpha plus one of omega, gamma, z).
 
 Settings (spec 2.6; the seed's README commands and the original runfiles): any-shot tasks with shots
@@ -62,7 +62,7 @@ def runfile(model: str, exp: str) -> str:
     return "\n".join(
         [
             "#!/usr/bin/env bash",
-            f"# Bayesian TAML (seed 002), {label}: {name}.",
+            f"# Bayesian TAML (Lee et al., ICLR 2020), {label}: {name}.",
             "# Written by runfiles/make_taml.py, which states the settings and their sources (spec 2.6).",
             f"# Meta-trains, then meta-tests into {savedir}/results_{{id,ood}}_<dataset>.json;",
             "# `python report.py results/` puts them beside the published numbers.",

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# CPU-scale demo of Bayesian TAML (seed 002), NOT the paper's setting: MAML, Meta-SGD and Bayesian
+# CPU-scale demo of Bayesian TAML (Lee et al., ICLR 2020), NOT the paper's setting: MAML, Meta-SGD and Bayesian
 # TAML on any-shot tasks of scikit-learn's digits (in distribution: 5-way, shots 1..10 per class or
 # per task, 15 queries) and omniglot_small16 (out of distribution: Omniglot characters resized to
 # digits' 16x16; its classes of 20 images cap the shot at 5), seeds 0 1 2; 3 inner steps at
-# meta-training and 6 at meta-test (seed 002 doubles them too), meta-batch 2, ITERS iterations
+# meta-training and 6 at meta-test (Bayesian TAML's original code doubles them too), meta-batch 2, ITERS iterations
 # (default 400), validation every 100 on 50 episodes of each, checkpoint by ID validation accuracy
 # (--select id: the OOD validation split is not used to choose). Every run is meta-tested on the same
 # fixed any-shot episodes (300 ID, 300 OOD); Bayesian TAML with DRAWS posterior draws (default 5; the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MetaPerturb as seed 004's run.sh: `bash runfiles/metaperturb/run.sh src` meta-trains phi on the
+# MetaPerturb as MetaPerturb's run.sh: `bash runfiles/metaperturb/run.sh src` meta-trains phi on the
 # source tasks (NUM_RUN runs); `bash runfiles/metaperturb/run.sh tgt <gpu>` trains a target network
 # from scratch with phi of run SRC_RUN, frozen. Change the configuration here. Extra flags after
 # `src` / `tgt <gpu>` go to transfer.py.

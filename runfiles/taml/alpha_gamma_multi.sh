@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bayesian TAML (seed 002), Aircraft, QuickDraw, VGG Flower / Traffic Signs, Fashion-MNIST: ablation: alpha + gamma.
+# Bayesian TAML (Lee et al., ICLR 2020), Aircraft, QuickDraw, VGG Flower / Traffic Signs, Fashion-MNIST: ablation: alpha + gamma.
 # Written by runfiles/make_taml.py, which states the settings and their sources (spec 2.6).
 # Meta-trains, then meta-tests into ./results/taml/multi/alpha_gamma/results_{id,ood}_<dataset>.json;
 # `python report.py results/` puts them beside the published numbers.

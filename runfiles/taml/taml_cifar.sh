@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bayesian TAML (seed 002), CIFAR-FS / SVHN: Bayesian TAML.
+# Bayesian TAML (Lee et al., ICLR 2020), CIFAR-FS / SVHN: Bayesian TAML.
 # Written by runfiles/make_taml.py, which states the settings and their sources (spec 2.6).
 # Meta-trains, then meta-tests into ./results/taml/cifar/taml/results_{id,ood}_<dataset>.json;
 # `python report.py results/` puts them beside the published numbers.
