@@ -729,8 +729,9 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
             accs = evaluate(sess, validate, sampled(split, args, rng), args.n_val_iters, rng_noise())
             pooled[role].append(accs)
             if len(val_sets) > 1:
-                log(train_log, "iter {} val {}/{} acc {:.2f} +- {:.2f}".format(step, role, name, *ci95(accs)))
-                scalars(step, **{f"val_acc/{role}/{name}": ci95(accs)[0]})
+                mean, text = accuracy_line(accs)
+                log(train_log, f"iter {step} val {role}/{name} acc {text}")
+                scalars(step, **{f"val_acc/{role}/{name}": mean})
         for role, label in (("id", "val acc"), ("ood", "val ood acc")):
             if pooled[role]:
                 mean, text = accuracy_line(np.concatenate(pooled[role]))
