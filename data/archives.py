@@ -99,6 +99,12 @@ def save_split(root: str, split: str, images: np.ndarray, labels: np.ndarray, cl
     save_classes(root, "", split, [images[labels == c] for c in range(classes)])
 
 
+def open_splits(root: str, splits: tuple[str, ...], classes: int, shape: tuple[int, ...], retry: str) -> dict:
+    """Every prepared split of a dataset of `classes` classes of images of `shape` (open_split_of)."""
+    dim = int(np.prod(shape))
+    return {s: open_split_of(root, s, classes, dim, retry) for s in splits}
+
+
 def open_split_of(root: str, split: str, classes: int, dim: int, retry: str) -> Split:
     """A prepared split (module docstring); DataError naming `retry` if missing or inconsistent."""
     r = open_classes(root, "", split, classes, dim, retry)

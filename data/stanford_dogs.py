@@ -22,7 +22,7 @@ import tarfile
 import numpy as np
 
 from data import DataError, Dataset
-from data.archives import UNREADABLE, base, decode_tar, obtain, open_split_of, save_split, unreadable
+from data.archives import UNREADABLE, base, decode_tar, obtain, open_splits, save_split, unreadable
 from data.files import command, ready
 
 URL = "http://vision.stanford.edu/aditya86/ImageNetDogs"
@@ -34,14 +34,6 @@ SIDE = 84
 SHAPE = (SIDE, SIDE, 3)
 FILTERS = 32  # conv width of the 4-layer network for RGB data (Meta-Dropout, Section 4)
 SPLITS = ("train", "test")
-
-
-def _dim() -> int:
-    return int(np.prod(SHAPE))
-
-
-def _open(root: str, retry: str) -> dict:
-    return {s: open_split_of(root, s, CLASSES, _dim(), retry) for s in SPLITS}
 
 
 def read_list(data: bytes, name: str) -> tuple[list[str], np.ndarray]:
@@ -69,7 +61,7 @@ def _lists(path: str) -> dict[str, tuple[list[str], np.ndarray]]:
 def prepare(root: str, source: str | None) -> None:
     """Download (or take from a folder) images.tar and lists.tar and write train and test."""
     retry = command("stanford_dogs", root, source)
-    if ready(lambda: _open(root, retry)):
+    if ready(lambda: open_splits(root, SPLITS, CLASSES, SHAPE, retry)):
         print(f"{root}: stanford_dogs is already prepared")
         return
     url = base(source, URL_ENV, URL)
@@ -95,4 +87,9 @@ def prepare(root: str, source: str | None) -> None:
 
 
 def load(root: str) -> Dataset:
-    return Dataset("stanford_dogs", SHAPE, FILTERS, _open(root, command("stanford_dogs", root)))
+    return Dataset(
+        "stanford_dogs",
+        SHAPE,
+        FILTERS,
+        open_splits(root, SPLITS, CLASSES, SHAPE, command("stanford_dogs", root)),
+    )

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from data import DataError, Dataset
-from data.archives import UNREADABLE, base, obtain, open_split_of, save_split, unreadable
+from data.archives import UNREADABLE, base, obtain, open_splits, save_split, unreadable
 from data.files import command, ready, tar_members
 
 URL = "http://ai.stanford.edu/~acoates/stl10"
@@ -29,14 +29,6 @@ SHAPE = (SIDE, SIDE, 3)
 CLASSES = 10
 FILTERS = 32  # conv width of the 4-layer network for RGB data (Meta-Dropout, Section 4)
 SPLITS = ("train", "test")
-
-
-def _dim() -> int:
-    return int(np.prod(SHAPE))
-
-
-def _open(root: str, retry: str) -> dict:
-    return {s: open_split_of(root, s, CLASSES, _dim(), retry) for s in SPLITS}
 
 
 def _read(path: str, retry: str) -> dict[str, bytes]:
@@ -53,7 +45,7 @@ def _read(path: str, retry: str) -> dict[str, bytes]:
 
 def images_of(x: bytes, y: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(images [N, 96*96*3] uint8 row-major RGB, labels [N] 0-9) from the bytes of X.bin and y.bin."""
-    if len(x) % _dim():
+    if len(x) % int(np.prod(SHAPE)):
         raise ValueError(f"{name}_X.bin holds {len(x)} bytes, not a whole number of {SIDE}x{SIDE} images")
     chw = np.frombuffer(x, np.uint8).reshape(-1, 3, SIDE, SIDE)  # [N, C, W, H]: columns stored first
     labels = np.frombuffer(y, np.uint8).astype(np.int64) - 1
@@ -67,7 +59,7 @@ def images_of(x: bytes, y: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
 def prepare(root: str, source: str | None) -> None:
     """Download (or take from a folder) stl10_binary.tar.gz and write train and test."""
     retry = command("stl10", root, source)
-    if ready(lambda: _open(root, retry)):
+    if ready(lambda: open_splits(root, SPLITS, CLASSES, SHAPE, retry)):
         print(f"{root}: stl10 is already prepared")
         return
     path, downloaded = obtain(ARCHIVE, root, base(source, URL_ENV, URL), MD5.get(ARCHIVE), retry)
@@ -84,4 +76,4 @@ def prepare(root: str, source: str | None) -> None:
 
 
 def load(root: str) -> Dataset:
-    return Dataset("stl10", SHAPE, FILTERS, _open(root, command("stl10", root)))
+    return Dataset("stl10", SHAPE, FILTERS, open_splits(root, SPLITS, CLASSES, SHAPE, command("stl10", root)))

@@ -21,7 +21,7 @@ from collections import defaultdict
 import numpy as np
 
 from data import Dataset
-from data.archives import UNREADABLE, base, obtain, open_split_of, rgb, unreadable
+from data.archives import UNREADABLE, base, obtain, open_splits, rgb, unreadable
 from data.files import command, ready, save_classes
 
 URL = "http://cs231n.stanford.edu"
@@ -34,14 +34,6 @@ SIDE = 64
 SHAPE = (SIDE, SIDE, 3)
 FILTERS = 32  # conv width of the 4-layer network for RGB data (Meta-Dropout, Section 4)
 SPLITS = ("train", "test")
-
-
-def _dim() -> int:
-    return int(np.prod(SHAPE))
-
-
-def _open(root: str, retry: str) -> dict:
-    return {s: open_split_of(root, s, CLASSES, _dim(), retry) for s in SPLITS}
 
 
 def members(zf: zipfile.ZipFile) -> dict[str, list[list[str]]]:
@@ -73,7 +65,7 @@ def members(zf: zipfile.ZipFile) -> dict[str, list[list[str]]]:
 def prepare(root: str, source: str | None) -> None:
     """Download (or take from a folder) tiny-imagenet-200.zip and write train and test."""
     retry = command("tiny_imagenet", root, source)
-    if ready(lambda: _open(root, retry)):
+    if ready(lambda: open_splits(root, SPLITS, CLASSES, SHAPE, retry)):
         print(f"{root}: tiny_imagenet is already prepared")
         return
     path, downloaded = obtain(ZIP, root, base(source, URL_ENV, URL), MD5.get(ZIP), retry)
@@ -92,4 +84,9 @@ def prepare(root: str, source: str | None) -> None:
 
 
 def load(root: str) -> Dataset:
-    return Dataset("tiny_imagenet", SHAPE, FILTERS, _open(root, command("tiny_imagenet", root)))
+    return Dataset(
+        "tiny_imagenet",
+        SHAPE,
+        FILTERS,
+        open_splits(root, SPLITS, CLASSES, SHAPE, command("tiny_imagenet", root)),
+    )
