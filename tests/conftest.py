@@ -15,6 +15,9 @@ def pytest_configure(config) -> None:
     import tensorflow as tf
 
     tf.config.experimental.enable_tensor_float_32_execution(False)  # before any graph runs
+    # The fast tier runs in two processes (pytest -n 2): neither may take a whole GPU's memory.
+    for gpu in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(gpu, True)
     # As main.py on a CPU: no grappler rewrites, which cost ~40% of a second-order test's CPU time and
     # leave every result as it is (applies to tf.compat.v1 sessions too).
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
