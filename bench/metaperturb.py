@@ -2,6 +2,7 @@
 
     python bench/metaperturb.py                  # ResNet-20, batch 128, 32x32x3, 10 classes
     python bench/metaperturb.py --steps 3 --batch 16   # a quick check
+    python bench/metaperturb.py --parts          # the perturbation's parts alone, forward + backward
 
 Each regulariser runs in a process of its own (peak RSS is per process); the two alternate over
 --rounds rounds, so a busy machine slows both alike; the figure is the median over all timed steps
@@ -56,6 +57,57 @@ def child(noise: str, model: str, batch: int, size: int, steps: int) -> dict:
     return {"times": times[2:], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def parts(batch: int, steps: int) -> None:
+    """Forward + backward (to the features) of MetaPerturb's parts alone on ResNet-20's nine insertion
+    points (3 each of 32x32x16, 16x16x32, 8x8x64), summed over the points; median over `steps` runs."""
+    import itertools
+
+    import numpy as np
+    import tensorflow as tf
+
+    import noise
+    import transfer
+
+    mp = noise.get("metaperturb")
+    shapes = [(batch, 32 >> i, 32 >> i, 16 << i) for i in (0, 1, 2) for _ in range(3)]
+    graph = tf.Graph()
+    with graph.as_default():
+        phi = {k: 50 * v for k, v in mp.init_phi([], 0, tf.float32).items()}  # O(1) weights
+        seed = tf.compat.v1.placeholder(tf.int32, [2])
+        draw = noise.Draw(seed, itertools.count(), 1, tf.float32)
+        fs = [tf.compat.v1.placeholder(tf.float32, s) for s in shapes]
+        sites = []
+        for i, f in enumerate(fs):
+            with tf.compat.v1.variable_scope(f"site{i}"):
+                sites.append(noise.Site(64.0, 32.0, 1.0, mp.init_stats(f.shape[-1], tf.float32)))
+        ways = {
+            "eps ~ N(0, 1) (M3)": lambda f, s: f * draw.normal(tf.shape(f)),
+            "softplus(f + eps) (M3)": lambda f, s: f * tf.nn.softplus(f + draw.normal(tf.shape(f))),
+            "noise mean a (M1-M2)": lambda f, s: f * mp.noise_mean(phi, f),
+            "scale s (M4-M5)": lambda f, s: f * mp.scale(phi, f, 1, s)[:, None, None],
+            "whole perturbation (M1-M6)": lambda f, s: mp.act(phi, 0, f, draw, s),
+        }
+        runs = {
+            k: tf.gradients([tf.reduce_sum(w(f, s) * f) for f, s in zip(fs, sites)], fs)
+            for k, w in ways.items()
+        }
+        init = tf.compat.v1.global_variables_initializer()
+    rng = np.random.default_rng(0)
+    fd = {f: rng.standard_normal(s).astype(np.float32) for f, s in zip(fs, shapes)}
+    print(f"MetaPerturb's parts on ResNet-20's 9 insertion points, batch {batch}, forward + backward")
+    print("| part | ms (median) |\n|---|---|")
+    with transfer.session(graph) as sess:
+        sess.run(init)
+        for k, r in runs.items():
+            times = []
+            for step in range(steps + 2):
+                fd[seed] = [step, 0]
+                t0 = time.perf_counter()
+                sess.run(r, fd)
+                times.append(time.perf_counter() - t0)
+            print(f"| {k} | {1000 * statistics.median(times[2:]):.0f} |")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet20")
@@ -63,8 +115,12 @@ def main() -> int:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--steps", type=int, default=10, help="timed steps per process")
     p.add_argument("--rounds", type=int, default=2, help="processes per regulariser, alternating")
+    p.add_argument("--parts", action="store_true", help="time the perturbation's parts alone")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.parts:
+        parts(a.batch, a.steps)
+        return 0
     if a.child:
         print(json.dumps(child(a.child, a.model, a.batch, a.size, a.steps)))
         return 0
