@@ -190,8 +190,10 @@ class Network:
         lam: tf.Tensor | float = 1.0,
         y: tf.Tensor | None = None,
         noise_training: bool | None = None,
+        theta: Params | None = None,
     ) -> Out:
-        """Logits of images x [N, H, W, C] under weights theta and perturbation parameters phi.
+        """Logits of images x [N, H, W, C] under weights theta (self.theta, or the tensors of the same
+        keys given, e.g. theta after a differentiable step) and perturbation parameters phi.
 
         training: batch norm (and the perturbation's scale) use batch statistics and queue updates
         of the running ones; otherwise the running ones. noise_training overrides the mode of the
@@ -204,7 +206,7 @@ class Network:
             Site(self.arch.c_norm, float(self.shape[0]), lam, s, noise_training, out.updates)
             for s in self.site_stats
         ]
-        t, noise, n_blocks = self.theta, self.noise, self.n_sites
+        t, noise, n_blocks = self.theta if theta is None else theta, self.noise, self.n_sites
         hook = iter(range(len(self.convs)))
 
         def conv(name: str, h: tf.Tensor, stride: int = 1) -> tf.Tensor:
@@ -219,7 +221,7 @@ class Network:
             else:
                 f = tf.nn.conv2d(h, w, strides=stride, padding="SAME")
                 f = f if b is None else tf.nn.bias_add(f, b)
-            return self._bn(name, f, training, out.updates)
+            return self._bn(name, f, t, training, out.updates)
 
         h = x
         if isinstance(self.arch, ResNet):
@@ -244,10 +246,12 @@ class Network:
             out.regs.append(reg)
         return out
 
-    def _bn(self, name: str, f: tf.Tensor, training: bool, updates: list[tf.Operation]) -> tf.Tensor:
-        """Batch norm with scale and offset; training mode queues the running statistics' updates
-        (the unbiased batch variance, as PyTorch)."""
-        stats, gamma, beta = self.bn_stats[name], self.theta[f"{name}_gamma"], self.theta[f"{name}_beta"]
+    def _bn(
+        self, name: str, f: tf.Tensor, theta: Params, training: bool, updates: list[tf.Operation]
+    ) -> tf.Tensor:
+        """Batch norm with theta's scale and offset; training mode queues the running statistics'
+        updates (the unbiased batch variance, as PyTorch)."""
+        stats, gamma, beta = self.bn_stats[name], theta[f"{name}_gamma"], theta[f"{name}_beta"]
         if not training:
             return tf.nn.batch_normalization(f, stats["mean"], stats["var"], beta, gamma, BN_EPS)
         mean = tf.reduce_mean(f, axis=[0, 1, 2])

@@ -51,13 +51,14 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from nets import Network
-    from noise import Perturbation
+    from noise import Params, Perturbation
 
 PHASES = ("src", "tgt", "select")  # source meta-training, target training, source-run selection (RUNS)
 SCHEMES = ("paper", "code")  # source class groups (spec Q1)
 AUGMENTS = ("crop_flip", "crop", "none")
 PAD = 4  # random-crop padding (spec 2.3)
 WEIGHT_DECAY = 5e-4  # L2 added to every gradient, as torch.optim.Adam(weight_decay=5e-4)
+ADAM = {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}  # source Adams (TensorFlow's and torch's defaults)
 LR_MILESTONES = (0.4, 0.7, 0.9)  # x LR_GAMMA at these fractions of --train_steps (spec 2.4)
 LR_GAMMA = 0.3
 EVAL_BATCH = (
@@ -80,6 +81,7 @@ MATCH = {
         "clipval",
         "noise_hp",
         "seed",
+        "second_order",
     ),
     "tgt": (
         "data",
@@ -99,6 +101,7 @@ MATCH = {
     ),
 }
 MATCH["select"] = (*MATCH["tgt"], "val_split")  # one target run per source run
+ADDED = {"second_order": False}  # settings newer than some config.json files: their value there
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +140,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="paper",
         help="paper: num_split disjoint class groups; code: num_split/2 groups, two tasks each "
         "with swapped image halves (the original code)",
+    )
+    p.add_argument(
+        "--second_order",
+        action="store_true",
+        help="src: phi's gradient through each task's Adam step on theta (exact one-step second "
+        "order); default: first order, as paper and code (spec Q5)",
     )
     p.add_argument("--noise_coeff", type=float, default=1.0, help="final annealing coefficient lambda (tgt)")
     p.add_argument(
@@ -208,6 +217,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{name} must be a positive number, not {getattr(args, name)}")
     if not (math.isfinite(args.noise_coeff) and args.noise_coeff >= 0):
         p.error(f"--noise_coeff must be a number >= 0, not {args.noise_coeff}")
+    if args.second_order and args.phase != "src":
+        p.error(f"--second_order is an option of the source phase (--phase src), not of --phase {args.phase}")
     if args.phase == "src" and args.split_scheme == "code" and args.num_split % 2:
         p.error(f"--split_scheme code pairs tasks: --num_split must be even, not {args.num_split}")
     try:
@@ -284,7 +295,7 @@ def selection_path(save_dir: str, src_name: str, src_steps: int) -> str:
 
 def default_name(args: argparse.Namespace) -> str:
     if args.phase == "src":
-        return f"{args.data}_{args.model}"
+        return f"{args.data}_{args.model}" + ("_second_order" if args.second_order else "")
     if args.phase == "select":
         return f"{args.src_name}_{args.src_steps}_{args.data}_{args.model}_seed{args.seed}"
     return f"{args.data}_{args.model}_{args.noise}_seed{args.seed}"
@@ -453,6 +464,35 @@ def decayed(grads: list[tf.Tensor | None], params: list[tf.Variable]) -> list[tu
     return [(g + WEIGHT_DECAY * p, p) for g, p in zip(grads, params) if g is not None]
 
 
+def adam_step(
+    opt: tf.compat.v1.train.AdamOptimizer, grads: list[tuple[tf.Tensor, tf.Variable]], lr: tf.Tensor
+) -> list[tf.Tensor]:
+    """The values opt.apply_gradients(grads) gives the variables, as tensors differentiable in the
+    gradients (Adam, Kingma & Ba 2015, Alg. 1, in the form of TensorFlow's ApplyAdam kernel):
+    m' = m + (g - m)(1 - b1), v' = v + (g^2 - v)(1 - b2),
+    var' = var - lr sqrt(1 - b2^t) / (1 - b1^t) m' / (sqrt(v') + eps); m, v and b^t are constants.
+    Creates opt's slots (its `_create_slots`, as apply_gradients does first)."""
+    import tensorflow as tf
+
+    with tf.init_scope():
+        opt._create_slots([v for _, v in grads])
+    out = []
+    for g, var in grads:
+        # as apply_gradients passes them: float32 hyperparameters and powers b^t cast to theta's dtype
+        b1, b2, eps = (
+            tf.cast(tf.constant(ADAM[k], tf.float32), g.dtype) for k in ("beta1", "beta2", "epsilon")
+        )
+        b1_t, b2_t = (tf.cast(p, g.dtype) for p in opt._get_beta_accumulators())
+        m, v = opt.get_slot(var, "m"), opt.get_slot(var, "v")
+        m1 = m + (g - m) * (1 - b1)
+        v1 = v + (tf.square(g) - v) * (1 - b2)
+        alpha = tf.cast(lr, g.dtype) * tf.sqrt(1 - b2_t) / (1 - b1_t)
+        # sqrt(v') with a finite derivative at v' = 0 (g = v = 0; that of the step is then alpha / eps)
+        sqrt_v1 = tf.where(v1 > 0, tf.sqrt(tf.where(v1 > 0, v1, tf.ones_like(v1))), tf.zeros_like(v1))
+        out.append(var - m1 * alpha / (sqrt_v1 + eps))
+    return out
+
+
 def cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     import tensorflow as tf
 
@@ -486,33 +526,55 @@ class Source:
             self.phi = perturbation.init_phi([], 0, dtype)
         self.train_in = [inputs(dim, f"train{t}") for t in range(len(n_classes))]
         self.val_in = [inputs(dim, f"val{t}") for t in range(len(n_classes))]
+        self.second_order = args.second_order
         self.theta_ops, self.val_losses, self.train_losses = [], [], []
+        self.theta_next: list[Params] = []  # second order: each theta_t' as a function of phi
+        self.theta_adams: list[tf.compat.v1.train.AdamOptimizer] = []
+        steps = []  # second order: per task (Adam, gradients, train updates), applied after phi's gradient
         for t, (net, tr, va) in enumerate(zip(self.nets, self.train_in, self.val_in)):
             out = net.forward(
                 self.image(tr, shape, size, args.augment, dtype), self.phi, True, make_draw(tr.seed, dtype)
             )
             loss = cross_entropy(out.logits, tf.one_hot(tr.y, net.n_classes, dtype=dtype))
             params = list(net.theta.values())
-            opt = tf.compat.v1.train.AdamOptimizer(self.lr, name=f"adam{t}")
-            with tf.control_dependencies(out.updates):
-                self.theta_ops.append(opt.apply_gradients(decayed(tf.gradients(loss, params), params)))
+            opt = tf.compat.v1.train.AdamOptimizer(self.lr, name=f"adam{t}", **ADAM)
+            self.theta_adams.append(opt)
+            theta, after = None, []
+            if self.second_order:  # the validation pass at theta_t'(phi), after the train updates
+                grads = decayed(tf.gradients(loss, params), params)
+                key = {id(p): k for k, p in net.theta.items()}
+                stepped = zip(grads, adam_step(opt, grads, self.lr))
+                theta = {**net.theta, **{key[id(p)]: new for (_, p), new in stepped}}
+                self.theta_next.append(theta)
+                after = out.updates
+                steps.append((opt, grads, out.updates))
+            else:
+                with tf.control_dependencies(out.updates):
+                    self.theta_ops.append(opt.apply_gradients(decayed(tf.gradients(loss, params), params)))
             self.train_losses.append(loss)
             # phi's step: BN in evaluation mode, the scale in training mode (spec 1.4, Q3), the new theta_t.
-            vout = net.forward(
-                self.image(va, shape, size, args.augment, dtype),
-                self.phi,
-                False,
-                make_draw(va.seed, dtype),
-                noise_training=True,
-            )
+            with tf.control_dependencies(after):
+                vout = net.forward(
+                    self.image(va, shape, size, args.augment, dtype),
+                    self.phi,
+                    False,
+                    make_draw(va.seed, dtype),
+                    noise_training=True,
+                    theta=theta,
+                )
             self.val_losses.append(
                 (cross_entropy(vout.logits, tf.one_hot(va.y, net.n_classes, dtype=dtype)), vout.updates)
             )
         phi = list(self.phi.values())
         per_task = [tf.gradients(loss, phi) for loss, _ in self.val_losses]
-        self.phi_grads = [tf.add_n(gs) / len(per_task) for gs in zip(*per_task)]  # first order (Q5)
-        opt = tf.compat.v1.train.AdamOptimizer(self.lr, name="adam_phi")
-        with tf.control_dependencies([u for _, ups in self.val_losses for u in ups]):
+        self.phi_grads = [tf.add_n(gs) / len(per_task) for gs in zip(*per_task)]  # Q5
+        val_updates = [u for _, ups in self.val_losses for u in ups]
+        # Second order: the real theta steps wait for phi's gradient (it reads theta_t and Adam's state).
+        for opt, grads, ups in steps:
+            with tf.control_dependencies([*self.phi_grads, *val_updates, *ups]):
+                self.theta_ops.append(opt.apply_gradients(grads))
+        opt = tf.compat.v1.train.AdamOptimizer(self.lr, name="adam_phi", **ADAM)
+        with tf.control_dependencies(val_updates + (self.theta_ops if steps else [])):
             self.phi_op = opt.apply_gradients(decayed(self.phi_grads, phi))
         self.theta_op = tf.group(self.theta_ops)
 
@@ -592,7 +654,7 @@ def check_config(folder: str, args: argparse.Namespace) -> None:
     path = os.path.join(folder, "config.json")
     if Checkpoints(folder).steps() and os.path.exists(path):
         saved = read_json(path)
-        diff = [k for k in MATCH[args.phase] if saved.get(k) != getattr(args, k)]
+        diff = [k for k in MATCH[args.phase] if saved.get(k, ADDED.get(k)) != getattr(args, k)]
         if diff:
             there = ", ".join(f"--{k} {saved.get(k)}" for k in diff)
             raise UsageError(
@@ -714,8 +776,11 @@ def source_run(
         return fd
 
     def step_fn(sess: tf.compat.v1.Session, step: int) -> float:
-        _, losses = sess.run([g.theta_op, g.train_losses], feed(0, step))
-        sess.run([g.phi_op, bump], feed(1, step))  # at the new theta's (spec 2.3)
+        if g.second_order:  # one run: phi's gradient reads each theta_t before its step
+            losses = sess.run([g.phi_op, g.train_losses, bump], {**feed(0, step), **feed(1, step)})[1]
+        else:
+            _, losses = sess.run([g.theta_op, g.train_losses], feed(0, step))
+            sess.run([g.phi_op, bump], feed(1, step))  # at the new theta's (spec 2.3)
         return float(np.mean(losses))
 
     def save_phi(sess: tf.compat.v1.Session, step: int) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import nets
 import noise
 import transfer
 from data.files import read_json
@@ -54,8 +55,8 @@ def test_batches_cover_an_epoch_and_repeat():
     assert np.array_equal(transfer.batch_indices(10, 3, [0], 4), transfer.batch_indices(10, 3, [0], 4))
 
 
-def source_graph(n_tasks: int):
-    args = argparse.Namespace(lr=1e-2, model="conv4_2", img_size=16, augment="crop_flip")
+def source_graph(n_tasks: int, second_order: bool = False, lr: float = 1e-2, model: str = "conv4_2"):
+    args = argparse.Namespace(lr=lr, model=model, img_size=16, augment="crop_flip", second_order=second_order)
     tf.compat.v1.set_random_seed(0)
     return transfer.Source(args, SHAPE, [3] * n_tasks, noise.get("metaperturb"), F64)
 
@@ -129,6 +130,115 @@ def test_phi_gradient_matches_finite_differences():
                 p.load(v0, sess)
                 fd_grad = (up - down) / (2 * h)
                 assert abs(fd_grad - np.sum(gp * d)) <= 1e-6 * max(1.0, abs(fd_grad)), p.name
+
+
+def second_order_setup(sess, g, scale=0.03) -> dict:
+    """Random phi and Adam moments of every theta_t (v ~ scale^2: Adam's step is smooth in the
+    gradient, and steep enough for theta_t's dependence on phi to show); the feed of one step."""
+    rng = np.random.default_rng(4)
+    values = {p: 0.3 * rng.standard_normal(p.shape.as_list()) for p in g.phi.values()}
+    for opt, net in zip(g.theta_adams, g.nets):
+        for p in net.theta.values():
+            shape = p.shape.as_list()
+            values[opt.get_slot(p, "m")] = 0.1 * scale * rng.standard_normal(shape)
+            values[opt.get_slot(p, "v")] = scale**2 * rng.uniform(0.5, 1.5, shape)
+    sess.run([v.assign(x) for v, x in values.items()])
+    return {**source_feed(g, 0), **source_feed(g, 1)}
+
+
+def test_second_order_phi_gradient_matches_finite_differences(monkeypatch):
+    # P7, second order: d/dphi of the validation loss at theta_t'(phi), theta_t' = the Adam step
+    # (weight decay added) on the training batch; float64, the noise fixed by the seeds. Batch
+    # norm's running statistics are state, not differentiated: momentum 0 keeps them fixed here.
+    monkeypatch.setattr(nets, "BN_MOMENTUM", 0.0)
+    with tf.Graph().as_default():
+        g = source_graph(1, second_order=True, lr=0.05, model="conv4_4")
+        loss = g.val_losses[0][0]
+        phi = list(g.phi.values())
+        new = {p: tf.compat.v1.placeholder(F64, p.shape) for p in phi}
+        load = {p: p.assign(new[p]) for p in phi}
+        with transfer.session(tf.compat.v1.get_default_graph()) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            fd = second_order_setup(sess, g)
+            grads = sess.run(g.phi_grads, fd)
+            stepped = list(g.theta_next[0].values())
+            fixed = {**fd, **dict(zip(stepped, sess.run(stepped, fd)))}  # theta_t' fed as constants
+
+            def derivative(p, d, feed, h=1e-7):
+                v0 = sess.run(p)
+                sess.run(load[p], {new[p]: v0 + h * d})
+                up = sess.run(loss, feed)
+                sess.run(load[p], {new[p]: v0 - h * d})
+                down = sess.run(loss, feed)
+                sess.run(load[p], {new[p]: v0})
+                return (up - down) / (2 * h)
+
+            rng = np.random.default_rng(2)
+            gaps = []
+            for p, grad in zip(phi, grads):
+                d = rng.standard_normal(p.shape.as_list())
+                second, first = derivative(p, d, fd), derivative(p, d, fixed)
+                assert abs(second - np.sum(grad * d)) <= 1e-6 * max(1.0, abs(second)), p.name
+                gaps.append(abs(second - first))
+    assert max(gaps) > 1e-4  # 100x the tolerance: first order misses theta_t's dependence on phi
+
+
+def one_source_step(second_order: bool, n_tasks: int) -> dict:
+    """One step from the same state: the values before and after, the validation loss and theta_t'."""
+    with tf.Graph().as_default():
+        g = source_graph(n_tasks, second_order=second_order, lr=0.05, model="conv4_4")
+        loss = tf.add_n([l for l, _ in g.val_losses]) / n_tasks
+        state = {
+            "theta": [n.theta for n in g.nets],
+            "stats": [(n.bn_stats, n.site_stats) for n in g.nets],
+            "phi": g.phi,
+        }
+        with transfer.session(tf.compat.v1.get_default_graph()) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            fd = second_order_setup(sess, g)
+            out = {"before": sess.run(state)}
+            if second_order:  # one run (as source_run): phi's gradient, then the real steps
+                out["val"], out["stepped"], _ = sess.run([loss, g.theta_next, g.phi_op], fd)
+            else:  # two runs (as source_run): theta's step, then phi's at the new theta
+                sess.run(g.theta_op, fd)
+                out["val"], _ = sess.run([loss, g.phi_op], fd)
+            out["after"] = sess.run(state)
+    return out
+
+
+@pytest.mark.parametrize("n_tasks", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_second_order_takes_the_same_theta_step(n_tasks):
+    # The theta step actually applied is the first-order path's (the same Adam op on the same
+    # gradient), the running statistics are updated alike, the validation pass reads them after the
+    # training pass's updates, and theta_t' is the value Adam gives theta_t; only phi's step differs.
+    first, second = one_source_step(False, n_tasks), one_source_step(True, n_tasks)
+    flat = tf.nest.flatten
+    assert all(np.array_equal(a, b) for a, b in zip(flat(first["before"]), flat(second["before"])))
+    for key in ("theta", "stats"):
+        assert all(
+            np.array_equal(a, b) for a, b in zip(flat(first["after"][key]), flat(second["after"][key]))
+        )
+    assert not all(
+        np.array_equal(a, b) for a, b in zip(flat(first["before"]["theta"]), flat(first["after"]["theta"]))
+    )
+    for stepped, applied in zip(second["stepped"], second["after"]["theta"]):
+        for k in applied:
+            np.testing.assert_allclose(stepped[k], applied[k], rtol=1e-14, atol=0)
+    np.testing.assert_allclose(second["val"], first["val"], rtol=1e-14)
+    moved = [
+        np.abs(first["after"]["phi"][k] - second["after"]["phi"][k]).max() for k in first["after"]["phi"]
+    ]
+    assert max(moved) > 1e-4  # phi's Adam step (lr 0.05) followed another gradient
+
+
+def test_first_order_phi_gradient_ignores_the_training_batch():
+    # The default (paper and code): phi's gradient needs no training batch (theta_t is a constant).
+    with tf.Graph().as_default():
+        g = source_graph(1)
+        with transfer.session(tf.compat.v1.get_default_graph()) as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            assert all(np.isfinite(x).all() for x in sess.run(g.phi_grads, source_feed(g, 1)))
+        assert not g.theta_next
 
 
 # ---------------------------------------------------------------------------------------------
