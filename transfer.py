@@ -653,8 +653,8 @@ def check_config(folder: str, args: argparse.Namespace) -> None:
 
     path = os.path.join(folder, "config.json")
     if Checkpoints(folder).steps() and os.path.exists(path):
-        saved = read_json(path)
-        diff = [k for k in MATCH[args.phase] if saved.get(k, ADDED.get(k)) != getattr(args, k)]
+        saved = {**ADDED, **read_json(path)}
+        diff = [k for k in MATCH[args.phase] if saved.get(k) != getattr(args, k)]
         if diff:
             there = ", ".join(f"--{k} {saved.get(k)}" for k in diff)
             raise UsageError(

@@ -241,6 +241,54 @@ def test_first_order_phi_gradient_ignores_the_training_batch():
         assert not g.theta_next
 
 
+def src_flags(tmp_path, *extra):
+    return [
+        "--phase", "src", "--data", "digits", "--model", "conv4_4", "--img_size", "16",
+        "--batch_size", "8", "--num_split", "2", "--train_steps", "2", "--print_every", "1",
+        "--save_every", "1", "--save_dir", str(tmp_path), *extra,
+    ]  # fmt: skip
+
+
+def test_second_order_flag_is_checked_and_kept_with_the_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        transfer.parse_args(tgt_flags(tmp_path, "--second_order"))
+    assert e.value.code == 2 and "--second_order is an option of the source phase" in capsys.readouterr().err
+    first, second = (transfer.parse_args(src_flags(tmp_path, *x)) for x in ([], ["--second_order"]))
+    assert (first.second_order, second.second_order) == (False, True)
+    assert first.exp_name != second.exp_name  # default folders apart
+    folder = os.path.join(tmp_path, "run_0")
+    os.makedirs(os.path.join(folder, "ckpt"))
+    open(os.path.join(folder, "ckpt", "model-1.index"), "w").close()  # a checkpoint: resuming
+    transfer.check_config(folder, first)
+    with pytest.raises(transfer.UsageError, match="--second_order False"):
+        transfer.check_config(folder, second)
+    # A config.json from before the flag was first order.
+    config = read_json(os.path.join(folder, "config.json"))
+    del config["second_order"]
+    transfer.write_json(os.path.join(folder, "config.json"), config)
+    with pytest.raises(transfer.UsageError, match="--second_order False"):
+        transfer.check_config(folder, second)
+    transfer.check_config(folder, first)
+
+
+@pytest.mark.slow
+def test_second_order_source_run(tmp_path, capsys):
+    # The whole source phase both ways from the same start; a folder keeps its order.
+    assert transfer.main(src_flags(tmp_path, "--exp_name", "a")) == 0
+    assert transfer.main(src_flags(tmp_path, "--exp_name", "b", "--second_order")) == 0
+    phi = {}
+    for name in ("a", "b"):
+        for step in ("init", "2"):
+            with np.load(os.path.join(tmp_path, "src", name, "run_0", f"phi_{step}.npz")) as f:
+                phi[name, step] = {k: f[k] for k in f.files}
+    assert all(np.array_equal(phi["a", "init"][k], phi["b", "init"][k]) for k in phi["a", "init"])
+    assert not all(np.array_equal(phi["a", "2"][k], phi["b", "2"][k]) for k in phi["a", "2"])
+    assert read_json(os.path.join(tmp_path, "src", "b", "run_0", "config.json"))["second_order"] is True
+    capsys.readouterr()
+    assert transfer.main(src_flags(tmp_path, "--exp_name", "b")) == 2
+    assert "--second_order True" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # Target training on digits (tiny)
 
