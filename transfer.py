@@ -6,7 +6,8 @@
 Source (`--phase src`): --num_split tasks from class groups of the source data's train split, each
 with its own network, Adam and theta; each step every task takes an Adam step on a training batch,
 then phi one Adam step on the mean over tasks of its gradient on a validation batch at the new theta's
-(first order, spec 2.3). --num_run independent runs, each writing phi_<step>.npz. Target
+(first order, spec 2.3; --second_order differentiates through each task's Adam step on theta, Q5).
+--num_run independent runs, each writing phi_<step>.npz. Target
 (`--phase tgt`): a fresh network trained from scratch with the regulariser of --noise; a transferred
 perturbation (MetaPerturb) has its phi loaded (--phi_from, or --src_name/--src_steps) and frozen,
 its noise ramped in over the first 40 % of the steps; the learning rate drops x0.3 at 40/70/90 %;
@@ -501,7 +502,9 @@ def cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
 
 class Source:
     """The joint meta-training graph of T tasks (spec 2.3): per task a network, its Adam and two
-    inputs (training and validation batch); phi shared, one Adam."""
+    inputs (training and validation batch); phi shared, one Adam. First order: run theta_op (training
+    feeds), then phi_op (validation feeds). Second order (args.second_order, Q5): phi_op alone, both
+    feeds: phi's gradient through theta_t' = theta_next (adam_step), then the same theta steps."""
 
     def __init__(
         self,
