@@ -477,17 +477,16 @@ def adam_step(
 
     with tf.init_scope():
         opt._create_slots([v for _, v in grads])
+    # as apply_gradients passes them: float32 hyperparameters and powers b^t cast to theta's dtype
+    dtype = grads[0][0].dtype
+    b1, b2, eps = (tf.cast(tf.constant(ADAM[k], tf.float32), dtype) for k in ("beta1", "beta2", "epsilon"))
+    b1_t, b2_t = (tf.cast(p, dtype) for p in opt._get_beta_accumulators())
+    alpha = tf.cast(lr, dtype) * tf.sqrt(1 - b2_t) / (1 - b1_t)
     out = []
     for g, var in grads:
-        # as apply_gradients passes them: float32 hyperparameters and powers b^t cast to theta's dtype
-        b1, b2, eps = (
-            tf.cast(tf.constant(ADAM[k], tf.float32), g.dtype) for k in ("beta1", "beta2", "epsilon")
-        )
-        b1_t, b2_t = (tf.cast(p, g.dtype) for p in opt._get_beta_accumulators())
         m, v = opt.get_slot(var, "m"), opt.get_slot(var, "v")
         m1 = m + (g - m) * (1 - b1)
         v1 = v + (tf.square(g) - v) * (1 - b2)
-        alpha = tf.cast(lr, g.dtype) * tf.sqrt(1 - b2_t) / (1 - b1_t)
         # sqrt(v') with a finite derivative at v' = 0 (g = v = 0; that of the step is then alpha / eps)
         sqrt_v1 = tf.where(v1 > 0, tf.sqrt(tf.where(v1 > 0, v1, tf.ones_like(v1))), tf.zeros_like(v1))
         out.append(var - m1 * alpha / (sqrt_v1 + eps))
@@ -542,14 +541,14 @@ class Source:
             params = list(net.theta.values())
             opt = tf.compat.v1.train.AdamOptimizer(self.lr, name=f"adam{t}", **ADAM)
             self.theta_adams.append(opt)
-            theta, after = None, []
-            if self.second_order:  # the validation pass at theta_t'(phi), after the train updates
+            theta, after = None, []  # first order: the validation pass at the variables theta_t
+            if self.second_order:  # at theta_t'(phi), after the training pass's updates
                 grads = decayed(tf.gradients(loss, params), params)
                 key = {id(p): k for k, p in net.theta.items()}
                 stepped = zip(grads, adam_step(opt, grads, self.lr))
                 theta = {**net.theta, **{key[id(p)]: new for (_, p), new in stepped}}
-                self.theta_next.append(theta)
                 after = out.updates
+                self.theta_next.append(theta)
                 steps.append((opt, grads, out.updates))
             else:
                 with tf.control_dependencies(out.updates):
@@ -570,7 +569,7 @@ class Source:
             )
         phi = list(self.phi.values())
         per_task = [tf.gradients(loss, phi) for loss, _ in self.val_losses]
-        self.phi_grads = [tf.add_n(gs) / len(per_task) for gs in zip(*per_task)]  # Q5
+        self.phi_grads = [tf.add_n(gs) / len(per_task) for gs in zip(*per_task)]  # first or second order (Q5)
         val_updates = [u for _, ups in self.val_losses for u in ups]
         # Second order: the real theta steps wait for phi's gradient (it reads theta_t and Adam's state).
         for opt, grads, ups in steps:
