@@ -26,9 +26,10 @@ pre-trained network, the newest checkpoint of a previous `--phase tgt` run of th
 `--data tiny_imagenet --noise none`); batch norm and the dense head start fresh, and --noise (e.g.
 MetaPerturb) acts on top as without it.
 
-    python transfer.py --phase tgt --data tiny_imagenet --noise none --exp_name tin_resnet20
+    python transfer.py --phase tgt --data tiny_imagenet --noise none --train_steps 100000 \
+        --exp_name tiny_imagenet_resnet20_pretrain
     python transfer.py --phase tgt --data stl10 --src_name E --src_steps 750 \
-        --fine_tune checkpoints/tgt/tin_resnet20
+        --fine_tune checkpoints/tgt/tiny_imagenet_resnet20_pretrain
 
 All phases checkpoint and resume (re-run the same command); bad input exits 2 with a message.
 """
