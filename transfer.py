@@ -896,11 +896,12 @@ def run_target(args: argparse.Namespace) -> None:
             return acc, nll
 
         def init_fn(sess: tf.compat.v1.Session) -> None:
-            if phi is not None:
-                for k, v in g.phi_vars.items():
-                    v.load(phi[k], sess)
-            for k, value in convs.items():  # before train_loop's restore: a checkpoint wins
-                g.net.theta[k].load(value, sess)
+            # Each variable's initializer fed the value: no new op, and not the deprecated Variable.load.
+            # Before train_loop's restore: a resumed run's checkpoint wins.
+            start = [(g.phi_vars[k], v) for k, v in (phi or {}).items()]
+            start += [(g.net.theta[k], v) for k, v in convs.items()]
+            for var, value in start:
+                sess.run(var.initializer, {var.initial_value: value})
 
         def step_fn(sess: tf.compat.v1.Session, step: int) -> float:
             idx = batch_indices(len(train[1]), args.batch_size, [args.seed, 0], step - 1)

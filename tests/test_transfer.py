@@ -342,7 +342,7 @@ def pretrained_run(tmp_path_factory):
 
 
 def weights_at_step_0(tmp_path, monkeypatch, *extra) -> dict[str, np.ndarray]:
-    """Every variable of a target run's network as its training would start (no step taken)."""
+    """Every variable of a MetaPerturb target run's network and phi as its training would start."""
     got = {}
 
     def start(folder, args, graph, saver_vars, step_var, init_fn, *_):
@@ -350,10 +350,10 @@ def weights_at_step_0(tmp_path, monkeypatch, *extra) -> dict[str, np.ndarray]:
             with graph.as_default():
                 sess.run(tf.compat.v1.global_variables_initializer())
             init_fn(sess)
-            got.update({v.op.name: sess.run(v) for v in saver_vars if v.op.name.startswith("net/")})
+            got.update({v.op.name: sess.run(v) for v in saver_vars if v.op.name.startswith(("net/", "phi/"))})
 
     monkeypatch.setattr(transfer, "train_loop", start)
-    assert transfer.main(tgt_flags(tmp_path, "--noise", "infodrop", *extra)) == 0
+    assert transfer.main(tgt_flags(tmp_path, "--phi_from", phi_file(tmp_path), *extra)) == 0
     return got
 
 
@@ -365,14 +365,17 @@ def test_fine_tune_copies_the_convs_and_starts_batch_norm_and_head_fresh(
     scratch = weights_at_step_0(tmp_path, monkeypatch, "--exp_name", "scratch")
     convs = {f"net/b{j}_{p}" for j in range(4) for p in "wb"}  # conv4: 4 kernels and 4 biases
     assert convs < set(tuned) and set(tuned) == set(scratch)
+    with np.load(phi_file(tmp_path)) as f:  # MetaPerturb's phi is loaded on top, as without fine-tuning
+        for k in f.files:
+            np.testing.assert_array_equal(tuned.pop(f"phi/{k}"), f[k])
     for name in tuned:
-        pre = reader.get_tensor(name)
         if name in convs:
-            np.testing.assert_array_equal(tuned[name], pre)
+            np.testing.assert_array_equal(tuned[name], reader.get_tensor(name))
             assert not np.array_equal(tuned[name], scratch[name])
-        else:  # batch norm's gamma, beta, running statistics; the dense head: as from scratch
+        else:  # batch norm's gamma, beta, running statistics; the dense head; MetaPerturb's statistics
             np.testing.assert_array_equal(tuned[name], scratch[name])
-            assert not np.array_equal(pre, scratch[name]), name  # the pre-training moved them
+            if "/perturb" not in name:  # (the pre-trained network has no MetaPerturb)
+                assert not np.array_equal(reader.get_tensor(name), scratch[name]), name  # trained
 
 
 def test_fine_tuned_run_resumes_from_its_own_checkpoint(tmp_path, pretrained_run):
