@@ -403,6 +403,12 @@ def report(root: str, published: Path = PUBLISHED) -> str:
     return "\n".join(out) + "\n"
 
 
+def pretrained_name(fine_tune: str) -> str:
+    """A --fine_tune value's run folder name, with the checkpoint where it named one (run/model-<step>)."""
+    head, tail = os.path.split(os.path.normpath(fine_tune))
+    return f"{os.path.basename(os.path.dirname(head))}/{tail}" if os.path.basename(head) == "ckpt" else tail
+
+
 def transfer_results(root: str) -> list[dict[str, Any]]:
     """Every target run's results.json under root (transfer.py --phase tgt)."""
     found = []
@@ -421,10 +427,11 @@ def transfer_results(root: str) -> list[dict[str, Any]]:
                     "seed": c["seed"],
                     "noise": c["noise"],
                     "fine_tuned": fine_tuned,
-                    # a transferred perturbation's runs are told apart by their phi file
+                    # a transferred perturbation's runs are told apart by their phi file, fine-tuned
+                    # ones by the pre-trained network's run
                     "title": TRANSFER_TITLES.get(c["noise"], c["noise_title"])
                     + (f" [{os.path.basename(c['phi'])}]" if c.get("phi") else "")
-                    + (FINE_TUNED if fine_tuned else ""),
+                    + (f"{FINE_TUNED} [{pretrained_name(c['fine_tune'])}]" if fine_tuned else ""),
                     "path": str(path),
                 }
             )

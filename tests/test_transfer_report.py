@@ -66,24 +66,33 @@ def test_fine_tuned_runs_are_rows_of_their_own(tmp_path):
             run["acc"], run["config"]["fine_tune"] = acc, "checkpoints/tgt/tiny_imagenet_conv4_32"
             (tmp_path / f"{noise}{seed}ft").mkdir()
             (tmp_path / f"{noise}{seed}ft" / "results.json").write_text(json.dumps(run))
+    # ... and one from a named checkpoint of another pre-trained run: a row of its own
+    run = json.loads((tmp_path / "none0ft" / "results.json").read_text())
+    run["acc"], run["config"]["fine_tune"] = 10.0, "pre/other/ckpt/model-500"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.json").write_text(json.dumps(run))
     text = report.transfer_report(str(tmp_path), "none")
-    lines = [l.split(" |")[0] for l in text.splitlines()[:8] if l.startswith("| ") and "±" in l]
+    ft = " + fine-tuning [tiny_imagenet_conv4_32]"
+    lines = [l.split(" |")[0] for l in text.splitlines()[:9] if l.startswith("| ") and "±" in l]
     assert lines == [
         "| Base (no regulariser)",
-        "| Base (no regulariser) + fine-tuning",
+        "| Base (no regulariser) + fine-tuning [other/model-500]",
+        f"| Base (no regulariser){ft}",
         "| METAPERTURB [phi_1.npz]",
-        "| METAPERTURB [phi_1.npz] + fine-tuning",
+        f"| METAPERTURB [phi_1.npz]{ft}",
     ]
     for title, accs in [
         ("Base (no regulariser)", ACC["none"]),
-        ("Base (no regulariser) + fine-tuning", tuned["none"]),
+        (f"Base (no regulariser){ft}", tuned["none"]),
         ("METAPERTURB [phi_1.npz]", ACC["metaperturb"]),
-        ("METAPERTURB [phi_1.npz] + fine-tuning", tuned["metaperturb"]),
+        (f"METAPERTURB [phi_1.npz]{ft}", tuned["metaperturb"]),
+        ("Base (no regulariser) + fine-tuning [other/model-500]", [10.0]),
     ]:
-        assert f"| {title} | {np.mean(accs):.2f} ± {np.std(accs, ddof=1):.2f} (n=3) |" in text
+        sd = np.std(accs, ddof=1) if len(accs) > 1 else 0.0
+        assert f"| {title} | {np.mean(accs):.2f} ± {sd:.2f} (n={len(accs)}) |" in text
     for title, accs in [
-        ("Base (no regulariser) + fine-tuning", tuned["none"]),
-        ("METAPERTURB [phi_1.npz] + fine-tuning", tuned["metaperturb"]),
+        (f"Base (no regulariser){ft}", tuned["none"]),
+        (f"METAPERTURB [phi_1.npz]{ft}", tuned["metaperturb"]),
         ("METAPERTURB [phi_1.npz]", ACC["metaperturb"]),
     ]:
         d = np.subtract(accs, ACC["none"])
