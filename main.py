@@ -355,6 +355,39 @@ def check_taml_flags(args: argparse.Namespace) -> None:
         args.noise = "none"  # Bayesian TAML's models have no perturbation (--noise adds one)
 
 
+def check_data_roots(args: argparse.Namespace) -> None:
+    """UsageError if a dataset read from files has no folder (a typo'd --data_root, a dataset not
+    prepared), before a savedir is made; meta_test on --episodes reads no dataset. Not part of
+    check_flags: parse_args also parses commands whose data are elsewhere (seed 002's README)."""
+    if args.episodes is not None:
+        return
+    import data
+    from data.files import command
+
+    ids = dataset_names(args.dataset)
+    for i, name in enumerate(ids + dataset_names(args.ood_dataset)):
+        if not hasattr(data.entry(name)[0], "prepare"):  # bundled data (digits): no folder
+            continue
+        given = args.data_root if i == 0 else None  # --data_root is the (single) ID dataset's
+        root = given or data.default_root(name)
+        if os.path.isdir(root):
+            continue
+        where = (
+            f"--data_root {root}"
+            if given
+            else f"--{'dataset' if i < len(ids) else 'ood_dataset'} {name}: {root}"
+        )
+        if os.path.exists(root):
+            raise UsageError(f"{where} is a file, not a folder: give the folder get_data.py prepared")
+        if given:
+            also = ""
+        elif i == 0 and len(ids) == 1:
+            also = " (or give its folder with --data_root)"
+        else:  # --data_root is the single ID dataset's; the others are found under $METADROP_DATA
+            also = f" (or set ${data.DATA_ENV} to the folder that holds {os.path.basename(root)})"
+        raise UsageError(f"{where} does not exist: prepare {name} there with: {command(name, root)}{also}")
+
+
 def check_xla_cache(args: argparse.Namespace) -> None:
     """--xla_cache must be a folder that can be created or written: TensorFlow would only fail at the
     first compilation. The default is dropped with a warning when unusable and XLA is not forced on."""
@@ -1118,6 +1151,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.ctrl_c_raises()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
         args = parse_args(argv)
+        check_data_roots(args)
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id or 0)
         made = None if os.path.lexists(args.savedir) else args.savedir
         MODES[args.mode](args)

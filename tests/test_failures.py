@@ -953,3 +953,37 @@ def test_downloaded_archive_deleted_only_when_malformed(tmp_path, error, deleted
     e = unreadable(str(path), True, "images.tar", "retry", error)
     assert isinstance(e, data.DataError) and path.exists() != deleted
     assert ("it is kept" in str(e) or "(disk)" in str(e)) != deleted
+
+
+# ---- a new user's first commands (paths, signs, resumes)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--data_root", "{tmp}/typo"],
+            "--data_root {tmp}/typo does not exist: prepare omniglot_small there with: "
+            "python get_data.py --dataset omniglot_small --data_root {tmp}/typo",
+        ),
+        (
+            [],
+            "--dataset omniglot_small: {tmp}/data/omniglot_small does not exist: prepare omniglot_small there with",
+        ),
+        (
+            ["--ood_dataset", "svhn", "--data_root", "{tmp}"],
+            "--ood_dataset svhn: {tmp}/data/svhn does not exist",
+        ),
+    ],
+)
+def test_missing_data_folder_is_named_before_the_savedir(tmp_path, monkeypatch, capsys, flags, message):
+    """A typo'd --data_root (or a dataset not prepared) once surfaced only after the savedir was made."""
+    monkeypatch.setenv("METADROP_DATA", str(tmp_path / "data"))
+
+    def no_savedir(*a, **k):
+        raise AssertionError("the savedir was made before the data folder was checked")
+
+    monkeypatch.setattr(main, "check_writable", no_savedir)
+    argv = ["--dataset", "omniglot_small", "--way", "5", "--savedir", str(tmp_path / "s"), *TRAIN[:2]]
+    refused(capsys, [*argv, *(f.format(tmp=tmp_path) for f in flags)], message.format(tmp=tmp_path))
+    assert not (tmp_path / "s").exists()
