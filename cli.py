@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 STOPPED = 130  # exit status after Ctrl-C (SIGINT)
 
@@ -48,7 +49,14 @@ def run(main: Callable[[], int]) -> NoReturn:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser whose errors are one line (no usage block), exit status 2."""
+    """argparse's parser whose errors are one line (no usage block), exit status 2, and that reads
+    a '-' followed by a digit as a value (argparse alone reads -1e-3 or -0.1,0.2 as a flag and says
+    "expected one argument"), so each flag's own check names what is wrong with it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's test of what is a negative number, not a flag (no flag here starts with a digit)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (python {self.prog} --help lists the flags)\n")

@@ -251,12 +251,17 @@ def check_attack_flags(args: argparse.Namespace) -> None:
             raise UsageError(
                 f"--attack_eps {args.attack_eps}: give numbers separated by commas, e.g. 0,0.1,0.2"
             ) from None
-        if not all(math.isfinite(e) and e >= 0 for e in args.attack_eps):
-            raise UsageError("--attack_eps: every radius must be a number, at least 0")
+        bad = [e for e in args.attack_eps if not (math.isfinite(e) and e >= 0)]
+        if bad:
+            what = "negative" if bad[0] < 0 else "infinite" if math.isinf(bad[0]) else "not a number"
+            raise UsageError(
+                f"--attack_eps {','.join(f'{e:g}' for e in args.attack_eps)}: the radius {bad[0]:g} is "
+                f"{what}; give radii of at least 0 (0 = clean), e.g. 0,0.1,0.2"
+            )
     if (args.adv_inner is None) != (args.adv_eps is None):
         raise UsageError("--adv_inner and --adv_eps go together: e.g. --adv_inner linf --adv_eps 0.005")
     if args.adv_eps is not None and not (math.isfinite(args.adv_eps) and args.adv_eps > 0):
-        raise UsageError("--adv_eps must be a positive number")
+        raise UsageError(f"--adv_eps must be a positive number, not {args.adv_eps:g}")
 
 
 # Bayesian TAML (Lee et al., ICLR 2020; docs/bayesian-taml.md) runs beside Meta-Dropout; the

@@ -968,7 +968,8 @@ def test_downloaded_archive_deleted_only_when_malformed(tmp_path, error, deleted
         ),
         (
             [],
-            "--dataset omniglot_small: {tmp}/data/omniglot_small does not exist: prepare omniglot_small there with",
+            "--dataset omniglot_small: {tmp}/data/omniglot_small does not exist: prepare omniglot_small "
+            "there with: python get_data.py --dataset omniglot_small (or give its folder with --data_root)",
         ),
         (
             ["--ood_dataset", "svhn", "--data_root", "{tmp}"],
@@ -986,4 +987,23 @@ def test_missing_data_folder_is_named_before_the_savedir(tmp_path, monkeypatch, 
     monkeypatch.setattr(main, "check_writable", no_savedir)
     argv = ["--dataset", "omniglot_small", "--way", "5", "--savedir", str(tmp_path / "s"), *TRAIN[:2]]
     refused(capsys, [*argv, *(f.format(tmp=tmp_path) for f in flags)], message.format(tmp=tmp_path))
+    assert not (tmp_path / "s").exists()
+
+
+ATTACK = ["--attack", "linf", "--attack_eps"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ([*ATTACK, "-0.1"], "--attack_eps -0.1: the radius -0.1 is negative; give radii of at least 0"),
+        ([*ATTACK, "-0.1,0.2"], "--attack_eps -0.1,0.2: the radius -0.1 is negative"),
+        ([*ATTACK, "0,-.5"], "--attack_eps 0,-0.5: the radius -0.5 is negative"),
+        ([*ATTACK, "0,nan"], "the radius nan is not a number"),
+        (["--inner_lr", "-1e-3"], "--inner_lr must be a positive number, not -0.001"),
+    ],
+)
+def test_negative_values_are_named_not_taken_for_flags(tmp_path, capsys, flags, message):
+    """argparse alone read -0.1,0.2 and -1e-3 as flags ("expected one argument")."""
+    refused(capsys, [*TINY, "--savedir", str(tmp_path / "s"), *TEST, *flags], message)
     assert not (tmp_path / "s").exists()
