@@ -711,13 +711,22 @@ def meta_train(args: argparse.Namespace) -> None:
             check_settings(read_config(args.savedir), args)  # names a missing config.json
             done = ckpts.trained()
             if done >= args.n_train_iters:  # before the graph is built
-                print(f"{args.savedir}: already trained for {done} iterations")
+                print(already_trained(args, done))
                 return
         r = Runner(args, ("train", "val"))
         write_json(
             config_path, {**vars(args), "image_shape": list(r.dataset.shape), "filters": r.dataset.filters}
         )
         train(r, ckpts)
+
+
+def already_trained(args: argparse.Namespace, done: int) -> str:
+    """What a meta_train on a finished run says, and what to do instead."""
+    return (
+        f"{args.savedir}: already trained for {done} iterations (--n_train_iters {args.n_train_iters}); "
+        "evaluate it with --mode meta_test, train it further with a larger --n_train_iters, or start a "
+        "new run with another --savedir"
+    )
 
 
 def train(r: Runner, ckpts: Checkpoints) -> None:
@@ -785,12 +794,17 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
         sess.run(init)
         latest = ckpts.restore(saver, sess)
         start = saved = int(sess.run(r.step))
-        if latest:
-            log(train_log, f"resumed from iteration {start} ({os.path.relpath(latest, args.savedir)})")
         if start >= args.n_train_iters:
-            print(f"{args.savedir}: already trained for {start} iterations")
+            print(already_trained(args, start))
             writer.close()
             return
+        if latest:
+            ckpt = os.path.relpath(latest, args.savedir)
+            log(train_log, f"resumed from iteration {start} ({ckpt})")
+            print(
+                f"{args.savedir}: resuming from iteration {start} of {args.n_train_iters} ({ckpt}); "
+                "for a new run, stop this one (Ctrl-C) and use another --savedir"
+            )
         window: list[tuple[float, float, float]] = []
         chance, warned = math.log(args.way), False  # the loss of a uniform guess, where training starts
         advice = "".join(f"{w}. " for w in step_warnings(args)) or "Lower --meta_lr or --inner_lr and "

@@ -118,13 +118,15 @@ def test_copied_savedir_evaluates_its_own_weights(run, tmp_path):
     assert "checkpoint ckpt/model-2)" in (copy / "meta_test.log").read_text()
 
 
-def test_moved_savedir_resumes_instead_of_retraining(trained, tmp_path):
+def test_moved_savedir_resumes_instead_of_retraining(trained, tmp_path, capsys):
     moved = shutil.copytree(trained, tmp_path / "a")
     os.rename(moved, tmp_path / "b")
     savedir = tmp_path / "b"
     train = [*TRAIN]
     train[train.index("2")] = "3"
     assert main.main([*TINY, "--savedir", str(savedir), *train]) == 0
+    said = f"{savedir}: resuming from iteration 2 of 3 (ckpt/model-2); for a new run, stop this one (Ctrl-C)"
+    assert said in capsys.readouterr().out
     assert "resumed from iteration 2" in (savedir / "meta_train.log").read_text()
     assert ckpt_steps(savedir) == [1, 2, 3]
 
@@ -898,7 +900,12 @@ def test_already_trained_is_answered_before_the_graph(run, monkeypatch, capsys):
 
     monkeypatch.setattr(main, "Runner", no_graph)
     assert main.main([*TINY, "--savedir", str(run), *TRAIN]) == 0
-    assert "already trained for 2 iterations" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert (
+        f"{run}: already trained for 2 iterations (--n_train_iters 2); evaluate it with --mode meta_test"
+        in out
+    )
+    assert "a larger --n_train_iters" in out and "another --savedir" in out
 
 
 def test_refused_run_leaves_no_new_savedir(tmp_path, capsys):
