@@ -208,6 +208,7 @@ def check_flags(args: argparse.Namespace) -> None:
     except ValueError as e:
         raise UsageError(f"--noise: {e}") from e
     args.noise_hp, args.noise_title = perturbation.hp(), perturbation.title
+    args.noise_version = perturbation.version  # config.json: savedirs of another version are refused
     check_xla_cache(args)
 
 

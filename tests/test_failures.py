@@ -1014,3 +1014,32 @@ def test_negative_values_are_named_not_taken_for_flags(tmp_path, capsys, flags, 
     """argparse alone read -0.1,0.2 and -1e-3 as flags ("expected one argument")."""
     refused(capsys, [*TINY, "--savedir", str(tmp_path / "s"), *TEST, *flags], message)
     assert not (tmp_path / "s").exists()
+
+
+def test_vib_run_of_the_earlier_scale_is_refused_and_others_resume(run, monkeypatch, capsys):
+    """VIB's sigma once started at softplus(0) with the KL summed over units; a config.json without
+    noise_version is of that scale for VIB, and of the only one for every other perturbation."""
+
+    def no_graph(*a, **k):
+        raise AssertionError("the graph was built")
+
+    monkeypatch.setattr(main, "Runner", no_graph)
+    config = json.loads((run / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k != "noise_version"}
+    vib = {**old, "noise": "vib", "noise_hp": {"beta": 0.001}}
+    (run / "config.json").write_text(json.dumps(vib))
+    for mode in (TRAIN, TEST):
+        err = refused(
+            capsys,
+            [*TINY, "--noise", "vib", "--savedir", str(run), *mode],
+            "holds a Variational information bottleneck run of parametrisation version 1; this code's is "
+            "version 2 (sigma starts at softplus(-5)",
+        )
+        assert "another --savedir" in err and len(err.strip().splitlines()) == 1
+    assert results(run) == [] and ckpt_steps(run) == [1, 2]
+    (run / "config.json").write_text(json.dumps({**vib, "noise_version": 2}))
+    assert main.main([*TINY, "--noise", "vib", "--savedir", str(run), *TRAIN]) == 0
+    (run / "config.json").write_text(json.dumps(old))  # a Meta-dropout run's config before versions
+    assert main.main([*TINY, "--savedir", str(run), *TRAIN]) == 0
+    assert capsys.readouterr().out.count("already trained for 2 iterations") == 2
+    assert json.loads((run / "config.json").read_text()) == old  # an answered run rewrites nothing
