@@ -48,6 +48,17 @@ def run(main: Callable[[], int]) -> NoReturn:
     sys.exit(code)
 
 
+def missing_parent(path: str) -> str | None:
+    """Why the folder that would hold the output `path` is not there (None if it is): an output
+    flag's folder must exist, so that a typo'd path stops instead of becoming a tree of new folders."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(parent):
+        return None
+    if os.path.exists(parent):
+        return f"{parent} is a file, not a folder"
+    return f"the folder {parent} does not exist: create it first, or correct the path"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser whose errors are one line (no usage block), exit status 2, and that reads
     a '-' followed by a digit as a value (argparse alone reads -1e-3 or -0.1,0.2 as a flag and says

@@ -82,6 +82,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{k} must be at least 1")
     if args.seed < 0:
         p.error(f"--seed must be at least 0, not {args.seed}")
+    # The data root itself is created, not the folder that holds it (nor --episodes' folder).
+    for flag in ("data_root", "episodes"):
+        path = getattr(args, flag)
+        if path is not None and (why := cli.missing_parent(path)):
+            p.error(f"--{flag} {path}: {why}")
     return args
 
 
@@ -122,14 +127,6 @@ def prepare(args: argparse.Namespace) -> int:
     root = args.data_root or data.default_root(args.dataset)
     module, view = data.entry(args.dataset)
     try:
-        if args.episodes:  # before any long preparation: can the file be written there?
-            folder = os.path.dirname(os.path.abspath(args.episodes))
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except OSError as e:
-                raise data.DataError(
-                    f"--episodes {args.episodes}: cannot create {folder} ({e.strerror})"
-                ) from e
         if hasattr(module, "prepare"):
             module.prepare(root, args.source, *([view] if view else []))
         elif args.source is not None:
