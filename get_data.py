@@ -49,8 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="where the raw files come from: a base URL for downloaded datasets (default: their "
         "official host, or the module's $METADROP_<SOURCE>_URL, see docs/datasets.md), a folder "
-        "for omniglot_small (default ../shared/data/omniglot); tiny_imagenet, stl10, stanford_dogs and "
-        "stanford_cars also take a folder holding their archives",
+        "for omniglot_small (default shared/data/omniglot beside the project folder, from any working "
+        "directory); tiny_imagenet, stl10, stanford_dogs and stanford_cars also take a folder holding "
+        "their archives",
     )
     e = p.add_argument_group("fixed evaluation episodes (for main.py --mode meta_test --episodes FILE)")
     e.add_argument("--episodes", metavar="FILE.npz", default=None, help="write episodes to this file")

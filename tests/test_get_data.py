@@ -367,3 +367,20 @@ def test_output_in_a_folder_that_is_not_there_is_refused(tmp_path, capsys, flag)
     err = capsys.readouterr().err
     assert e.value.code == 2 and f"{flag} {path}: the folder {path.parent} does not exist" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_omniglot_small_default_source_from_another_folder(tmp_path, monkeypatch, capsys):
+    """The default --source is found from the project, not the working directory; where it is not
+    there, the message says what the default was and where the archives come from."""
+    from data import omniglot_small
+
+    assert os.path.isabs(omniglot_small.SOURCE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(omniglot_small, "SOURCE", str(tmp_path / "shared"))
+    assert get_data.main(["--dataset", "omniglot_small", "--data_root", "os"]) == 2
+    err = capsys.readouterr().err
+    small1 = tmp_path / "shared" / "images_background_small1.zip"
+    assert (
+        f"{small1} is missing (the default --source: shared/data/omniglot beside the project folder)" in err
+    )
+    assert omniglot.BASE_URL in err and not (tmp_path / "os").exists()
