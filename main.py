@@ -378,11 +378,8 @@ def check_data_roots(args: argparse.Namespace) -> None:
         root = given or data.default_root(name)
         if os.path.isdir(root):
             continue
-        where = (
-            f"--data_root {root}"
-            if given
-            else f"--{'dataset' if i < len(ids) else 'ood_dataset'} {name}: {root}"
-        )
+        flag = "--dataset" if i < len(ids) else "--ood_dataset"
+        where = f"--data_root {root}" if given else f"{flag} {name}: {root}"
         if os.path.exists(root):
             raise UsageError(f"{where} is a file, not a folder: give the folder get_data.py prepared")
         if given:

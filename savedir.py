@@ -163,8 +163,8 @@ def check_version(saved: dict, args: argparse.Namespace) -> None:
     this code's: its checkpoints would be resumed or evaluated under other initial values or scales."""
     import noise
 
-    there, now = saved["noise_version"], getattr(args, "noise_version", None)
-    if now is None or there == now:
+    there, now = saved["noise_version"], args.noise_version
+    if there == now:
         return
     cls = noise.PERTURBATIONS[args.noise]
     raise UsageError(
