@@ -586,6 +586,8 @@ def run(argv: list[str] | None) -> int:
         p.error(f"{args.root} is not a folder: give the folder the runs wrote into (e.g. results/)")
     if args.markdown and os.path.isdir(args.markdown):
         p.error(f"--markdown {args.markdown} is a folder: give a file name")
+    if args.markdown and (why := cli.missing_parent(args.markdown)):
+        p.error(f"--markdown {args.markdown}: {why}")
     try:
         text = transfer_report(args.root, args.baseline) if args.transfer else report(args.root)
     except ReportError as e:
