@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 STOPPED = 130  # exit status after Ctrl-C (SIGINT)
 
@@ -47,8 +48,26 @@ def run(main: Callable[[], int]) -> NoReturn:
     sys.exit(code)
 
 
+def missing_parent(path: str) -> str | None:
+    """Why the folder that would hold the output `path` is not there (None if it is): an output
+    flag's folder must exist, so that a typo'd path stops instead of becoming a tree of new folders."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(parent):
+        return None
+    if os.path.exists(parent):
+        return f"{parent} is a file, not a folder"
+    return f"the folder {parent} does not exist: create it first, or correct the path"
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser whose errors are one line (no usage block), exit status 2."""
+    """argparse's parser whose errors are one line (no usage block), exit status 2, and that reads
+    a '-' followed by a digit as a value (argparse alone reads -1e-3 or -0.1,0.2 as a flag and says
+    "expected one argument"), so each flag's own check names what is wrong with it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's test of what is a negative number, not a flag (no flag here starts with a digit)
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (python {self.prog} --help lists the flags)\n")

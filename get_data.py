@@ -49,8 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="where the raw files come from: a base URL for downloaded datasets (default: their "
         "official host, or the module's $METADROP_<SOURCE>_URL, see docs/datasets.md), a folder "
-        "for omniglot_small (default ../shared/data/omniglot); tiny_imagenet, stl10, stanford_dogs and "
-        "stanford_cars also take a folder holding their archives",
+        "for omniglot_small (default shared/data/omniglot beside the project folder, from any working "
+        "directory); tiny_imagenet, stl10, stanford_dogs and stanford_cars also take a folder holding "
+        "their archives",
     )
     e = p.add_argument_group("fixed evaluation episodes (for main.py --mode meta_test --episodes FILE)")
     e.add_argument("--episodes", metavar="FILE.npz", default=None, help="write episodes to this file")
@@ -82,6 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{k} must be at least 1")
     if args.seed < 0:
         p.error(f"--seed must be at least 0, not {args.seed}")
+    # The data root itself is created, not the folder that holds it (nor --episodes' folder).
+    for flag in ("data_root", "episodes"):
+        path = getattr(args, flag)
+        if path is not None and (why := cli.missing_parent(path)):
+            p.error(f"--{flag} {path}: {why}")
     return args
 
 
@@ -122,14 +128,6 @@ def prepare(args: argparse.Namespace) -> int:
     root = args.data_root or data.default_root(args.dataset)
     module, view = data.entry(args.dataset)
     try:
-        if args.episodes:  # before any long preparation: can the file be written there?
-            folder = os.path.dirname(os.path.abspath(args.episodes))
-            try:
-                os.makedirs(folder, exist_ok=True)
-            except OSError as e:
-                raise data.DataError(
-                    f"--episodes {args.episodes}: cannot create {folder} ({e.strerror})"
-                ) from e
         if hasattr(module, "prepare"):
             module.prepare(root, args.source, *([view] if view else []))
         elif args.source is not None:

@@ -208,6 +208,7 @@ def check_flags(args: argparse.Namespace) -> None:
     except ValueError as e:
         raise UsageError(f"--noise: {e}") from e
     args.noise_hp, args.noise_title = perturbation.hp(), perturbation.title
+    args.noise_version = perturbation.version  # config.json: savedirs of another version are refused
     check_xla_cache(args)
 
 
@@ -251,12 +252,17 @@ def check_attack_flags(args: argparse.Namespace) -> None:
             raise UsageError(
                 f"--attack_eps {args.attack_eps}: give numbers separated by commas, e.g. 0,0.1,0.2"
             ) from None
-        if not all(math.isfinite(e) and e >= 0 for e in args.attack_eps):
-            raise UsageError("--attack_eps: every radius must be a number, at least 0")
+        bad = [e for e in args.attack_eps if not (math.isfinite(e) and e >= 0)]
+        if bad:
+            what = "negative" if bad[0] < 0 else "infinite" if math.isinf(bad[0]) else "not a number"
+            raise UsageError(
+                f"--attack_eps {','.join(f'{e:g}' for e in args.attack_eps)}: the radius {bad[0]:g} is "
+                f"{what}; give radii of at least 0 (0 = clean), e.g. 0,0.1,0.2"
+            )
     if (args.adv_inner is None) != (args.adv_eps is None):
         raise UsageError("--adv_inner and --adv_eps go together: e.g. --adv_inner linf --adv_eps 0.005")
     if args.adv_eps is not None and not (math.isfinite(args.adv_eps) and args.adv_eps > 0):
-        raise UsageError("--adv_eps must be a positive number")
+        raise UsageError(f"--adv_eps must be a positive number, not {args.adv_eps:g}")
 
 
 # Bayesian TAML (Lee et al., ICLR 2020; docs/bayesian-taml.md) runs beside Meta-Dropout; the
@@ -353,6 +359,36 @@ def check_taml_flags(args: argparse.Namespace) -> None:
         args.inner_lr = (0.01 if args.metasgd else 0.5) if args.max_shot else 0.1
     if args.max_shot and args.noise is None and not args.maml:
         args.noise = "none"  # Bayesian TAML's models have no perturbation (--noise adds one)
+
+
+def check_data_roots(args: argparse.Namespace) -> None:
+    """UsageError if a dataset read from files has no folder (a typo'd --data_root, a dataset not
+    prepared), before a savedir is made; meta_test on --episodes reads no dataset. Not part of
+    check_flags: parse_args also parses commands whose data are elsewhere (seed 002's README)."""
+    if args.episodes is not None:
+        return
+    import data
+    from data.files import command
+
+    ids = dataset_names(args.dataset)
+    for i, name in enumerate(ids + dataset_names(args.ood_dataset)):
+        if not hasattr(data.entry(name)[0], "prepare"):  # bundled data (digits): no folder
+            continue
+        given = args.data_root if i == 0 else None  # --data_root is the (single) ID dataset's
+        root = given or data.default_root(name)
+        if os.path.isdir(root):
+            continue
+        flag = "--dataset" if i < len(ids) else "--ood_dataset"
+        where = f"--data_root {root}" if given else f"{flag} {name}: {root}"
+        if os.path.exists(root):
+            raise UsageError(f"{where} is a file, not a folder: give the folder get_data.py prepared")
+        if given:
+            also = ""
+        elif i == 0 and len(ids) == 1:
+            also = " (or give its folder with --data_root)"
+        else:  # --data_root is the single ID dataset's; the others are found under $METADROP_DATA
+            also = f" (or set ${data.DATA_ENV} to the folder that holds {os.path.basename(root)})"
+        raise UsageError(f"{where} does not exist: prepare {name} there with: {command(name, root)}{also}")
 
 
 def check_xla_cache(args: argparse.Namespace) -> None:
@@ -673,13 +709,22 @@ def meta_train(args: argparse.Namespace) -> None:
             check_settings(read_config(args.savedir), args)  # names a missing config.json
             done = ckpts.trained()
             if done >= args.n_train_iters:  # before the graph is built
-                print(f"{args.savedir}: already trained for {done} iterations")
+                print(already_trained(args, done))
                 return
         r = Runner(args, ("train", "val"))
         write_json(
             config_path, {**vars(args), "image_shape": list(r.dataset.shape), "filters": r.dataset.filters}
         )
         train(r, ckpts)
+
+
+def already_trained(args: argparse.Namespace, done: int) -> str:
+    """What a meta_train on a finished run says, and what to do instead."""
+    return (
+        f"{args.savedir}: already trained for {done} iterations (--n_train_iters {args.n_train_iters}); "
+        "evaluate it with --mode meta_test, train it further with a larger --n_train_iters, or start a "
+        "new run with another --savedir"
+    )
 
 
 def train(r: Runner, ckpts: Checkpoints) -> None:
@@ -747,12 +792,17 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
         sess.run(init)
         latest = ckpts.restore(saver, sess)
         start = saved = int(sess.run(r.step))
-        if latest:
-            log(train_log, f"resumed from iteration {start} ({os.path.relpath(latest, args.savedir)})")
         if start >= args.n_train_iters:
-            print(f"{args.savedir}: already trained for {start} iterations")
+            print(already_trained(args, start))
             writer.close()
             return
+        if latest:
+            ckpt = os.path.relpath(latest, args.savedir)
+            log(train_log, f"resumed from iteration {start} ({ckpt})")
+            print(
+                f"{args.savedir}: resuming from iteration {start} of {args.n_train_iters} ({ckpt}); "
+                "for a new run, stop this one (Ctrl-C) and use another --savedir"
+            )
         window: list[tuple[float, float, float]] = []
         chance, warned = math.log(args.way), False  # the loss of a uniform guess, where training starts
         advice = "".join(f"{w}. " for w in step_warnings(args)) or "Lower --meta_lr or --inner_lr and "
@@ -1118,6 +1168,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.ctrl_c_raises()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
         args = parse_args(argv)
+        check_data_roots(args)
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id or 0)
         made = None if os.path.lexists(args.savedir) else args.savedir
         MODES[args.mode](args)

@@ -124,6 +124,7 @@ class Network:
         self.bn_stats: dict[str, Params] = {}
         self.site_stats: list[Params] = []
         self.convs: list[tuple[int, int]] = []
+        self.conv_keys: list[str] = []  # theta's conv kernels and biases: what fine-tuning copies (spec 2.4)
         self.n_classes = n_classes
         if isinstance(arch, ResNet):
             self._conv("stem", shape[2], 16, bias=False, hooked=False)
@@ -155,8 +156,10 @@ class Network:
     def _conv(self, name: str, cin: int, cout: int, bias: bool, hooked: bool = True) -> None:
         dt = self.dtype
         self.theta[f"{name}_w"] = kaiming(f"{name}_w", [3, 3, cin, cout], dt)
+        self.conv_keys.append(f"{name}_w")
         if bias:
             self.theta[f"{name}_b"] = uniform(f"{name}_b", [cout], 9 * cin, dt)
+            self.conv_keys.append(f"{name}_b")
         self.theta[f"{name}_gamma"] = const(f"{name}_gamma", [cout], 1.0, dt)
         self.theta[f"{name}_beta"] = const(f"{name}_beta", [cout], 0.0, dt)
         self.bn_stats[name] = {

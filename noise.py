@@ -145,6 +145,11 @@ class Perturbation:
     # whether phi is meta-learned on source tasks and frozen at target time (transfer.py); otherwise
     # a target network trains its phi (if any) with theta, as a regulariser of its own
     transferred: ClassVar[bool] = False
+    # The parametrisation's version (phi's initial values, the regularizer's scale), recorded in
+    # config.json as noise_version (1 where a config predates it); a savedir of another version is
+    # neither resumed nor evaluated (savedir.check_settings). `since` says what the current one changed.
+    version: ClassVar[int] = 1
+    since: ClassVar[str] = ""
 
     def init_phi(self, convs: list[tuple[int, int]], feat_dim: int, dtype: tf.DType) -> Params:
         """Create phi for conv blocks with (in, out) channels `convs` and `feat_dim` features."""
@@ -399,6 +404,10 @@ class VIB(InputDependentKL):
     name: ClassVar[str] = "vib"
     title: ClassVar[str] = "Variational information bottleneck"
     SIGMA_BIAS: ClassVar[float] = -5.0  # Alemi et al. 2017, Section 4.1: sigma = softplus(. - 5)
+    version: ClassVar[int] = 2  # 1: sigma's bias started at 0 (softplus(0) = 0.69), KL summed over units
+    since: ClassVar[str] = (
+        "sigma starts at softplus(-5) and the KL is averaged over units, Alemi et al.'s scale"
+    )
 
     def init_phi(self, convs: list[tuple[int, int]], feat_dim: int, dtype: tf.DType) -> Params:
         return conv_nets(convs, dtype, bias=self.SIGMA_BIAS)

@@ -55,6 +55,7 @@ PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
 TRANSFER_PUBLISHED = Path(__file__).resolve().parent / "paper" / "metaperturb.json"
 # display titles of the transfer table where a perturbation's own (an episodic learner's) does not fit
 TRANSFER_TITLES = {"none": "Base (no regulariser)"}
+FINE_TUNED = " + fine-tuning"  # the title suffix of runs started from a pre-trained network (--fine_tune)
 PUBLISHED_TAML = PUBLISHED.with_name("published_taml.json")
 MISSING = "—"
 RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations", "evaluated on", "settings"]
@@ -402,6 +403,12 @@ def report(root: str, published: Path = PUBLISHED) -> str:
     return "\n".join(out) + "\n"
 
 
+def pretrained_name(fine_tune: str) -> str:
+    """A --fine_tune value's run folder name, with the checkpoint where it named one (run/model-<step>)."""
+    head, tail = os.path.split(os.path.normpath(fine_tune))
+    return f"{os.path.basename(os.path.dirname(head))}/{tail}" if os.path.basename(head) == "ckpt" else tail
+
+
 def transfer_results(root: str) -> list[dict[str, Any]]:
     """Every target run's results.json under root (transfer.py --phase tgt)."""
     found = []
@@ -411,6 +418,7 @@ def transfer_results(root: str) -> list[dict[str, Any]]:
             c = r["config"]
             if c.get("phase") != "tgt":
                 continue
+            fine_tuned = bool(c.get("fine_tune"))
             found.append(
                 {
                     "acc": float(r["acc"]),
@@ -418,9 +426,12 @@ def transfer_results(root: str) -> list[dict[str, Any]]:
                     "model": c["model"],
                     "seed": c["seed"],
                     "noise": c["noise"],
-                    # a transferred perturbation's runs are told apart by their phi file
+                    "fine_tuned": fine_tuned,
+                    # a transferred perturbation's runs are told apart by their phi file, fine-tuned
+                    # ones by the pre-trained network's run
                     "title": TRANSFER_TITLES.get(c["noise"], c["noise_title"])
-                    + (f" [{os.path.basename(c['phi'])}]" if c.get("phi") else ""),
+                    + (f" [{os.path.basename(c['phi'])}]" if c.get("phi") else "")
+                    + (f"{FINE_TUNED} [{pretrained_name(c['fine_tune'])}]" if fine_tuned else ""),
                     "path": str(path),
                 }
             )
@@ -432,27 +443,36 @@ def transfer_results(root: str) -> list[dict[str, Any]]:
 
 
 def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFER_PUBLISHED) -> str:
-    """MetaPerturb's transfer table (rows: regularisers; columns: target datasets): mean ± std over
-    seeds (n), the paper's Table 1 (empty until copied into paper/metaperturb.json), and each
-    regulariser's paired difference from `baseline` over the seeds they share, ± the 95% t-interval."""
+    """MetaPerturb's transfer table (rows: regularisers, each from scratch and, if run, fine-tuned;
+    columns: target datasets): mean ± std over seeds (n), the paper's Table 1 (empty until copied
+    into paper/metaperturb.json), and each row's paired difference from `baseline` trained from
+    scratch over the seeds they share, ± the 95% t-interval."""
     from scipy import stats
 
     results = transfer_results(root)
     if not results:
         return f"No transfer.py target results.json under {root}: run transfer.py --phase tgt first.\n"
     cols = sorted({(r["data"], r["model"]) for r in results})
-    rows = sorted({(r["noise"], r["title"]) for r in results}, key=lambda n: (n[0] != baseline, n[1]))
+    base_row = (baseline, False)  # (noise, fine-tuned) of the rows the differences are taken from
+    rows = sorted(
+        {(r["noise"], r["fine_tuned"], r["title"]) for r in results},
+        key=lambda n: (n[:2] != base_row, n[2]),  # a fine-tuned row follows its from-scratch one
+    )
     names = [f"{d} ({m})" for d, m in cols]
     cell = {
-        (row, c): [r for r in results if (r["data"], r["model"]) == c and (r["noise"], r["title"]) == row]
+        (row, c): [
+            r
+            for r in results
+            if (r["data"], r["model"]) == c and (r["noise"], r["fine_tuned"], r["title"]) == row
+        ]
         for row in rows
         for c in cols
     }
     ours = []
-    for n, title in rows:
-        row = {"regulariser": title}
+    for row_key in rows:
+        row = {"regulariser": row_key[2]}
         for c, name in zip(cols, names):
-            accs = [r["acc"] for r in cell[(n, title), c]]
+            accs = [r["acc"] for r in cell[row_key, c]]
             sd = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
             row[name] = f"{np.mean(accs):.2f} ± {sd:.2f} (n={len(accs)})" if accs else MISSING
         ours.append(row)
@@ -463,17 +483,17 @@ def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFE
         for n, v in paper.items()
     ]
     diffs = []
-    for n, title in rows:
-        if n == baseline:
+    for row_key in rows:
+        if row_key[:2] == base_row:
             continue
-        row = {"regulariser": f"{title} − {baseline}"}
+        row = {"regulariser": f"{row_key[2]} − {baseline}"}
         for c, name in zip(cols, names):
             base = {
                 r["seed"]: r["acc"]
                 for r in results
-                if r["noise"] == baseline and (r["data"], r["model"]) == c
+                if (r["noise"], r["fine_tuned"]) == base_row and (r["data"], r["model"]) == c
             }
-            d = [r["acc"] - base[r["seed"]] for r in cell[(n, title), c] if r["seed"] in base]
+            d = [r["acc"] - base[r["seed"]] for r in cell[row_key, c] if r["seed"] in base]
             if len(d) < 2:
                 row[name] = MISSING
                 continue
@@ -482,11 +502,12 @@ def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFE
         diffs.append(row)
     return "\n".join(
         [
-            f"### Transfer: test accuracy (%) of target networks trained from scratch ({root})",
+            f"### Transfer: test accuracy (%) of target networks trained from scratch, or fine-tuned "
+            f"where the row says so ({root})",
             "",
             table(["regulariser", *names], ours),
             "",
-            f"### Paired differences from {baseline} (same seed), ± 95% t-interval",
+            f"### Paired differences from {baseline} trained from scratch (same seed), ± 95% t-interval",
             "",
             table(["regulariser", *names], diffs),
             "",
@@ -565,6 +586,8 @@ def run(argv: list[str] | None) -> int:
         p.error(f"{args.root} is not a folder: give the folder the runs wrote into (e.g. results/)")
     if args.markdown and os.path.isdir(args.markdown):
         p.error(f"--markdown {args.markdown} is a folder: give a file name")
+    if args.markdown and (why := cli.missing_parent(args.markdown)):
+        p.error(f"--markdown {args.markdown}: {why}")
     try:
         text = transfer_report(args.root, args.baseline) if args.transfer else report(args.root)
     except ReportError as e:

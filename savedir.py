@@ -63,6 +63,7 @@ DEFAULTS = {
     "max_shot": None,
     "ood_dataset": None,
     **dict.fromkeys(("omega_on", "gamma_on", "z_on"), False),
+    "noise_version": 1,  # the perturbation's parametrisation (noise.Perturbation.version)
 }
 AFTERWARDS = {
     "meta_train": "use the same flags to resume, or another --savedir for a new run",
@@ -90,6 +91,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("meta_lr", "inner_lr"), (int, float)),
     **dict.fromkeys(("metasgd", "first_order"), (bool,)),
     "noise_hp": (dict,),
+    "noise_version": (int,),
     "image_shape": (list,),
     "adv_inner": (str, type(None)),
     "adv_eps": (int, float, type(None)),
@@ -153,6 +155,24 @@ def check_settings(saved: dict, args: argparse.Namespace) -> None:
             f"{args.savedir} was trained with other settings ({', '.join(diff)}: {there} there, {now} now); "
             f"{AFTERWARDS[args.mode]}"
         )
+    check_version(saved, args)
+
+
+def check_version(saved: dict, args: argparse.Namespace) -> None:
+    """UsageError if the savedir's perturbation (the same --noise) is of another parametrisation than
+    this code's: its checkpoints would be resumed or evaluated under other initial values or scales."""
+    import noise
+
+    there, now = saved["noise_version"], args.noise_version
+    if there == now:
+        return
+    cls = noise.PERTURBATIONS[args.noise]
+    raise UsageError(
+        f"{args.savedir} holds a {cls.title} run of parametrisation version {there}; this code's is "
+        f"version {now} ({cls.since}) and cannot resume, evaluate or export it: train a new run with "
+        f"another --savedir (a run trained at version {now} before config.json recorded it: add "
+        f'"noise_version": {now} to its config.json)'
+    )
 
 
 def check_writable(folder: str, what: str = "--savedir") -> None:

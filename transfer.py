@@ -22,6 +22,16 @@ loads that run's phi.
     python transfer.py --phase select --src_name E --src_steps 750 --model resnet20
     python transfer.py --phase tgt --data stl10 --src_name E --src_steps 750 --src_run best
 
+Fine-tuning (`--fine_tune RUN`, spec 2.4): the target network starts from the conv weights of a
+pre-trained network, the newest checkpoint of a previous `--phase tgt` run of the same --model (e.g.
+`--data tiny_imagenet --noise none`); batch norm and the dense head start fresh, and --noise (e.g.
+MetaPerturb) acts on top as without it.
+
+    python transfer.py --phase tgt --data tiny_imagenet --noise none --train_steps 100000 \
+        --exp_name tiny_imagenet_resnet20_pretrain
+    python transfer.py --phase tgt --data stl10 --src_name E --src_steps 750 \
+        --fine_tune checkpoints/tgt/tiny_imagenet_resnet20_pretrain
+
 All phases checkpoint and resume (re-run the same command); bad input exits 2 with a message.
 """
 
@@ -98,6 +108,7 @@ MATCH = {
         "n_per_class",
         "augment",
         "phi",
+        "fine_tune",
         "seed",
     ),
 }
@@ -167,6 +178,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="tgt: the source run of that phi, or best: the run chosen by --phase select",
     )
     p.add_argument(
+        "--fine_tune",
+        default=None,
+        metavar="RUN",
+        help="tgt: start from the conv weights of a pre-trained network: a transfer.py --phase tgt run "
+        "folder (its newest checkpoint) or a checkpoint <run>/ckpt/model-<step>; batch norm and the "
+        "head start fresh (default: from scratch)",
+    )
+    p.add_argument(
         "--val_split",
         default="val",
         help="select: the split the candidates are tested on (without --tgt_split)",
@@ -228,6 +247,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         architecture(args.model)
     except ValueError as e:
         p.error(f"--model: {e}")
+    if args.fine_tune is not None and (args.phase != "tgt" or not args.fine_tune):
+        p.error("--fine_tune takes the folder (or a checkpoint) of a pre-trained run, with --phase tgt only")
     if args.phase == "src" and not build_noise(args.noise, {}).transferred:
         p.error(
             f"--noise {args.noise}: the source phase meta-learns a transferred perturbation (metaperturb)"
@@ -299,7 +320,8 @@ def default_name(args: argparse.Namespace) -> str:
         return f"{args.data}_{args.model}" + ("_second_order" if args.second_order else "")
     if args.phase == "select":
         return f"{args.src_name}_{args.src_steps}_{args.data}_{args.model}_seed{args.seed}"
-    return f"{args.data}_{args.model}_{args.noise}_seed{args.seed}"
+    fine_tuned = "_finetune" if args.fine_tune else ""
+    return f"{args.data}_{args.model}_{args.noise}{fine_tuned}_seed{args.seed}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -831,25 +853,95 @@ def read_phi(path: str, expected: dict[str, list[int]]) -> dict[str, np.ndarray]
     return phi
 
 
+def pretrained(path: str, model: str) -> str:
+    """The checkpoint --fine_tune names: a transfer.py run folder's newest readable checkpoint, or a
+    checkpoint prefix <run>/ckpt/model-<step>. UsageError if there is none, or if the run's
+    config.json names another --model."""
+    from data.files import read_json
+
+    pretrain = (
+        "pre-train one with python transfer.py --phase tgt --data tiny_imagenet --noise none "
+        f"--model {model} and give its folder <save_dir>/tgt/<exp_name>"
+    )
+    if os.path.isdir(path):
+        run, ckpts = path, Checkpoints(path)
+        step = ckpts.trained()
+        if not step:
+            raise UsageError(f"--fine_tune {path}: no readable checkpoint in {ckpts.dir}; {pretrain}")
+        ckpt = ckpts.path(step)
+    elif os.path.isfile(path + ".index"):
+        run, ckpt = os.path.dirname(os.path.dirname(path)), path
+    else:
+        raise UsageError(f"--fine_tune {path}: no such run folder or checkpoint; {pretrain}")
+    config = os.path.join(run, "config.json")
+    try:
+        trained = read_json(config)["model"] if os.path.isfile(config) else model
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--fine_tune: {config} names no --model ({e!r}); {pretrain}") from e
+    if trained != model:
+        raise UsageError(
+            f"--fine_tune {path} is a {trained} network, not --model {model}: fine-tune --model {trained} "
+            f"or {pretrain}"
+        )
+    return ckpt
+
+
+def pretrained_convs(ckpt: str, net: Network) -> dict[str, np.ndarray]:
+    """The pre-trained values of net's conv kernels and biases by their theta key (not batch norm,
+    not the head; spec 2.4), read from checkpoint ckpt; UsageError if one is missing or of another
+    shape."""
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(ckpt)
+        shapes = reader.get_variable_to_shape_map()
+        values = {}
+        for k in net.conv_keys:
+            v = net.theta[k]
+            name, shape = v.op.name, v.shape.as_list()
+            if name not in shapes:
+                raise UsageError(
+                    f"--fine_tune {ckpt} has no {name}: give a transfer.py --phase tgt run of this --model"
+                )
+            if shapes[name] != shape:
+                raise UsageError(
+                    f"--fine_tune: {name} is {shapes[name]} in {ckpt} but {shape} here; pre-train on "
+                    "images with as many channels as the target's, with the same --model"
+                )
+            values[k] = reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError) as e:
+        raise UsageError(f"--fine_tune: cannot read {ckpt} ({e}); give another run or checkpoint") from e
+    return values
+
+
 def run_target(args: argparse.Namespace) -> None:
     import tensorflow as tf
 
     folder = os.path.join(args.save_dir, args.phase, args.exp_name)
-    check_writable(folder)
     perturbation = build_noise(args.noise, args.noise_hp)
     shape, train, test, n_classes = target_data(args)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.compat.v1.set_random_seed(args.seed)
+        try:
+            g = Target(args, shape, n_classes, perturbation)
+        except ValueError as e:
+            raise UsageError(f"--model {args.model}: {e}; raise --img_size") from None
+    phi = None
+    if args.phi:
+        phi = read_phi(args.phi, {k: v.shape.as_list() for k, v in g.phi_vars.items()})
+    ckpt, convs = None, {}
+    if args.fine_tune and not Checkpoints(folder).steps():  # a resumed run restores its own checkpoint
+        ckpt = pretrained(args.fine_tune, args.model)
+        convs = pretrained_convs(ckpt, g.net)
+    check_writable(folder)
     with locked(folder):
         check_config(folder, args)
-        graph = tf.Graph()
-        with graph.as_default():
-            tf.compat.v1.set_random_seed(args.seed)
-            try:
-                g = Target(args, shape, n_classes, perturbation)
-            except ValueError as e:
-                raise UsageError(f"--model {args.model}: {e}; raise --img_size") from None
-        phi = None
-        if args.phi:
-            phi = read_phi(args.phi, {k: v.shape.as_list() for k, v in g.phi_vars.items()})
+        if ckpt:
+            log(
+                os.path.join(folder, "train.log"),
+                f"fine-tuning: {len(convs)} conv tensors from {ckpt}; batch norm and the head start fresh",
+            )
         curve_path = os.path.join(folder, "curve.json")
         import data
 
@@ -871,9 +963,12 @@ def run_target(args: argparse.Namespace) -> None:
             return acc, nll
 
         def init_fn(sess: tf.compat.v1.Session) -> None:
-            if phi is not None:
-                for k, v in g.phi_vars.items():
-                    v.load(phi[k], sess)
+            # Each variable's initializer fed the value: no new op, and not the deprecated Variable.load.
+            # Before train_loop's restore: a resumed run's checkpoint wins.
+            start = [(g.phi_vars[k], v) for k, v in (phi or {}).items()]
+            start += [(g.net.theta[k], v) for k, v in convs.items()]
+            for var, value in start:
+                sess.run(var.initializer, {var.initial_value: value})
 
         def step_fn(sess: tf.compat.v1.Session, step: int) -> float:
             idx = batch_indices(len(train[1]), args.batch_size, [args.seed, 0], step - 1)

@@ -18,9 +18,9 @@ import numpy as np
 
 from data import DataError, Dataset
 from data.files import command, file_hash, open_split, ready, save_npy
-from data.omniglot import DRAWERS, FILTERS, ROTATIONS, SIDE, read_characters, with_rotations
+from data.omniglot import BASE_URL, DRAWERS, FILTERS, ROTATIONS, SIDE, read_characters, with_rotations
 
-# ../shared/data/omniglot seen from the project root
+# shared/data/omniglot beside the project folder, found from this file (any working directory)
 SOURCE = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "omniglot"))
 # archive -> SHA256 (as in SHA256SUMS next to them)
 ZIPS = {
@@ -48,12 +48,16 @@ def prepare(root: str, source: str | None) -> None:
     if ready(lambda: _open(root, retry)):
         print(f"{root}: omniglot_small is already prepared")
         return
+    default = "" if source else " (the default --source: shared/data/omniglot beside the project folder)"
     source = source or SOURCE
     paths = []
     for name, sha256 in ZIPS.items():
         path = os.path.join(source, name)
         if not os.path.isfile(path):
-            raise DataError(f"{path} is missing: point --source to the folder with {' and '.join(ZIPS)}")
+            raise DataError(
+                f"{path} is missing{default}: point --source to the folder with {' and '.join(ZIPS)} "
+                f"(Omniglot's release, {BASE_URL})"
+            )
         if file_hash(path, "sha256") != sha256:
             raise DataError(f"{path} is corrupt (SHA256 is not {sha256}): restore it from Omniglot's release")
         paths.append(path)

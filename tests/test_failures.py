@@ -118,13 +118,15 @@ def test_copied_savedir_evaluates_its_own_weights(run, tmp_path):
     assert "checkpoint ckpt/model-2)" in (copy / "meta_test.log").read_text()
 
 
-def test_moved_savedir_resumes_instead_of_retraining(trained, tmp_path):
+def test_moved_savedir_resumes_instead_of_retraining(trained, tmp_path, capsys):
     moved = shutil.copytree(trained, tmp_path / "a")
     os.rename(moved, tmp_path / "b")
     savedir = tmp_path / "b"
     train = [*TRAIN]
     train[train.index("2")] = "3"
     assert main.main([*TINY, "--savedir", str(savedir), *train]) == 0
+    said = f"{savedir}: resuming from iteration 2 of 3 (ckpt/model-2); for a new run, stop this one (Ctrl-C)"
+    assert said in capsys.readouterr().out
     assert "resumed from iteration 2" in (savedir / "meta_train.log").read_text()
     assert ckpt_steps(savedir) == [1, 2, 3]
 
@@ -325,9 +327,11 @@ def test_invalid_config_json_is_refused(run, capsys, mode):
 def test_get_data_episodes_under_a_file(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     argv = ["--dataset", "digits", "--episodes", str(tmp_path / "file" / "eps.npz")]
-    assert get_data.main(argv) == 2
+    with pytest.raises(SystemExit) as e:  # refused when the flags are read
+        get_data.main(argv)
+    assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "cannot create" in err and "Traceback" not in err
+    assert f"{tmp_path / 'file'} is a file, not a folder" in err and "Traceback" not in err
 
 
 # ---- checkpoints: corrupt, unreadable, piling up
@@ -898,7 +902,12 @@ def test_already_trained_is_answered_before_the_graph(run, monkeypatch, capsys):
 
     monkeypatch.setattr(main, "Runner", no_graph)
     assert main.main([*TINY, "--savedir", str(run), *TRAIN]) == 0
-    assert "already trained for 2 iterations" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert (
+        f"{run}: already trained for 2 iterations (--n_train_iters 2); evaluate it with --mode meta_test"
+        in out
+    )
+    assert "a larger --n_train_iters" in out and "another --savedir" in out
 
 
 def test_refused_run_leaves_no_new_savedir(tmp_path, capsys):
@@ -953,3 +962,86 @@ def test_downloaded_archive_deleted_only_when_malformed(tmp_path, error, deleted
     e = unreadable(str(path), True, "images.tar", "retry", error)
     assert isinstance(e, data.DataError) and path.exists() != deleted
     assert ("it is kept" in str(e) or "(disk)" in str(e)) != deleted
+
+
+# ---- a new user's first commands (paths, signs, resumes)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (
+            ["--data_root", "{tmp}/typo"],
+            "--data_root {tmp}/typo does not exist: prepare omniglot_small there with: "
+            "python get_data.py --dataset omniglot_small --data_root {tmp}/typo",
+        ),
+        (
+            [],
+            "--dataset omniglot_small: {tmp}/data/omniglot_small does not exist: prepare omniglot_small "
+            "there with: python get_data.py --dataset omniglot_small (or give its folder with --data_root)",
+        ),
+        (
+            ["--ood_dataset", "svhn", "--data_root", "{tmp}"],
+            "--ood_dataset svhn: {tmp}/data/svhn does not exist",
+        ),
+    ],
+)
+def test_missing_data_folder_is_named_before_the_savedir(tmp_path, monkeypatch, capsys, flags, message):
+    """A typo'd --data_root (or a dataset not prepared) once surfaced only after the savedir was made."""
+    monkeypatch.setenv("METADROP_DATA", str(tmp_path / "data"))
+
+    def no_savedir(*a, **k):
+        raise AssertionError("the savedir was made before the data folder was checked")
+
+    monkeypatch.setattr(main, "check_writable", no_savedir)
+    argv = ["--dataset", "omniglot_small", "--way", "5", "--savedir", str(tmp_path / "s"), *TRAIN[:2]]
+    refused(capsys, [*argv, *(f.format(tmp=tmp_path) for f in flags)], message.format(tmp=tmp_path))
+    assert not (tmp_path / "s").exists()
+
+
+ATTACK = ["--attack", "linf", "--attack_eps"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ([*ATTACK, "-0.1"], "--attack_eps -0.1: the radius -0.1 is negative; give radii of at least 0"),
+        ([*ATTACK, "-0.1,0.2"], "--attack_eps -0.1,0.2: the radius -0.1 is negative"),
+        ([*ATTACK, "0,-.5"], "--attack_eps 0,-0.5: the radius -0.5 is negative"),
+        ([*ATTACK, "0,nan"], "the radius nan is not a number"),
+        (["--inner_lr", "-1e-3"], "--inner_lr must be a positive number, not -0.001"),
+    ],
+)
+def test_negative_values_are_named_not_taken_for_flags(tmp_path, capsys, flags, message):
+    """argparse alone read -0.1,0.2 and -1e-3 as flags ("expected one argument")."""
+    refused(capsys, [*TINY, "--savedir", str(tmp_path / "s"), *TEST, *flags], message)
+    assert not (tmp_path / "s").exists()
+
+
+def test_vib_run_of_the_earlier_scale_is_refused_and_others_resume(run, monkeypatch, capsys):
+    """VIB's sigma once started at softplus(0) with the KL summed over units; a config.json without
+    noise_version is of that scale for VIB, and of the only one for every other perturbation."""
+
+    def no_graph(*a, **k):
+        raise AssertionError("the graph was built")
+
+    monkeypatch.setattr(main, "Runner", no_graph)
+    config = json.loads((run / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k != "noise_version"}
+    vib = {**old, "noise": "vib", "noise_hp": {"beta": 0.001}}
+    (run / "config.json").write_text(json.dumps(vib))
+    for mode in (TRAIN, TEST):
+        err = refused(
+            capsys,
+            [*TINY, "--noise", "vib", "--savedir", str(run), *mode],
+            "holds a Variational information bottleneck run of parametrisation version 1; this code's is "
+            "version 2 (sigma starts at softplus(-5)",
+        )
+        assert "another --savedir" in err and len(err.strip().splitlines()) == 1
+    assert results(run) == [] and ckpt_steps(run) == [1, 2]
+    (run / "config.json").write_text(json.dumps({**vib, "noise_version": 2}))
+    assert main.main([*TINY, "--noise", "vib", "--savedir", str(run), *TRAIN]) == 0
+    (run / "config.json").write_text(json.dumps(old))  # a Meta-dropout run's config before versions
+    assert main.main([*TINY, "--savedir", str(run), *TRAIN]) == 0
+    assert capsys.readouterr().out.count("already trained for 2 iterations") == 2
+    assert json.loads((run / "config.json").read_text()) == old  # an answered run rewrites nothing

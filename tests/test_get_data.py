@@ -340,7 +340,7 @@ def test_episode_flags_need_episodes(capsys):
 def test_failed_preparation_leaves_no_empty_folder_of_its_own(tmp_path, capsys):
     # A download that fails before writing a byte: the data root this run created goes away,
     # a folder that was there before stays.
-    root = tmp_path / "new" / "cifar"
+    root = tmp_path / "cifar"
     assert (
         get_data.main(["--dataset", "cifar", "--data_root", str(root), "--source", "http://127.0.0.1:9"]) == 2
     )
@@ -354,3 +354,33 @@ def test_failed_preparation_leaves_no_empty_folder_of_its_own(tmp_path, capsys):
         == 2
     )
     assert sorted(os.listdir(tmp_path)) == ["old"]
+
+
+@pytest.mark.parametrize("flag", ["--data_root", "--episodes"])
+def test_output_in_a_folder_that_is_not_there_is_refused(tmp_path, capsys, flag):
+    """A typo'd path once became a tree of new folders: the data root itself is created, its parent
+    folder (and that of an --episodes file) must exist."""
+    path = tmp_path / "typo" / "deeper" / ("omniglot_small" if flag == "--data_root" else "eps.npz")
+    argv = ["--dataset", "omniglot_small" if flag == "--data_root" else "digits", flag, str(path)]
+    with pytest.raises(SystemExit) as e:
+        get_data.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{flag} {path}: the folder {path.parent} does not exist" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_omniglot_small_default_source_from_another_folder(tmp_path, monkeypatch, capsys):
+    """The default --source is found from the project, not the working directory; where it is not
+    there, the message says what the default was and where the archives come from."""
+    from data import omniglot_small
+
+    assert os.path.isabs(omniglot_small.SOURCE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(omniglot_small, "SOURCE", str(tmp_path / "shared"))
+    assert get_data.main(["--dataset", "omniglot_small", "--data_root", "os"]) == 2
+    err = capsys.readouterr().err
+    small1 = tmp_path / "shared" / "images_background_small1.zip"
+    assert (
+        f"{small1} is missing (the default --source: shared/data/omniglot beside the project folder)" in err
+    )
+    assert omniglot.BASE_URL in err and not (tmp_path / "os").exists()

@@ -363,3 +363,18 @@ def test_a_perturbation_hyperparameter_outside_the_row_separates_rows(tmp_path):
         ("93.00 ± 0.20", "beta=1e-05,alpha_max=0.5"),
         ("94.00 ± 0.20", "beta=1e-05,alpha_max=0.7"),
     ]
+
+
+@pytest.mark.parametrize("where", ["missing/deeper", "file"])
+def test_markdown_in_a_folder_that_is_not_there_is_refused(tmp_path, capsys, where):
+    """A typo'd --markdown path once became a tree of new folders."""
+    write_result(tmp_path / "res", "a", 96.0, "omni_1shot")
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / where / "table.md"
+    with pytest.raises(SystemExit) as e:
+        report.main([str(tmp_path / "res"), "--markdown", str(out)])
+    err = capsys.readouterr().err
+    parent = tmp_path / where
+    said = "does not exist: create it first" if where != "file" else "is a file, not a folder"
+    assert e.value.code == 2 and f"--markdown {out}: " in err and f"{parent}" in err and said in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "res"]

@@ -483,3 +483,107 @@ def test_selection_errors_exit_2(tmp_path, capsys):
             transfer.parse_args(select_flags(tmp_path, *bad))
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert not os.path.exists(os.path.join(tmp_path, "src", "E", "selection_5.json"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning baseline (spec 2.4, --fine_tune)
+
+
+@pytest.fixture(scope="module")
+def pretrained_run(tmp_path_factory):
+    """A 3-step --noise none target run of conv4_4 on digits: the pre-trained network's folder."""
+    root = tmp_path_factory.mktemp("pre")
+    flags = tgt_flags(root, "--noise", "none", "--train_steps", "3", "--seed", "7")
+    flags[flags.index("t")] = "pre"
+    assert transfer.main(flags) == 0
+    return os.path.join(root, "tgt", "pre")
+
+
+def weights_at_step_0(tmp_path, monkeypatch, *extra) -> dict[str, np.ndarray]:
+    """Every variable of a MetaPerturb target run's network and phi as its training would start."""
+    got = {}
+
+    def start(folder, args, graph, saver_vars, step_var, init_fn, *_):
+        with transfer.session(graph) as sess:
+            with graph.as_default():
+                sess.run(tf.compat.v1.global_variables_initializer())
+            init_fn(sess)
+            got.update({v.op.name: sess.run(v) for v in saver_vars if v.op.name.startswith(("net/", "phi/"))})
+
+    monkeypatch.setattr(transfer, "train_loop", start)
+    assert transfer.main(tgt_flags(tmp_path, "--phi_from", phi_file(tmp_path), *extra)) == 0
+    return got
+
+
+def test_fine_tune_copies_the_convs_and_starts_batch_norm_and_head_fresh(
+    tmp_path, monkeypatch, pretrained_run
+):
+    reader = tf.train.load_checkpoint(os.path.join(pretrained_run, "ckpt", "model-3"))
+    tuned = weights_at_step_0(tmp_path, monkeypatch, "--fine_tune", pretrained_run)
+    scratch = weights_at_step_0(tmp_path, monkeypatch, "--exp_name", "scratch")
+    convs = {f"net/b{j}_{p}" for j in range(4) for p in "wb"}  # conv4: 4 kernels and 4 biases
+    assert convs < set(tuned) and set(tuned) == set(scratch)
+    with np.load(phi_file(tmp_path)) as f:  # MetaPerturb's phi is loaded on top, as without fine-tuning
+        for k in f.files:
+            np.testing.assert_array_equal(tuned.pop(f"phi/{k}"), f[k])
+    for name in tuned:
+        if name in convs:
+            np.testing.assert_array_equal(tuned[name], reader.get_tensor(name))
+            assert not np.array_equal(tuned[name], scratch[name])
+        else:  # batch norm's gamma, beta, running statistics; the dense head; MetaPerturb's statistics
+            np.testing.assert_array_equal(tuned[name], scratch[name])
+            if "/perturb" not in name:  # (the pre-trained network has no MetaPerturb)
+                assert not np.array_equal(reader.get_tensor(name), scratch[name]), name  # trained
+
+
+def test_fine_tuned_run_resumes_from_its_own_checkpoint(tmp_path, pretrained_run):
+    import shutil
+
+    pre = os.path.join(tmp_path, "pre")
+    shutil.copytree(pretrained_run, pre)
+    flags = tgt_flags(tmp_path, "--noise", "none", "--fine_tune", pre, "--train_steps", "3")
+    assert transfer.main(flags) == 0
+    folder = os.path.join(tmp_path, "tgt", "t")
+    first = read_json(os.path.join(folder, "results.json"))
+    assert first["config"]["fine_tune"] == pre
+    log_text = open(os.path.join(folder, "train.log")).read()
+    assert f"fine-tuning: 8 conv tensors from {pre}/ckpt/model-3" in log_text
+    # Re-running the finished run restores its checkpoint: the pre-trained run is no longer read.
+    shutil.rmtree(pre)
+    assert transfer.main(flags) == 0
+    again = read_json(os.path.join(folder, "results.json"))
+    assert again["acc"] == first["acc"] and again["nll"] == pytest.approx(first["nll"], rel=1e-6)
+    assert open(os.path.join(folder, "train.log")).read().count("fine-tuning:") == 1
+    # Its folder refuses another initialisation.
+    assert transfer.main(tgt_flags(tmp_path, "--noise", "none", "--train_steps", "3")) == 2
+
+
+def test_bad_fine_tune_exits_2_and_writes_nothing(tmp_path, capsys, pretrained_run):
+    import shutil
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "loose").mkdir()  # a checkpoint without its run's config.json: the shapes decide
+    for f in os.listdir(os.path.join(pretrained_run, "ckpt")):
+        shutil.copy(os.path.join(pretrained_run, "ckpt", f), tmp_path / "loose")
+    cases = [
+        (["--fine_tune", str(tmp_path / "nope")], "no such run folder or checkpoint; pre-train one"),
+        (["--fine_tune", str(tmp_path / "empty")], "no readable checkpoint"),
+        (["--fine_tune", pretrained_run, "--model", "conv6_4"], "is a conv4_4 network, not --model conv6_4"),
+        (
+            ["--fine_tune", str(tmp_path / "loose" / "model-3"), "--model", "conv4_8"],
+            "net/b0_w is [3, 3, 1, 4] in",
+        ),
+        (["--fine_tune", str(tmp_path / "loose" / "model-3"), "--model", "resnet20"], "has no net/stem_w"),
+    ]
+    for extra, message in cases:
+        assert transfer.main(tgt_flags(tmp_path, "--noise", "none", *extra)) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+        assert not os.path.exists(tmp_path / "tgt")
+    for flags in (
+        tgt_flags(tmp_path, "--noise", "none", "--fine_tune", ""),
+        ["--phase", "src", "--fine_tune", pretrained_run],
+    ):
+        with pytest.raises(SystemExit) as e:
+            transfer.parse_args(flags)
+        assert e.value.code == 2 and "--fine_tune takes the folder" in capsys.readouterr().err

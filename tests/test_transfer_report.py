@@ -55,6 +55,51 @@ def test_transfer_table_and_paired_differences(tmp_path):
     assert "| METAPERTURB [perturb_750.pth] | 10.00 ± 0.00 (n=1) |" in text
 
 
+def test_fine_tuned_runs_are_rows_of_their_own(tmp_path):
+    # Each regulariser fine-tuned (--fine_tune) is a row after its from-scratch one; the paired
+    # differences of every row are taken from the baseline trained from scratch.
+    write_runs(tmp_path)
+    tuned = {"none": [60.0, 61.0, 65.0], "metaperturb": [62.0, 64.0, 63.5]}
+    for noise, accs in tuned.items():
+        for seed, acc in enumerate(accs):
+            run = json.loads((tmp_path / f"{noise}{seed}" / "results.json").read_text())
+            run["acc"], run["config"]["fine_tune"] = acc, "checkpoints/tgt/tiny_imagenet_conv4_32"
+            (tmp_path / f"{noise}{seed}ft").mkdir()
+            (tmp_path / f"{noise}{seed}ft" / "results.json").write_text(json.dumps(run))
+    # ... and one from a named checkpoint of another pre-trained run: a row of its own
+    run = json.loads((tmp_path / "none0ft" / "results.json").read_text())
+    run["acc"], run["config"]["fine_tune"] = 10.0, "pre/other/ckpt/model-500"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "results.json").write_text(json.dumps(run))
+    text = report.transfer_report(str(tmp_path), "none")
+    ft = " + fine-tuning [tiny_imagenet_conv4_32]"
+    lines = [l.split(" |")[0] for l in text.splitlines()[:9] if l.startswith("| ") and "±" in l]
+    assert lines == [
+        "| Base (no regulariser)",
+        "| Base (no regulariser) + fine-tuning [other/model-500]",
+        f"| Base (no regulariser){ft}",
+        "| METAPERTURB [phi_1.npz]",
+        f"| METAPERTURB [phi_1.npz]{ft}",
+    ]
+    for title, accs in [
+        ("Base (no regulariser)", ACC["none"]),
+        (f"Base (no regulariser){ft}", tuned["none"]),
+        ("METAPERTURB [phi_1.npz]", ACC["metaperturb"]),
+        (f"METAPERTURB [phi_1.npz]{ft}", tuned["metaperturb"]),
+        ("Base (no regulariser) + fine-tuning [other/model-500]", [10.0]),
+    ]:
+        sd = np.std(accs, ddof=1) if len(accs) > 1 else 0.0
+        assert f"| {title} | {np.mean(accs):.2f} ± {sd:.2f} (n={len(accs)}) |" in text
+    for title, accs in [
+        (f"Base (no regulariser){ft}", tuned["none"]),
+        (f"METAPERTURB [phi_1.npz]{ft}", tuned["metaperturb"]),
+        ("METAPERTURB [phi_1.npz]", ACC["metaperturb"]),
+    ]:
+        d = np.subtract(accs, ACC["none"])
+        half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
+        assert f"| {title} − none | {d.mean():+.2f} ± {half:.2f} (n=3) |" in text
+
+
 def test_transfer_plot_and_bad_results(tmp_path):
     import matplotlib
 
@@ -87,7 +132,36 @@ def test_run_sh_commands():
     assert flags["--src_name"] == "tiny_imagenet_resnet20_final" and flags["--seed"] == "1"
 
 
-@pytest.mark.parametrize("args", [(), ("train",), ("tgt",)])
+def test_run_sh_select_best_run_and_fine_tuning(tmp_path):
+    sel = run_sh("select", "2").stdout.split()
+    assert sel[:3] == ["transfer.py", "--phase", "select"]
+    flags = dict(zip(sel[3::2], sel[4::2]))
+    assert flags["--gpus"] == "2" and flags["--src_name"] == "tiny_imagenet_resnet20_final"
+    assert flags["--src_steps"] == "750" and flags["--noise"] == "metaperturb"
+    pre = run_sh("pretrain", "1").stdout.split()
+    flags = dict(zip(pre[3::2], pre[4::2]))
+    assert flags["--data"] == "tiny_imagenet" and flags["--noise"] == "none"
+    assert "--fine_tune" not in run_sh("tgt", "0").stdout.split()  # FINE_TUNE empty: from scratch
+    # A copy with SRC_RUN=best and FINE_TUNE set (the script runs from two folders above its own).
+    text = open(os.path.join(ROOT, "runfiles", "metaperturb", "run.sh")).read()
+    text = text.replace("\nSRC_RUN=0", "\nSRC_RUN=best").replace(
+        "\nFINE_TUNE=", '\nFINE_TUNE="$SAVE_DIR/tgt/$PRETRAIN_NAME"'
+    )
+    (tmp_path / "runfiles" / "metaperturb").mkdir(parents=True)
+    (tmp_path / "runfiles" / "metaperturb" / "run.sh").write_text(text)
+    out = subprocess.run(
+        ["bash", str(tmp_path / "runfiles" / "metaperturb" / "run.sh"), "tgt", "0"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": "echo"},
+    ).stdout.split()
+    flags = dict(zip(out[3::2], out[4::2]))
+    assert flags["--src_run"] == "best"
+    assert flags["--fine_tune"] == "checkpoints/tgt/" + dict(zip(pre[3::2], pre[4::2]))["--exp_name"]
+    assert flags["--exp_name"].endswith("_metaperturb_finetune")
+
+
+@pytest.mark.parametrize("args", [(), ("train",), ("tgt",), ("select",), ("pretrain",)])
 def test_run_sh_wrong_argument_exits_2(args):
     out = run_sh(*args)
     assert out.returncode == 2 and ("Wrong Argument" in out.stderr or "usage" in out.stderr)

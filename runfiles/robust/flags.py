@@ -8,7 +8,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import main  # noqa: E402
 
-# Set by attack_all.sh itself, or not part of the model (--maml is --noise none).
+# Set by attack_all.sh itself, derived from other flags, or not part of the model (--maml is --noise
+# none).
 SKIP = {
     "mode",
     "savedir",
@@ -21,6 +22,7 @@ SKIP = {
     "episodes",
     "maml",
     "noise_title",
+    "noise_version",
 }
 SKIP |= {"attack", "attack_eps", "attack_steps"}
 
