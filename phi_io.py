@@ -13,6 +13,7 @@ the classes a state dict needs are accepted; anything else is refused (no code r
 from __future__ import annotations
 
 import collections
+import os
 import pickle
 import struct
 import sys
@@ -139,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from transfer import write_phi
 
+    if not os.path.isfile(argv[0]):
+        print(
+            f"error: no file {argv[0]}: the authors' phi is checkpoints/src/tiny_imagenet_resnet20_final/"
+            "perturb_750.pth of github.com/JWoong148/MetaPerturb (docs/metaperturb.md)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         phi = from_torch(argv[0])
     except (OSError, ValueError) as e:

@@ -324,6 +324,9 @@ def plot_transfer(root: str) -> str:
     curves: dict[tuple[str, str], dict[str, list]] = {}
     for r in results:
         path = os.path.join(os.path.dirname(r["path"]), "curve.json")
+        if not os.path.exists(path):  # a run of fewer --train_steps than --print_every tests only at the end
+            print(f"{os.path.dirname(path)}: no periodic tests (curve.json), not plotted", file=sys.stderr)
+            continue
         try:
             with open(path) as f:
                 steps, acc = np.array([(c["step"], c["acc"]) for c in json.load(f)]).T

@@ -27,9 +27,9 @@ pre-trained network, the newest checkpoint of a previous `--phase tgt` run of th
 `--data tiny_imagenet --noise none`); batch norm and the dense head start fresh, and --noise (e.g.
 MetaPerturb) acts on top as without it.
 
-    python transfer.py --phase tgt --data tiny_imagenet --noise none --train_steps 100000 \
+    python transfer.py --phase tgt --data tiny_imagenet --noise none --train_steps 100000 \\
         --exp_name tiny_imagenet_resnet20_pretrain
-    python transfer.py --phase tgt --data stl10 --src_name E --src_steps 750 \
+    python transfer.py --phase tgt --data stl10 --src_name E --src_steps 750 \\
         --fine_tune checkpoints/tgt/tiny_imagenet_resnet20_pretrain
 
 All phases checkpoint and resume (re-run the same command); bad input exits 2 with a message.
@@ -38,6 +38,7 @@ All phases checkpoint and resume (re-run the same command); bad input exits 2 wi
 from __future__ import annotations
 
 import cli
+import quiet
 
 if __name__ == "__main__":
     cli.quiet_ctrl_c()  # Ctrl-C while the modules below load: one line, exit 130
@@ -97,6 +98,7 @@ MATCH = {
     "tgt": (
         "data",
         "model",
+        "train_steps",  # the annealing and learning-rate schedules are fractions of it
         "img_size",
         "batch_size",
         "lr",
@@ -200,7 +202,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--n_per_class",
         type=int,
         default=0,
-        help="tgt: training images per class (0: all; with --tgt_split the rest are the test set)",
+        help="tgt: training images per class (0: all of the train split; with --tgt_split, half of "
+        "the smallest class; the rest of the split is the test set)",
     )
     p.add_argument("--augment", choices=AUGMENTS, default="crop_flip", help="training-batch augmentation")
     p.add_argument("--save_dir", default="./checkpoints")
@@ -211,6 +214,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test_samples", type=int, default=100, help="noise samples of the final test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpus", default="", help="CUDA_VISIBLE_DEVICES")
+    p.add_argument(
+        "--verbose", action="store_true", help=f"show TensorFlow's C++ log lines ({quiet.VERBOSE_ENV}=1)"
+    )
     args = p.parse_args(argv)
     if args.train_steps is None:
         args.train_steps = DEFAULT_STEPS[args.phase]
@@ -391,7 +397,11 @@ def target_data(args: argparse.Namespace) -> tuple[tuple[int, int, int], tuple, 
         first = np.concatenate([np.flatnonzero(y == c)[:n] for c in np.unique(y)])
         rest = np.setdiff1d(np.arange(len(y)), first)
         if np.any(np.bincount(y[rest], minlength=y.max() + 1) == 0):
-            raise UsageError(f"--n_per_class {n} leaves a class of {args.tgt_split} without test images")
+            most = int(data.sizes(ds.split(args.tgt_split)).min()) - 1
+            raise UsageError(
+                f"--n_per_class {n} leaves a class of {args.tgt_split} without test images: "
+                f"give at most {most}"
+            )
         train, test = (x[first], y[first]), (x[rest], y[rest])
     else:
         test_split = args.val_split if args.phase == "select" else "test"
@@ -680,7 +690,7 @@ def check_config(folder: str, args: argparse.Namespace) -> None:
         saved = {**ADDED, **read_json(path)}
         diff = [k for k in MATCH[args.phase] if saved.get(k) != getattr(args, k)]
         if diff:
-            there = ", ".join(f"--{k} {saved.get(k)}" for k in diff)
+            there = ", ".join(f"{k} {saved.get(k)} there, {getattr(args, k)} now" for k in diff)
             raise UsageError(
                 f"{folder} was trained with other settings ({there}); use the same flags to resume, "
                 "or another --exp_name"
@@ -834,7 +844,10 @@ def write_phi(path: str, phi: dict[str, np.ndarray]) -> None:
 def read_phi(path: str, expected: dict[str, list[int]]) -> dict[str, np.ndarray]:
     """phi from our .npz or the authors' legacy PyTorch file (.pth, phi_io.py); shapes checked."""
     if not os.path.isfile(path):
-        raise UsageError(f"no phi file {path}: run the source phase first, or give --phi_from")
+        raise UsageError(
+            f"no phi file {path}: run the source phase first (--phase src), or give --phi_from an "
+            "existing phi file (ours .npz or the authors' .pth)"
+        )
     try:
         if path.endswith(".npz"):
             with np.load(path) as f:
@@ -1069,13 +1082,13 @@ RUNS = {"src": run_source, "tgt": run_target, "select": run_select}
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli.ctrl_c_raises()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args = parse_args(argv)
+    args = parse_args(argv)  # loads modules: Ctrl-C until here is quiet_ctrl_c's one line
     if args.gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
     from data import DataError
 
+    cli.ctrl_c_raises()
     try:
         RUNS[args.phase](args)
     except (UsageError, DataError) as e:
@@ -1097,4 +1110,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    quiet.start(sys.argv[1:])
     cli.run(main)

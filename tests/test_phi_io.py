@@ -158,3 +158,10 @@ def test_refuses_other_files_and_code(tmp_path, monkeypatch):
         phi_io.from_torch(str(tmp_path / "partial.pth"))
     assert phi_io.main([str(tmp_path / "partial.pth"), str(tmp_path / "out.npz")]) == 2
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_missing_file_says_where_the_released_phi_is(tmp_path, capsys):
+    assert phi_io.main([str(tmp_path / "perturb_750.pth"), str(tmp_path / "out.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no file {tmp_path / 'perturb_750.pth'}") and "JWoong148/MetaPerturb" in err
+    assert not (tmp_path / "out.npz").exists()

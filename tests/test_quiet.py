@@ -95,3 +95,22 @@ def test_main_py_says_once_where_it_runs_and_nothing_from_cpp(tmp_path):
     # Python's stderr still reaches the terminal; TensorFlow's C++ lines do not.
     assert "warning: --gpu_id 99: TensorFlow sees no such GPU; the run continues on the CPU" in p.stderr
     assert CPP_LINE.findall(p.stderr) == [], p.stderr
+
+
+def test_transfer_py_error_is_one_line_without_cpp_lines(tmp_path):
+    # transfer.py (and run.sh over it) keeps TensorFlow's C++ lines off the terminal as main.py does;
+    # this refusal comes after TensorFlow is loaded (--verbose shows the lines: the test can fail).
+    flags = ["--phase", "tgt", "--data", "digits", "--tgt_split", "test", "--model", "conv4_4"]
+    flags += ["--img_size", "16", "--noise", "none", "--fine_tune", str(tmp_path / "nonexistent")]
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", quiet.VERBOSE_ENV)}
+    p = subprocess.run(
+        [sys.executable, "transfer.py", *flags, "--save_dir", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert p.returncode == 2
+    assert p.stderr.splitlines() == [p.stderr.strip()] and p.stderr.startswith("error: --fine_tune"), p.stderr
+    assert os.listdir(tmp_path) == []

@@ -260,13 +260,13 @@ def test_second_order_flag_is_checked_and_kept_with_the_run(tmp_path, capsys):
     os.makedirs(os.path.join(folder, "ckpt"))
     open(os.path.join(folder, "ckpt", "model-1.index"), "w").close()  # a checkpoint: resuming
     transfer.check_config(folder, first)
-    with pytest.raises(transfer.UsageError, match="--second_order False"):
+    with pytest.raises(transfer.UsageError, match="second_order False there, True now"):
         transfer.check_config(folder, second)
     # A config.json from before the flag was first order.
     config = read_json(os.path.join(folder, "config.json"))
     del config["second_order"]
     transfer.write_json(os.path.join(folder, "config.json"), config)
-    with pytest.raises(transfer.UsageError, match="--second_order False"):
+    with pytest.raises(transfer.UsageError, match="second_order False there, True now"):
         transfer.check_config(folder, second)
     transfer.check_config(folder, first)
 
@@ -356,6 +356,20 @@ def test_interrupted_target_run_resumes_to_the_same_result(tmp_path, monkeypatch
     # A finished run is not trained again; other settings in its folder are refused.
     assert transfer.main(flags) == 0
     assert transfer.main([*flags, "--lr", "0.01"]) == 2
+
+
+def test_resume_with_other_train_steps_is_refused(tmp_path):
+    # The annealing and learning-rate schedules are fractions of --train_steps: a run's steps stay.
+    args = transfer.parse_args(tgt_flags(tmp_path, "--noise", "none"))
+    folder = tmp_path / "run"
+    (folder / "ckpt").mkdir(parents=True)
+    transfer.check_config(str(folder), args)
+    (folder / "ckpt" / "model-3.index").write_text("")
+    transfer.check_config(str(folder), args)  # the same settings resume
+    longer = transfer.parse_args(tgt_flags(tmp_path, "--noise", "none", "--train_steps", "9"))
+    with pytest.raises(transfer.UsageError, match="train_steps 6 there, 9 now"):
+        transfer.check_config(str(folder), longer)
+    assert read_json(str(folder / "config.json"))["train_steps"] == 6  # not rewritten
 
 
 @pytest.mark.parametrize(

@@ -39,10 +39,10 @@ def test_transfer_table_and_paired_differences(tmp_path):
     write_runs(tmp_path)
     text = report.transfer_report(str(tmp_path), "none")
     mean, sd = np.mean(ACC["metaperturb"]), np.std(ACC["metaperturb"], ddof=1)
-    assert f"| METAPERTURB [phi_1.npz] | {mean:.2f} ± {sd:.2f} (n=3) |" in text
+    assert f"| METAPERTURB [src/run_0/phi_1.npz] | {mean:.2f} ± {sd:.2f} (n=3) |" in text
     d = np.subtract(ACC["metaperturb"], ACC["none"])
     half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
-    assert f"| METAPERTURB [phi_1.npz] − none | {d.mean():+.2f} ± {half:.2f} (n=3) |" in text
+    assert f"| METAPERTURB [src/run_0/phi_1.npz] − none | {d.mean():+.2f} ± {half:.2f} (n=3) |" in text
     assert "empty until copied" in text and "| metaperturb | — |" in text
     assert report.main(["--transfer", str(tmp_path)]) == 0
     # Runs with another phi file are a row of their own.
@@ -51,7 +51,7 @@ def test_transfer_table_and_paired_differences(tmp_path):
     (tmp_path / "released").mkdir()
     (tmp_path / "released" / "results.json").write_text(json.dumps(other))
     text = report.transfer_report(str(tmp_path), "none")
-    assert f"| METAPERTURB [phi_1.npz] | {mean:.2f} ± {sd:.2f} (n=3) |" in text
+    assert f"| METAPERTURB [src/run_0/phi_1.npz] | {mean:.2f} ± {sd:.2f} (n=3) |" in text
     assert "| METAPERTURB [perturb_750.pth] | 10.00 ± 0.00 (n=1) |" in text
 
 
@@ -78,26 +78,56 @@ def test_fine_tuned_runs_are_rows_of_their_own(tmp_path):
         "| Base (no regulariser)",
         "| Base (no regulariser) + fine-tuning [other/model-500]",
         f"| Base (no regulariser){ft}",
-        "| METAPERTURB [phi_1.npz]",
-        f"| METAPERTURB [phi_1.npz]{ft}",
+        "| METAPERTURB [src/run_0/phi_1.npz]",
+        f"| METAPERTURB [src/run_0/phi_1.npz]{ft}",
     ]
     for title, accs in [
         ("Base (no regulariser)", ACC["none"]),
         (f"Base (no regulariser){ft}", tuned["none"]),
-        ("METAPERTURB [phi_1.npz]", ACC["metaperturb"]),
-        (f"METAPERTURB [phi_1.npz]{ft}", tuned["metaperturb"]),
+        ("METAPERTURB [src/run_0/phi_1.npz]", ACC["metaperturb"]),
+        (f"METAPERTURB [src/run_0/phi_1.npz]{ft}", tuned["metaperturb"]),
         ("Base (no regulariser) + fine-tuning [other/model-500]", [10.0]),
     ]:
         sd = np.std(accs, ddof=1) if len(accs) > 1 else 0.0
         assert f"| {title} | {np.mean(accs):.2f} ± {sd:.2f} (n={len(accs)}) |" in text
     for title, accs in [
         (f"Base (no regulariser){ft}", tuned["none"]),
-        (f"METAPERTURB [phi_1.npz]{ft}", tuned["metaperturb"]),
-        ("METAPERTURB [phi_1.npz]", ACC["metaperturb"]),
+        (f"METAPERTURB [src/run_0/phi_1.npz]{ft}", tuned["metaperturb"]),
+        ("METAPERTURB [src/run_0/phi_1.npz]", ACC["metaperturb"]),
     ]:
         d = np.subtract(accs, ACC["none"])
         half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
         assert f"| {title} − none | {d.mean():+.2f} ± {half:.2f} (n=3) |" in text
+
+
+def test_rows_split_by_phi_run_and_settings_and_a_seed_twice_is_refused(tmp_path, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    write_runs(tmp_path)
+    # phi of another source run (same file name), and a run of other --train_steps: rows of their own
+    run = json.loads((tmp_path / "metaperturb0" / "results.json").read_text())
+    for name, change in [("run1", {"phi": "src/run_1/phi_1.npz"}), ("long", {"train_steps": 700})]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(
+            json.dumps({"acc": 1.0, "config": {**run["config"], **change}})
+        )
+    text = report.transfer_report(str(tmp_path), "none")
+    mean = np.mean(ACC["metaperturb"])
+    assert f"| METAPERTURB [src/run_0/phi_1.npz] {{train_steps=None}} | {mean:.2f} ±" in text
+    assert "| METAPERTURB [src/run_1/phi_1.npz] {train_steps=None} | 1.00 ± 0.00 (n=1) |" in text
+    assert "| METAPERTURB [src/run_0/phi_1.npz] {train_steps=700} | 1.00 ± 0.00 (n=1) |" in text
+    # a run without periodic tests (fewer steps than --print_every) is left out of the plot, named
+    assert os.path.getsize(plot.plot_transfer(str(tmp_path))) > 1000
+    assert "run1: no periodic tests" in capsys.readouterr().err
+    # the same seed twice in one row: refused, both files named
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "results.json").write_text((tmp_path / "none1" / "results.json").read_text())
+    with pytest.raises(
+        report.ReportError, match="copy/results.json .* two runs of seed 1|two runs of seed 1"
+    ):
+        report.transfer_report(str(tmp_path), "none")
+    assert report.main(["--transfer", str(tmp_path)]) == 2
 
 
 def test_transfer_plot_and_bad_results(tmp_path):

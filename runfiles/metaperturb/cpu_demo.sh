@@ -24,4 +24,4 @@ done | xargs -P 2 -L 1 bash -c 'nice '"$PYTHON"' transfer.py --phase tgt --data 
   --seed "$0" --noise "$1" --exp_name "digits_conv4_32_$1_seed$0" > /dev/null'
 $PYTHON report.py --transfer "$OUT/tgt" --baseline none
 $PYTHON plot.py --transfer "$OUT/tgt"
-cp "$OUT/tgt/transfer_curves.png" docs/metaperturb_cpu_digits.png
+if [ "${UPDATE_DOCS:-0}" = 1 ]; then cp "$OUT/tgt/transfer_curves.png" docs/metaperturb_cpu_digits.png; fi
