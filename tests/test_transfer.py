@@ -286,7 +286,7 @@ def test_second_order_source_run(tmp_path, capsys):
     assert read_json(os.path.join(tmp_path, "src", "b", "run_0", "config.json"))["second_order"] is True
     capsys.readouterr()
     assert transfer.main(src_flags(tmp_path, "--exp_name", "b")) == 2
-    assert "--second_order True" in capsys.readouterr().err
+    assert "second_order True there, False now" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------
