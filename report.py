@@ -409,22 +409,6 @@ def pretrained_name(fine_tune: str) -> str:
     return f"{os.path.basename(os.path.dirname(head))}/{tail}" if os.path.basename(head) == "ckpt" else tail
 
 
-# transfer.py settings that change a target run's result besides its row and column: where runs of
-# one (dataset, model) differ in them, the row names them
-TRANSFER_SETTINGS = (
-    "train_steps",
-    "img_size",
-    "batch_size",
-    "lr",
-    "noise_coeff",
-    "noise_hp",
-    "clipval",
-    "tgt_split",
-    "n_per_class",
-    "augment",
-)
-
-
 def phi_name(phi: str) -> str:
     """A phi file as <source run folder>/<run>/phi_<step>.npz (its last three path parts)."""
     return "/".join(Path(phi).parts[-3:])
@@ -434,6 +418,10 @@ def transfer_results(root: str) -> list[dict[str, Any]]:
     """Every target run's results.json under root (transfer.py --phase tgt), titled by its
     regulariser, phi file, pre-trained network and the settings in which runs of its (dataset,
     model) differ; ReportError for a file that is not a result, or two runs of one seed in a row."""
+    from transfer import MATCH
+
+    # what changes a result besides the row (regulariser, phi, pre-trained run) and column (data, model)
+    settings = [k for k in MATCH["tgt"] if k not in ("data", "model", "noise", "phi", "fine_tune", "seed")]
     found = []
     for path in sorted(Path(root).rglob("results.json")):
         try:
@@ -455,7 +443,7 @@ def transfer_results(root: str) -> list[dict[str, Any]]:
                     "title": TRANSFER_TITLES.get(c["noise"], c["noise_title"])
                     + (f" [{phi_name(c['phi'])}]" if c.get("phi") else "")
                     + (f"{FINE_TUNED} [{pretrained_name(c['fine_tune'])}]" if fine_tuned else ""),
-                    "settings": {k: c.get(k) for k in TRANSFER_SETTINGS},
+                    "settings": {k: c.get(k) for k in settings},
                     "path": str(path),
                 }
             )
@@ -466,7 +454,7 @@ def transfer_results(root: str) -> list[dict[str, Any]]:
     seen: dict[tuple, str] = {}
     for r in found:
         column = [q["settings"] for q in found if (q["data"], q["model"]) == (r["data"], r["model"])]
-        varied = [k for k in TRANSFER_SETTINGS if len({repr(s[k]) for s in column}) > 1]
+        varied = [k for k in settings if len({repr(s[k]) for s in column}) > 1]
         if varied:
             r["title"] += " {" + ", ".join(f"{k}={r['settings'][k]}" for k in varied) + "}"
         key = (r["data"], r["model"], r["title"], r["seed"])

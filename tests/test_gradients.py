@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny import QUERY, SHOT, build, episodes, randomize
+from tiny import QUERY, SHOT, build, check_directional_fd, episodes, randomize
 
 import model as model_module
 import noise
@@ -25,20 +25,7 @@ def fd_check(metasgd: bool, noise_name: str) -> None:
             randomize(sess, [p for p in params if not p.name.startswith("lr/")])
             feed = {ph[k]: v for k, v in episodes(2).items()}
             feed[model.noise_seed] = SEED
-            g = sess.run(grads, feed)
-            rng = np.random.default_rng(0)
-            h = 1e-6
-            for p, gp in zip(params, g):
-                v0 = sess.run(p)
-                d = rng.standard_normal(v0.shape)
-                p.load(v0 + h * d, sess)
-                up = sess.run(loss, feed)
-                p.load(v0 - h * d, sess)
-                down = sess.run(loss, feed)
-                p.load(v0, sess)
-                fd = (up - down) / (2 * h)
-                analytic = float(np.sum(gp * d))
-                assert abs(fd - analytic) <= 1e-6 * max(1.0, abs(fd)), (p.name, fd, analytic)
+            check_directional_fd(sess, params, sess.run(grads, feed), loss, feed)
 
 
 @pytest.mark.parametrize("noise_name", sorted(noise.PERTURBATIONS))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from scipy import integrate
+from tiny import check_directional_fd
 
 import noise
 import taml
@@ -265,20 +266,7 @@ def test_meta_gradient_matches_finite_differences():
             sess.run(tf.compat.v1.global_variables_initializer())
             set_values(sess, model)
             feed = {**feed_of(ph, ep), model.noise_seed: SEED}
-            g = sess.run(grads, feed)
-            rng = np.random.default_rng(0)
-            h = 1e-6
-            for p, gp in zip(params, g):
-                v0 = sess.run(p)
-                d = rng.standard_normal(v0.shape)
-                p.load(v0 + h * d, sess)
-                up = sess.run(loss, feed)
-                p.load(v0 - h * d, sess)
-                down = sess.run(loss, feed)
-                p.load(v0, sess)
-                fd = (up - down) / (2 * h)
-                analytic = float(np.sum(gp * d))
-                assert abs(fd - analytic) <= 1e-6 * max(1.0, abs(fd)), (p.name, fd, analytic)
+            check_directional_fd(sess, params, sess.run(grads, feed), loss, feed)
     names = {p.name.split(":")[0] for p in params}
     assert {"psi/omega_mu_w", "psi/gamma_rho_b", "psi/z_mu_w", "psi/nn1_conv0_w", "lr/dense_w"} <= names
 

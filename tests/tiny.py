@@ -34,3 +34,23 @@ def randomize(sess: tf.compat.v1.Session, params: list[tf.Variable], scale: floa
     for p in params:
         v = sess.run(p)
         p.load(v + scale * rng.standard_normal(v.shape), sess)
+
+
+def check_directional_fd(
+    sess: tf.compat.v1.Session, params: list, grads: list, loss: tf.Tensor, feed: dict, seed: int = 0
+) -> None:
+    """Each variable's gradient `grads` (values) against a central finite difference of `loss` along
+    a random direction (h = 1e-6, float64): |fd - <g, d>| <= 1e-6 max(1, |fd|)."""
+    rng = np.random.default_rng(seed)
+    h = 1e-6
+    for p, gp in zip(params, grads):
+        v0 = sess.run(p)
+        d = rng.standard_normal(v0.shape)
+        p.load(v0 + h * d, sess)
+        up = sess.run(loss, feed)
+        p.load(v0 - h * d, sess)
+        down = sess.run(loss, feed)
+        p.load(v0, sess)
+        fd = (up - down) / (2 * h)
+        analytic = float(np.sum(gp * d))
+        assert abs(fd - analytic) <= 1e-6 * max(1.0, abs(fd)), (p.name, fd, analytic)
