@@ -50,7 +50,6 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -63,14 +62,10 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
     from nets import Network
-    from noise import Params, Perturbation
 
 PHASES = ("src", "tgt", "select")  # source meta-training, target training, source-run selection (RUNS)
 SCHEMES = ("paper", "code")  # source class groups (spec Q1)
 AUGMENTS = ("crop_flip", "crop", "none")
-PAD = 4  # random-crop padding (spec 2.3)
-WEIGHT_DECAY = 5e-4  # L2 added to every gradient, as torch.optim.Adam(weight_decay=5e-4)
-ADAM = {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}  # source Adams (TensorFlow's and torch's defaults)
 LR_MILESTONES = (0.4, 0.7, 0.9)  # x LR_GAMMA at these fractions of --train_steps (spec 2.4)
 LR_GAMMA = 0.3
 EVAL_BATCH = (
@@ -422,252 +417,6 @@ def target_data(args: argparse.Namespace) -> tuple[tuple[int, int, int], tuple, 
 
 
 # ---------------------------------------------------------------------------------------------
-# Graph
-
-
-@dataclass
-class Inputs:
-    x: tf.Tensor  # [N, H*W*C] images in [0, 1] as stored
-    y: tf.Tensor  # [N] int labels
-    seed: tf.Tensor  # [2] noise and augmentation seed
-
-
-def inputs(dim: int, name: str) -> Inputs:
-    import tensorflow as tf
-
-    return Inputs(
-        tf.compat.v1.placeholder(tf.float32, [None, dim], name=f"{name}_x"),
-        tf.compat.v1.placeholder(tf.int64, [None], name=f"{name}_y"),
-        tf.compat.v1.placeholder(tf.int64, [2], name=f"{name}_seed"),
-    )
-
-
-def images(
-    x: tf.Tensor, shape: tuple[int, int, int], size: int, augment: str, seed: tf.Tensor | None
-) -> tf.Tensor:
-    """[N, D] in [0, 1] -> [N, size, size, C] in [-1, 1] (mean 0.5, std 0.5 per channel), resized
-    in the graph; with a seed, random 4-px-padded crops (and horizontal flips) per image."""
-    import tensorflow as tf
-
-    h = tf.reshape(x, [-1, *shape])
-    if shape[0] != size or shape[1] != size:
-        h = tf.image.resize(h, [size, size])
-    h = (h - 0.5) / 0.5
-    if seed is None or augment == "none":
-        return h
-    n = tf.shape(h)[0]
-    padded = tf.pad(h, [[0, 0], [PAD, PAD], [PAD, PAD], [0, 0]])
-    full = size + 2 * PAD - 1
-    off = tf.cast(
-        tf.random.stateless_uniform(
-            tf.stack([n, 2]),
-            tf.random.experimental.stateless_fold_in(seed, 1),
-            minval=0,
-            maxval=2 * PAD + 1,
-            dtype=tf.int32,
-        ),
-        tf.float32,
-    )
-    boxes = tf.concat([off, off + size - 1], axis=1) / full  # (y1, x1, y2, x2): pixel-exact crops
-    h = tf.image.crop_and_resize(padded, boxes, tf.range(n), [size, size], method="nearest")
-    if augment == "crop_flip":
-        flip = (
-            tf.random.stateless_uniform(
-                tf.stack([n, 1, 1, 1]), tf.random.experimental.stateless_fold_in(seed, 2)
-            )
-            < 0.5
-        )
-        h = tf.where(flip, tf.reverse(h, axis=[2]), h)
-    return h
-
-
-def make_draw(seed: tf.Tensor, dtype: object = None) -> object:
-    """The noise of one pass, a function of the batch's seed."""
-    import itertools
-
-    import tensorflow as tf
-
-    from noise import Draw
-
-    return Draw(tf.random.experimental.stateless_fold_in(seed, 3), itertools.count(1), 1, dtype or tf.float32)
-
-
-def decayed(grads: list[tf.Tensor | None], params: list[tf.Variable]) -> list[tuple[tf.Tensor, tf.Variable]]:
-    """(grad + weight decay * param, param) for the parameters the loss reaches."""
-    return [(g + WEIGHT_DECAY * p, p) for g, p in zip(grads, params) if g is not None]
-
-
-def adam_step(
-    opt: tf.compat.v1.train.AdamOptimizer, grads: list[tuple[tf.Tensor, tf.Variable]], lr: tf.Tensor
-) -> list[tf.Tensor]:
-    """The values opt.apply_gradients(grads) gives the variables, as tensors differentiable in the
-    gradients (Adam, Kingma & Ba 2015, Alg. 1, in the form of TensorFlow's ApplyAdam kernel):
-    m' = m + (g - m)(1 - b1), v' = v + (g^2 - v)(1 - b2),
-    var' = var - lr sqrt(1 - b2^t) / (1 - b1^t) m' / (sqrt(v') + eps); m, v and b^t are constants.
-    Creates opt's slots (its `_create_slots`, as apply_gradients does first)."""
-    import tensorflow as tf
-
-    with tf.init_scope():
-        opt._create_slots([v for _, v in grads])
-    # as apply_gradients passes them: float32 hyperparameters and powers b^t cast to theta's dtype
-    dtype = grads[0][0].dtype
-    b1, b2, eps = (tf.cast(tf.constant(ADAM[k], tf.float32), dtype) for k in ("beta1", "beta2", "epsilon"))
-    b1_t, b2_t = (tf.cast(p, dtype) for p in opt._get_beta_accumulators())
-    alpha = tf.cast(lr, dtype) * tf.sqrt(1 - b2_t) / (1 - b1_t)
-    out = []
-    for g, var in grads:
-        m, v = opt.get_slot(var, "m"), opt.get_slot(var, "v")
-        m1 = m + (g - m) * (1 - b1)
-        v1 = v + (tf.square(g) - v) * (1 - b2)
-        # sqrt(v') with a finite derivative at v' = 0 (g = v = 0; that of the step is then alpha / eps)
-        sqrt_v1 = tf.where(v1 > 0, tf.sqrt(tf.where(v1 > 0, v1, tf.ones_like(v1))), tf.zeros_like(v1))
-        out.append(var - m1 * alpha / (sqrt_v1 + eps))
-    return out
-
-
-def cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    import tensorflow as tf
-
-    return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(labels=y, logits=logits))
-
-
-class Source:
-    """The joint meta-training graph of T tasks (spec 2.3): per task a network, its Adam and two
-    inputs (training and validation batch); phi shared, one Adam. First order: run theta_op (training
-    feeds), then phi_op (validation feeds). Second order (args.second_order, Q5): phi_op alone, both
-    feeds: phi's gradient through theta_t' = theta_next (adam_step), then the same theta steps."""
-
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        shape: tuple[int, int, int],
-        n_classes: list[int],
-        perturbation: Perturbation,
-        dtype: object = None,
-    ) -> None:
-        import tensorflow as tf
-
-        from nets import Network, architecture
-
-        dtype = dtype or tf.float32
-        self.lr = tf.compat.v1.placeholder_with_default(tf.constant(args.lr, dtype), [], name="lr")
-        arch, size, dim = architecture(args.model), args.img_size, int(np.prod(shape))
-        self.nets: list[Network] = []
-        for t, k in enumerate(n_classes):
-            with tf.compat.v1.variable_scope(f"task{t}"):
-                self.nets.append(Network(arch, (size, size, shape[2]), k, perturbation, dtype))
-        with tf.compat.v1.variable_scope("phi"):
-            self.phi = perturbation.init_phi([], 0, dtype)
-        self.train_in = [inputs(dim, f"train{t}") for t in range(len(n_classes))]
-        self.val_in = [inputs(dim, f"val{t}") for t in range(len(n_classes))]
-        self.second_order = args.second_order
-        self.theta_ops, self.val_losses, self.train_losses = [], [], []
-        self.theta_next: list[Params] = []  # second order: each theta_t' as a function of phi
-        self.theta_adams: list[tf.compat.v1.train.AdamOptimizer] = []
-        steps = []  # second order: per task (Adam, gradients, train updates), applied after phi's gradient
-        for t, (net, tr, va) in enumerate(zip(self.nets, self.train_in, self.val_in)):
-            out = net.forward(
-                self.image(tr, shape, size, args.augment, dtype), self.phi, True, make_draw(tr.seed, dtype)
-            )
-            loss = cross_entropy(out.logits, tf.one_hot(tr.y, net.n_classes, dtype=dtype))
-            params = list(net.theta.values())
-            opt = tf.compat.v1.train.AdamOptimizer(self.lr, name=f"adam{t}", **ADAM)
-            self.theta_adams.append(opt)
-            theta, after = None, []  # first order: the validation pass at the variables theta_t
-            if self.second_order:  # at theta_t'(phi), after the training pass's updates
-                grads = decayed(tf.gradients(loss, params), params)
-                key = {id(p): k for k, p in net.theta.items()}
-                stepped = zip(grads, adam_step(opt, grads, self.lr))
-                theta = {**net.theta, **{key[id(p)]: new for (_, p), new in stepped}}
-                after = out.updates
-                self.theta_next.append(theta)
-                steps.append((opt, grads, out.updates))
-            else:
-                with tf.control_dependencies(out.updates):
-                    self.theta_ops.append(opt.apply_gradients(decayed(tf.gradients(loss, params), params)))
-            self.train_losses.append(loss)
-            # phi's step: BN in evaluation mode, the scale in training mode (spec 1.4, Q3), the new theta_t.
-            with tf.control_dependencies(after):
-                vout = net.forward(
-                    self.image(va, shape, size, args.augment, dtype),
-                    self.phi,
-                    False,
-                    make_draw(va.seed, dtype),
-                    noise_training=True,
-                    theta=theta,
-                )
-            self.val_losses.append(
-                (cross_entropy(vout.logits, tf.one_hot(va.y, net.n_classes, dtype=dtype)), vout.updates)
-            )
-        phi = list(self.phi.values())
-        per_task = [tf.gradients(loss, phi) for loss, _ in self.val_losses]
-        self.phi_grads = [tf.add_n(gs) / len(per_task) for gs in zip(*per_task)]  # first or second order (Q5)
-        val_updates = [u for _, ups in self.val_losses for u in ups]
-        # Second order: the real theta steps wait for phi's gradient (it reads theta_t and Adam's state).
-        for opt, grads, ups in steps:
-            with tf.control_dependencies([*self.phi_grads, *val_updates, *ups]):
-                self.theta_ops.append(opt.apply_gradients(grads))
-        opt = tf.compat.v1.train.AdamOptimizer(self.lr, name="adam_phi", **ADAM)
-        with tf.control_dependencies(val_updates + (self.theta_ops if steps else [])):
-            self.phi_op = opt.apply_gradients(decayed(self.phi_grads, phi))
-        self.theta_op = tf.group(self.theta_ops)
-
-    @staticmethod
-    def image(i: Inputs, shape: tuple[int, int, int], size: int, augment: str, dtype: object) -> tf.Tensor:
-        import tensorflow as tf
-
-        return tf.cast(images(i.x, shape, size, augment, i.seed), dtype)
-
-
-class Target:
-    """Target training (spec 2.4): one network; phi frozen (transferred) or trained with theta."""
-
-    def __init__(
-        self,
-        args: argparse.Namespace,
-        shape: tuple[int, int, int],
-        n_classes: int,
-        perturbation: Perturbation,
-    ) -> None:
-        import tensorflow as tf
-
-        from nets import Network, architecture
-
-        size, dim = args.img_size, int(np.prod(shape))
-        with tf.compat.v1.variable_scope("net"):
-            self.net = Network(architecture(args.model), (size, size, shape[2]), n_classes, perturbation)
-        with tf.compat.v1.variable_scope("phi"):
-            self.phi_vars = perturbation.init_phi(self.net.convs, self.net.feat_dim, tf.float32)
-        # A transferred phi is frozen: no gradient reaches it (stop_gradient) and no optimiser holds it.
-        frozen = perturbation.transferred
-        phi = {k: tf.stop_gradient(v) for k, v in self.phi_vars.items()} if frozen else self.phi_vars
-        self.lam = tf.compat.v1.placeholder(tf.float32, [], name="lam")
-        self.lr = tf.compat.v1.placeholder(tf.float32, [], name="lr")
-        self.train_in, self.test_in = inputs(dim, "train"), inputs(dim, "test")
-        tr = self.train_in
-        out = self.net.forward(
-            images(tr.x, shape, size, args.augment, tr.seed),
-            phi,
-            True,
-            make_draw(tr.seed),
-            self.lam,
-            y=tf.one_hot(tr.y, n_classes),
-        )
-        self.loss = cross_entropy(out.logits, out.y) + tf.add_n([tf.constant(0.0), *out.regs])
-        self.params = list(self.net.theta.values()) + ([] if frozen else list(self.phi_vars.values()))
-        self.step = tf.compat.v1.train.get_or_create_global_step()
-        opt = tf.compat.v1.train.AdamOptimizer(self.lr)
-        with tf.control_dependencies(out.updates):
-            self.train_op = opt.apply_gradients(
-                decayed(tf.gradients(self.loss, self.params), self.params), global_step=self.step
-            )
-        te = self.test_in
-        stochastic = make_draw(te.seed) if perturbation.stochastic else None
-        test = self.net.forward(images(te.x, shape, size, "none", None), phi, False, stochastic, self.lam)
-        self.probs = tf.nn.softmax(test.logits)
-
-
-# ---------------------------------------------------------------------------------------------
 # Loops
 
 
@@ -786,13 +535,16 @@ def source_run(
     """One source run into folder: phi_init.npz, phi_<step>.npz every --print_every steps and at the end."""
     import tensorflow as tf
 
+    import nets
     from data import as_float
 
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.set_random_seed(seed)
         try:
-            g = Source(args, shape, [len(c) for _, _, c in tasks], build_noise(args.noise, args.noise_hp))
+            g = nets.Source(
+                args, shape, [len(c) for _, _, c in tasks], build_noise(args.noise, args.noise_hp)
+            )
         except ValueError as e:
             raise UsageError(f"--model {args.model}: {e}; raise --img_size") from None
         step_var = tf.compat.v1.train.get_or_create_global_step()
@@ -930,6 +682,8 @@ def pretrained_convs(ckpt: str, net: Network) -> dict[str, np.ndarray]:
 def run_target(args: argparse.Namespace) -> None:
     import tensorflow as tf
 
+    import nets
+
     folder = os.path.join(args.save_dir, args.phase, args.exp_name)
     perturbation = build_noise(args.noise, args.noise_hp)
     shape, train, test, n_classes = target_data(args)
@@ -937,7 +691,7 @@ def run_target(args: argparse.Namespace) -> None:
     with graph.as_default():
         tf.compat.v1.set_random_seed(args.seed)
         try:
-            g = Target(args, shape, n_classes, perturbation)
+            g = nets.Target(args, shape, n_classes, perturbation)
         except ValueError as e:
             raise UsageError(f"--model {args.model}: {e}; raise --img_size") from None
     phi = None

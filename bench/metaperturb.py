@@ -28,6 +28,7 @@ def child(noise: str, model: str, batch: int, size: int, steps: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    import nets
     import transfer
     from main import build_noise
 
@@ -37,7 +38,7 @@ def child(noise: str, model: str, batch: int, size: int, steps: int) -> dict:
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.set_random_seed(0)
-        g = transfer.Target(args, (size, size, 3), 10, build_noise(noise, {}))
+        g = nets.Target(args, (size, size, 3), 10, build_noise(noise, {}))
         init = tf.compat.v1.global_variables_initializer()
     rng = np.random.default_rng(0)
     fd = {

@@ -59,7 +59,7 @@ def test_batches_cover_an_epoch_and_repeat():
 def source_graph(n_tasks: int, second_order: bool = False, lr: float = 1e-2, model: str = "conv4_2"):
     args = argparse.Namespace(lr=lr, model=model, img_size=16, augment="crop_flip", second_order=second_order)
     tf.compat.v1.set_random_seed(0)
-    return transfer.Source(args, SHAPE, [3] * n_tasks, noise.get("metaperturb"), F64)
+    return nets.Source(args, SHAPE, [3] * n_tasks, noise.get("metaperturb"), F64)
 
 
 def source_feed(g, which, seed=0):
@@ -99,7 +99,7 @@ def test_phi_step_is_adam_on_the_mean_task_gradient():
             sess.run(g.phi_op, fd)
             p1 = sess.run(phi)
     for j, (v0, v1) in enumerate(zip(p0, p1)):
-        grad = (grads[0][j] + grads[1][j]) / 2 + transfer.WEIGHT_DECAY * v0
+        grad = (grads[0][j] + grads[1][j]) / 2 + nets.WEIGHT_DECAY * v0
         m, v = 0.1 * grad, 0.001 * grad**2
         lr_t = 1e-2 * np.sqrt(1 - 0.999) / (1 - 0.9)
         np.testing.assert_allclose(v1, v0 - lr_t * m / (np.sqrt(v) + 1e-8), rtol=1e-7, atol=1e-7)
@@ -304,7 +304,7 @@ def test_target_phi_is_frozen(tmp_path):
     args = transfer.parse_args(tgt_flags(tmp_path, "--phi_from", phi_file(tmp_path)))
     shape, train, _, k = transfer.target_data(args)
     with tf.Graph().as_default():
-        g = transfer.Target(args, shape, k, noise.get("metaperturb"))
+        g = nets.Target(args, shape, k, noise.get("metaperturb"))
         assert all(gr is None for gr in tf.gradients(g.loss, list(g.phi_vars.values())))
         assert not set(g.params) & set(g.phi_vars.values())
         with transfer.session(tf.compat.v1.get_default_graph()) as sess:
