@@ -294,7 +294,7 @@ def plot_robustness(root: str) -> str:
     """Figures 5-6: accuracy against eps, one panel per (setting, norm), one line per model."""
     import matplotlib.pyplot as plt
 
-    from report import PUBLISHED, setting_name
+    from results import PUBLISHED, setting_name
 
     with open(PUBLISHED) as f:
         settings = json.load(f)["settings"]
@@ -333,12 +333,11 @@ def plot_transfer(root: str) -> str:
     regulariser, one panel per (target dataset, model)."""
     import matplotlib.pyplot as plt
 
-    from report import ReportError, transfer_results
-    from results import nothing
+    from results import ResultError, nothing, transfer_results
 
     try:
         results = transfer_results(root)
-    except ReportError as e:
+    except ResultError as e:
         raise PlotError(str(e)) from e
     curves: dict[tuple[str, str], dict[str, list]] = {}
     for r in results:

@@ -1,33 +1,36 @@
-"""Compare meta-test results with the paper's Tables 1, 2 and 3; MetaPerturb's transfer table.
+"""Every result beside the published numbers: Meta-Dropout's Tables 1-3, Bayesian TAML's Table 1,
+MetaPerturb's transfer table, and paired differences of models evaluated on the same episodes.
 
-    python report.py results/ [--markdown FILE]
+    python report.py results/ [--baseline MODEL] [--markdown FILE]
     python report.py --transfer checkpoints/tgt [--baseline none] [--markdown FILE]
 
-Reads every results.json under a folder (written by `main.py --mode meta_test` for the test split;
-results_<name>.json for other evaluations, e.g. a file of fixed episodes) and prints markdown
-tables: Table 1, and Tables 2 and 3 (MAML with other perturbations). The cell of a result comes from
-its config (dataset, way, shot, maml/noise/noise_hp, metasgd), not from its path; a Table 2/3 row
-takes the MAML (not Meta-SGD) runs of its perturbation whose hyperparameters include the row's.
-The training settings come from the savedir's config.json (the results file's own config, written by
-meta_test, where there is none). Adversarial MAML (--adv_inner) and first-order MAML (--first_order)
-are models of their own (e.g. maml+adv(linf,eps=0.1), maml+first_order): never in Tables 1-3.
-Each result is one row, its seed the training seed. Within a cell, results are grouped by what was
-evaluated ("evaluated on": the test split and its episode seed, or a file of fixed episodes by its
-hash, whatever the results file's name) and by every other setting that changes a result
-("settings": meta_lr, inner_lr, n_steps, metabatch, query, sampler, MC samples at meta-test, the
-perturbation's hyperparameters); a
-group of several results, which then differ in their training seed only, gets an extra row with the
-mean over them, ± the standard deviation across them.
-Cells without a result show "—"; a table appears once one of its cells has a result. Results in
-none of them (other datasets, perturbations or hyperparameters) go to a last table, with the
-perturbation's title. A results file that cannot be read stops the report with an error naming it.
-The published numbers live in paper/published.json with their sources.
+Reads every results.json and results_<name>.json under a folder as records of the results format
+(results.py; files of the older format are converted and marked "(old format)"). A file that cannot
+be read is named on stderr and skipped; a folder without a readable result is "nothing to report"
+(exit 2, as plot.py). docs/usage.md describes the format and the paired view.
 
-Bayesian TAML (Lee et al., ICLR 2020): any-shot runs (--max_shot) write one results file per evaluated dataset
-(results_id_<name>.json, results_ood_<name>.json); their table puts each beside Bayesian TAML's
-Table 1 and the authors' re-run (paper/published_taml.json), by experiment (the run's ID datasets),
-model (the switches --alpha_on, --omega_on, --gamma_on, --z_on: MAML, Meta-SGD, Bayesian TAML and
-the ablations alpha + one of omega, gamma, z) and evaluated dataset.
+Meta-Dropout (Tables 1-3): the cell of a result comes from its record (dataset, way, shot, model),
+not from its path; a Table 2/3 row takes the MAML (not Meta-SGD) runs of its perturbation whose
+hyperparameters include the row's. Adversarial MAML (--adv_inner) and first-order MAML
+(--first_order) are models of their own (e.g. maml+adv(linf,eps=0.1), maml+first_order): never in
+Tables 1-3. Each result is one row, its seed the training seed. Within a cell, results are grouped
+by what was evaluated ("evaluated on": the test split and its episode seed, or a file of fixed
+episodes by its hash) and by every other setting that changes a result ("settings": the training's
+meta_lr, inner_lr, n_steps, metabatch, query, sampler and perturbation hyperparameters, then the
+meta-test's inner steps, MC samples and posterior draws); a group of several results, which then
+differ in their training seed only, gets an extra row with the mean over them, ± the standard
+deviation across them. Cells without a result show "—"; a table appears once one of its cells has
+a result. Results in none of them go to a last table, with the perturbation's title. The
+published numbers live in paper/published.json with their sources.
+
+Bayesian TAML (Lee et al., ICLR 2020): any-shot runs (--max_shot) write one results file per
+evaluated dataset; a table per experiment (the runs' ID datasets: the paper's three, or any other)
+has a row per model (by the switches --alpha_on, --omega_on, --gamma_on, --z_on: MAML, Meta-SGD,
+Bayesian TAML, the ablations) and training run, a column per evaluated dataset (ID, then OOD), and
+the published rows of paper/published_taml.json.
+
+MetaPerturb: transfer.py's target runs (rows: regularisers, from scratch or fine-tuned; columns:
+target dataset and network), mean ± sd over seeds and the seed-paired differences from --baseline.
 """
 
 from __future__ import annotations
@@ -50,28 +53,30 @@ import numpy as np
 
 from data.files import atomic, read_json, resource
 from results import (
+    PUBLISHED,
     REWRITE,
     TITLES,
     TRAIN_SETTINGS,
-    TRANSFER_SETTINGS,
+    NothingToReport,
     Record,
     ResultError,
+    collect,
     hp_text,
     model_name,
     nothing,
     number,
     paired,
-    read,
+    setting_name,
+    transfer_label,
+    transfer_records,
+    transfer_runs,
     variant,
 )
 
-__all__ = ["model_name"]  # plot.py and tests name a run's row through report.py
+# tests and other scripts name these through report.py
+__all__ = ["NothingToReport", "model_name"]
 
-PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
-TRANSFER_PUBLISHED = Path(__file__).resolve().parent / "paper" / "metaperturb.json"
-# display titles of the transfer table where a perturbation's own (an episodic learner's) does not fit
-TRANSFER_TITLES = {"none": "Base (no regulariser)"}
-FINE_TUNED = " + fine-tuning"  # the title suffix of runs started from a pre-trained network (--fine_tune)
+TRANSFER_PUBLISHED = PUBLISHED.with_name("metaperturb.json")
 PUBLISHED_TAML = PUBLISHED.with_name("published_taml.json")
 MISSING = "—"
 RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations", "evaluated on", "settings"]
@@ -93,12 +98,7 @@ PAIRED_COLUMNS = [
 BASELINES = {"metadrop": "maml", "taml": "maml", "metaperturb": "none"}
 
 
-class ReportError(Exception):
-    """A folder that cannot be reported; the message says what to do."""
-
-
-class NothingToReport(ReportError):
-    """A folder without a result (results.nothing's message); report.py and plot.py exit 2."""
+ReportError = ResultError  # a folder or file that cannot be reported; the message says what to do
 
 
 @dataclass(frozen=True)
@@ -147,17 +147,6 @@ def test_text(r: Record) -> str:
     return f"meta-test {test}" if test else ""
 
 
-def setting_name(config: dict[str, Any], settings: dict[str, dict[str, Any]]) -> str:
-    """Table 1 column of a run (omni_1shot, ...), or dataset_<way>way_<shot>shot for others."""
-    if config.get("max_shot"):  # any-shot (Bayesian TAML): never a Meta-Dropout table's cell
-        return "{}_{}way_{}maxshot".format(config["dataset"], config["way"], config["max_shot"])
-    key = (config["dataset"], config["way"], config["shot"])
-    for name, s in settings.items():
-        if key == (s["dataset"], s["way"], s["shot"]):
-            return name
-    return "{}_{}way_{}shot".format(*key)
-
-
 def as_result(r: Record, settings: dict[str, dict[str, Any]]) -> Result:
     """A Meta-Dropout record as a row of Tables 1-3 (its cell from the record's dataset, way, shot)."""
     cell = {"dataset": r.dataset, "way": r.way, "shot": r.shot, "max_shot": r.max_shot}
@@ -179,22 +168,6 @@ def as_result(r: Record, settings: dict[str, dict[str, Any]]) -> Result:
         evaluated=r.evaluated,
         settings=settings_text(r),
     )
-
-
-def collect(root: str) -> list[Record]:
-    """Every results file under root (results.json, results_*.json), read as a record; a file that
-    cannot be read is named on stderr and skipped."""
-    if not os.path.isdir(root):
-        raise ReportError(f"{root}: not a folder; give the folder holding the runs' savedirs (e.g. results/)")
-    found = []
-    for path in sorted(Path(root).rglob("results*.json")):
-        if path.name != "results.json" and not path.name.startswith("results_"):
-            continue
-        try:
-            found.append(read(str(path)))
-        except ResultError as e:
-            print(f"skipped: {e}", file=sys.stderr)
-    return found
 
 
 def pm(mean: float, spread: float) -> str:
@@ -273,8 +246,10 @@ def report(root: str, published: Path = PUBLISHED, baseline: str | None = None) 
     and other Meta-Dropout results, Bayesian TAML's tables, MetaPerturb's transfer table, and the
     paired differences of models evaluated on the same episodes (from `baseline`, else BASELINES).
     NothingToReport if no file could be read."""
+    if not os.path.isdir(root):
+        raise ReportError(f"{root}: not a folder; give the folder holding the runs' savedirs (e.g. results/)")
     records = collect(root)
-    transfer = [r for r in records if r.system == "metaperturb" and r.run.get("phase", "tgt") == "tgt"]
+    transfer = transfer_records(records)
     out = metadrop_tables([r for r in records if r.system == "metadrop"], root, published)
     out += taml_tables([r for r in records if r.system == "taml"], root)
     if transfer:
@@ -378,91 +353,14 @@ def metadrop_tables(records: list[Record], root: str, published: Path = PUBLISHE
     return out
 
 
-def pretrained_name(fine_tune: str) -> str:
-    """A --fine_tune value's run folder name, with the checkpoint where it named one (run/model-<step>)."""
-    head, tail = os.path.split(os.path.normpath(fine_tune))
-    return f"{os.path.basename(os.path.dirname(head))}/{tail}" if os.path.basename(head) == "ckpt" else tail
-
-
-def phi_name(phi: str) -> str:
-    """A phi file as <source run folder>/<run>/phi_<step>.npz (its last three path parts)."""
-    return "/".join(Path(phi).parts[-3:])
-
-
-def transfer_results(root: str) -> list[dict[str, Any]]:
-    """Every target run's record under root (transfer.py --phase tgt) as transfer_runs gives them;
-    a file that cannot be read is named on stderr and skipped; NothingToReport if there is none."""
-    records = [r for r in collect(root) if r.system == "metaperturb" and r.run.get("phase", "tgt") == "tgt"]
-    if not records:
-        raise NothingToReport(nothing("transfer.py target results", root, "transfer.py --phase tgt"))
-    return transfer_runs(records, root)
-
-
-def transfer_label(r: Record) -> str:
-    """A transfer run's regulariser, +fine_tune for runs started from a pre-trained network."""
-    return r.model + ("+fine_tune" if r.settings.get("fine_tune") else "")
-
-
-def transfer_runs(records: list[Record], root: str) -> list[dict[str, Any]]:
-    """Target runs titled by their regulariser, phi file, pre-trained network and the settings in
-    which runs of their (dataset, network) differ; ReportError for two runs of one seed in a row."""
-    found = []
-    for r in records:
-        fine_tuned = bool(r.settings.get("fine_tune"))
-        phi = r.settings.get("phi")
-        found.append(
-            {
-                "acc": r.mean,
-                "data": r.dataset,
-                "model": r.network,
-                "seed": r.run.get("seed"),
-                "noise": r.model,
-                "fine_tuned": fine_tuned,
-                # a transferred perturbation's runs are told apart by their phi file, fine-tuned
-                # ones by the pre-trained network's run
-                "title": TRANSFER_TITLES.get(r.model, r.title)
-                + (f" [{phi_name(phi)}]" if phi else "")
-                + (f"{FINE_TUNED} [{pretrained_name(r.settings['fine_tune'])}]" if fine_tuned else ""),
-                "settings": {k: r.settings.get(k) for k in TRANSFER_SETTINGS},
-                "path": r.path,
-            }
-        )
-    seen: dict[tuple, str] = {}
-    for r in found:
-        column = [q["settings"] for q in found if (q["data"], q["model"]) == (r["data"], r["model"])]
-        varied = [k for k in TRANSFER_SETTINGS if len({repr(s[k]) for s in column}) > 1]
-        if varied:
-            r["title"] += " {" + ", ".join(f"{k}={r['settings'][k]}" for k in varied) + "}"
-        key = (r["data"], r["model"], r["title"], r["seed"])
-        if key in seen:
-            raise ReportError(
-                f"{seen[key]} and {r['path']} are two runs of seed {r['seed']} with the same settings: "
-                f"one row's seeds must differ; move one out of {root}"
-            )
-        seen[key] = r["path"]
-    return found
-
-
 def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFER_PUBLISHED) -> str:
     """report.py --transfer: MetaPerturb's tables of the target runs under root, then the paired
     per-image differences of runs tested on the same images."""
-    runs = transfer_results(root)
-    records = [r for r in collect_quiet(root) if r.path in {q["path"] for q in runs}]
-    return (
-        "\n".join([transfer_table(runs, root, baseline, published), *paired_section(records, root, baseline)])
-        + "\n"
-    )
-
-
-def collect_quiet(root: str) -> list[Record]:
-    """collect() without naming the unreadable files again."""
-    out = []
-    for path in sorted(Path(root).rglob("results*.json")):
-        try:
-            out.append(read(str(path)))
-        except ResultError:
-            continue
-    return out
+    records = transfer_records(collect(root))
+    if not records:
+        raise NothingToReport(nothing("transfer.py target results", root, "transfer.py --phase tgt"))
+    table_text = transfer_table(transfer_runs(records, root), root, baseline, published)
+    return "\n".join([table_text, *paired_section(records, root, baseline)]) + "\n"
 
 
 def transfer_table(

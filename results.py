@@ -19,7 +19,9 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +34,18 @@ ROLES = ("id", "ood", "file", "target")  # in or out of distribution, a file of 
 Z95 = 1.96  # the normal quantile of the per-episode interval (the papers' "95% confidence interval")
 
 
+PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"  # Meta-Dropout's Tables 1-3
+# display titles of the transfer table where a perturbation's own (an episodic learner's) does not fit
+TRANSFER_TITLES = {"none": "Base (no regulariser)"}
+FINE_TUNED = " + fine-tuning"  # the title suffix of runs started from a pre-trained network (--fine_tune)
+
+
 class ResultError(ValueError):
-    """A results file that cannot be used; the message names it and says what to do."""
+    """A results file or folder that cannot be used; the message names it and says what to do."""
+
+
+class NothingToReport(ResultError):
+    """A folder without a readable result (nothing's message): report.py and plot.py exit 2."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,3 +601,104 @@ def _old_transfer(path: str, raw: dict[str, Any], config: dict[str, Any]) -> Rec
         nll=raw.get("nll") if number(raw.get("nll")) else None,
     )
     return check(r, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# A folder of results (report.py, plot.py)
+
+
+def setting_name(config: dict[str, Any], settings: dict[str, dict[str, Any]]) -> str:
+    """Table 1 column of a run (omni_1shot, ...), or dataset_<way>way_<shot>shot for others."""
+    if config.get("max_shot"):  # any-shot (Bayesian TAML): never a Meta-Dropout table's cell
+        return "{}_{}way_{}maxshot".format(config["dataset"], config["way"], config["max_shot"])
+    key = (config["dataset"], config["way"], config["shot"])
+    for name, s in settings.items():
+        if key == (s["dataset"], s["way"], s["shot"]):
+            return name
+    return "{}_{}way_{}shot".format(*key)
+
+
+def collect(root: str, quiet: bool = False) -> list[Record]:
+    """Every results file under root (results.json, results_*.json), read as a record; a file that
+    cannot be read is named on stderr ("skipped: ...", unless quiet) and left out."""
+    found = []
+    for path in sorted(Path(root).rglob("results*.json")):
+        if path.name != "results.json" and not path.name.startswith("results_"):
+            continue
+        try:
+            found.append(read(str(path)))
+        except ResultError as e:
+            if not quiet:
+                print(f"skipped: {e}", file=sys.stderr)
+    return found
+
+
+def pretrained_name(fine_tune: str) -> str:
+    """A --fine_tune value's run folder name, with the checkpoint where it named one (run/model-<step>)."""
+    head, tail = os.path.split(os.path.normpath(fine_tune))
+    return f"{os.path.basename(os.path.dirname(head))}/{tail}" if os.path.basename(head) == "ckpt" else tail
+
+
+def phi_name(phi: str) -> str:
+    """A phi file as <source run folder>/<run>/phi_<step>.npz (its last three path parts)."""
+    return "/".join(Path(phi).parts[-3:])
+
+
+def transfer_results(root: str, quiet: bool = False) -> list[dict[str, Any]]:
+    """Every target run's record under root (transfer.py --phase tgt) as transfer_runs gives them;
+    a file that cannot be read is named on stderr (unless quiet) and skipped; NothingToReport if
+    there is none."""
+    records = transfer_records(collect(root, quiet))
+    if not records:
+        raise NothingToReport(nothing("transfer.py target results", root, "transfer.py --phase tgt"))
+    return transfer_runs(records, root)
+
+
+def transfer_records(records: list[Record]) -> list[Record]:
+    """The transfer.py target runs among records (not --phase select's runs)."""
+    return [r for r in records if r.system == "metaperturb" and r.run.get("phase", "tgt") == "tgt"]
+
+
+def transfer_label(r: Record) -> str:
+    """A transfer run's regulariser, +fine_tune for runs started from a pre-trained network."""
+    return r.model + ("+fine_tune" if r.settings.get("fine_tune") else "")
+
+
+def transfer_runs(records: list[Record], root: str) -> list[dict[str, Any]]:
+    """Target runs titled by their regulariser, phi file, pre-trained network and the settings in
+    which runs of their (dataset, network) differ; ResultError for two runs of one seed in a row."""
+    found = []
+    for r in records:
+        fine_tuned = bool(r.settings.get("fine_tune"))
+        phi = r.settings.get("phi")
+        found.append(
+            {
+                "acc": r.mean,
+                "data": r.dataset,
+                "model": r.network,
+                "seed": r.run.get("seed"),
+                "noise": r.model,
+                "fine_tuned": fine_tuned,
+                # a transferred perturbation's runs are told apart by their phi file, fine-tuned
+                # ones by the pre-trained network's run
+                "title": TRANSFER_TITLES.get(r.model, r.title)
+                + (f" [{phi_name(phi)}]" if phi else "")
+                + (f"{FINE_TUNED} [{pretrained_name(r.settings['fine_tune'])}]" if fine_tuned else ""),
+                "settings": {k: r.settings.get(k) for k in TRANSFER_SETTINGS},
+                "path": r.path,
+            }
+        )
+    seen: dict[tuple, str] = {}
+    for r in found:
+        column = [q["settings"] for q in found if (q["data"], q["model"]) == (r["data"], r["model"])]
+        varied = [k for k in TRANSFER_SETTINGS if len({repr(s[k]) for s in column}) > 1]
+        if varied:
+            r["title"] += " {" + ", ".join(f"{k}={r['settings'][k]}" for k in varied) + "}"
+        key = (r["data"], r["model"], r["title"], r["seed"])
+        if key in seen:
+            raise ResultError(
+                f"{seen[key]} and {r['path']} are two runs of seed {r['seed']} with the same settings: "
+                f"one row's seeds must differ; move one out of {root}"
+            )
+        seen[key] = r["path"]
+    return found
