@@ -14,6 +14,7 @@ writers and report.py share them. No TensorFlow; numpy (scipy for the t quantile
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -402,40 +403,19 @@ def _old_meta_test(path: str, raw: dict[str, Any], config: dict[str, Any]) -> Re
         i = names.index(dataset) if dataset in names else 0
         key = [seed, 2] if i == 0 else [seed, 2, i]
         episodes = split_episodes(dataset, "test", key, config, raw["n"])
-    test = {"n_steps": config.get("n_steps"), "mc_samples": config.get("n_test_mc_samp")}
-    if config.get("max_shot"):
-        test["posterior_draws"] = config.get("n_mc_samples", 0)
-    test["select"] = raw.get("select", config.get("select"))
-    settings = model_settings(train)
-    seed = train.get("seed")
-    r = Record(
-        system=system_of(train),
-        model=name_of(train),
-        title=str(config.get("noise_title") or TITLES.get(name_of(train), "—")),
-        role=role,
-        dataset=dataset,
-        evaluated=evaluated,
-        episodes=episodes,
-        way=config["way"],
-        shot=config["shot"],
-        max_shot=config.get("max_shot"),
-        query=config.get("query"),
-        test=test,
-        run={
-            "savedir": os.path.dirname(path),
-            "seed": seed if number(seed, True) else None,
-            "iterations": raw["train_iters"],
-            "checkpoint": raw.get("checkpoint"),
-        },
-        settings=settings,
-        ids=tuple(ids),
-        mean=float(raw["mean"]),
-        ci95=float(raw["ci95"]),
-        n=raw["n"],
-        format=1,
-        path=path,
+    r = meta_test_record(
+        {**config, "savedir": os.path.dirname(path)},
+        train,
+        None,
+        role,
+        dataset,
+        evaluated,
+        episodes,
+        raw["train_iters"],
+        raw.get("checkpoint"),
+        stats=(float(raw["mean"]), float(raw["ci95"]), raw["n"]),
     )
-    return check(r, path)
+    return check(dataclasses.replace(r, format=1, path=path), path)
 
 
 def train_config(path: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -456,24 +436,25 @@ def train_config(path: str, config: dict[str, Any]) -> dict[str, Any]:
 def meta_test_record(
     config: dict[str, Any],
     saved: dict[str, Any],
-    accuracies: np.ndarray,
+    accuracies: np.ndarray | None,
     role: str,
     dataset: str,
     evaluated: str,
     episodes: dict[str, Any],
     iterations: int,
-    checkpoint: str,
+    checkpoint: str | None,
+    stats: tuple[float, float, int] | None = None,
 ) -> Record:
     """The record of one main.py meta-test: `config` its flags, `saved` the training run's
-    config.json, `accuracies` [episodes] in %; `evaluated` and `episodes` say what was evaluated."""
+    config.json, `accuracies` [episodes] in % (or None and `stats` = (mean, ci95, n): a file of the
+    older format); `evaluated` and `episodes` say what was evaluated."""
     train = {**config, **saved}
     test = {"n_steps": config.get("n_steps"), "mc_samples": config.get("n_test_mc_samp")}
     if config.get("max_shot"):
         test["posterior_draws"] = config.get("n_mc_samples", 0)
     test.update(select=config.get("select"), metabatch=config.get("metabatch"))
-    settings = model_settings(train)
-    ids = [d for d in str(saved["dataset"]).split(",") if d]
-    mean, ci = ci95(accuracies)
+    seed = train.get("seed")
+    mean, ci, n = stats if accuracies is None else (*ci95(accuracies), len(accuracies))
     return Record(
         system=system_of(train),
         model=name_of(train),
@@ -489,16 +470,16 @@ def meta_test_record(
         test=test,
         run={
             "savedir": config.get("savedir"),
-            "seed": saved.get("seed"),
+            "seed": seed if number(seed, True) else None,
             "iterations": iterations,
             "checkpoint": checkpoint,
         },
-        settings=settings,
-        ids=tuple(ids),
+        settings=model_settings(train),
+        ids=tuple(d for d in str(train["dataset"]).split(",") if d),
         mean=mean,
         ci95=ci,
-        n=len(accuracies),
-        accuracies=[float(a) for a in accuracies],
+        n=n,
+        accuracies=None if accuracies is None else [float(a) for a in accuracies],
     )
 
 

@@ -249,3 +249,12 @@ def test_taml_names_come_from_the_switches():
 def test_nothing_message_shape():
     text = results.nothing("results files", "res", "main.py --mode meta_test")
     assert re.fullmatch(r"nothing to report: no .+ under res \(run .+ first\)", text)
+
+
+def test_transfer_settings_are_those_a_target_run_must_match():
+    """The settings that tell transfer rows apart are transfer.py's resume settings, less the row's
+    and column's own (data, network, regulariser, phi, pre-trained run) and the seed."""
+    import transfer
+
+    own = {"data", "model", "noise", "phi", "fine_tune", "seed"}
+    assert set(results.TRANSFER_SETTINGS) == set(transfer.MATCH["tgt"]) - own
