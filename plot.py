@@ -262,31 +262,20 @@ def load_robust(root: str) -> list[dict]:
 
 
 def robust_curve(path: str) -> dict:
-    """One robust_<norm>.json as load_robust gives it; ValueError, KeyError or TypeError if it is not one."""
+    """One robust_<norm>.json (of the results format or the older one) as load_robust gives it;
+    ValueError if it is not one."""
     import results
 
-    with open(path) as f:
-        r = json.load(f)
-    if "format" in r:  # a results record (main.py --attack): clean accuracies, then one per radius
-        rec = results.read(path)
-        attack = rec.attack or {}
-        points = {a["eps"]: (a["mean"], a["ci95"]) for a in attack["radii"]}
-        clean, model, steps = (rec.mean, rec.ci95), rec.model, attack["steps"]
-        norm, n, cell = attack["norm"], rec.n, {"dataset": rec.dataset, "way": rec.way, "shot": rec.shot}
-    else:  # the older shape
-        points = {a["eps"]: (a["mean"], a["ci95"]) for a in r["adversarial"]}
-        clean, model, steps = (
-            (r["clean"]["mean"], r["clean"]["ci95"]),
-            results.model_name(r["config"]),
-            r["steps"],
-        )
-        norm, n, cell = r["norm"], r["n"], r["config"]
-    points.setdefault(0.0, clean)
+    r = results.read(path)
+    if r.attack is None:
+        raise ValueError("no attack")
+    points = {a["eps"]: (a["mean"], a["ci95"]) for a in r.attack["radii"]}
+    points.setdefault(0.0, (r.mean, r.ci95))
     return {
         "points": sorted((e, m, c) for e, (m, c) in points.items()),
-        "label": f"{model} ({steps} steps, {n} episodes)",
-        "norm": str(norm),
-        "cell": cell,
+        "label": f"{r.model} ({r.attack['steps']} steps, {r.n} episodes)",
+        "norm": str(r.attack["norm"]),
+        "cell": {"dataset": r.dataset, "way": r.way, "shot": r.shot},
     }
 
 

@@ -353,6 +353,12 @@ def _old(path: str, raw: dict[str, Any]) -> Record:
         raise ResultError(f"{path}: no 'config' object; {REWRITE['metadrop']}")
     if "phase" in config:
         return _old_transfer(path, raw, config)
+    if "adversarial" in raw:  # main.py --attack's robust_<norm>.json
+        clean = {"mean": raw["clean"]["mean"], "ci95": raw["clean"]["ci95"]}
+        attack = {k: raw.get(k) for k in ("norm", "steps", "step_size_rule")}
+        attack["radii"] = list(raw["adversarial"])
+        r = _old_meta_test(path, {**raw, **clean}, config)
+        return dataclasses.replace(r, attack=attack)
     return _old_meta_test(path, raw, config)
 
 

@@ -258,3 +258,30 @@ def test_transfer_settings_are_those_a_target_run_must_match():
 
     own = {"data", "model", "noise", "phi", "fine_tune", "seed"}
     assert set(results.TRANSFER_SETTINGS) == set(transfer.MATCH["tgt"]) - own
+
+
+def test_robustness_records_of_both_formats_read_alike(tmp_path):
+    """main.py --attack's robust_<norm>.json: the older shape converts to a record with the attack."""
+    import plot
+
+    rows = [{"eps": 0.1, "step_size": 0.025, "mean": 40.0, "ci95": 2.0}]
+    config = {"dataset": "digits", "way": 5, "shot": 1, "query": 15, "seed": 0, "noise": "none", "maml": True}
+    old = {
+        "norm": "linf",
+        "steps": 10,
+        "step_size_rule": "2.5 * eps / steps",
+        "clean": {"mean": 60.0, "ci95": 1.5},
+    }
+    old.update(adversarial=rows, n=300, train_iters=50, source="digits test split, seed 0", config=config)
+    (tmp_path / "robust_linf.json").write_text(json.dumps(old))
+    r = results.read(str(tmp_path / "robust_linf.json"))
+    assert r.old and (r.model, r.mean, r.ci95, r.n, r.run["iterations"]) == ("maml", 60.0, 1.5, 300, 50)
+    assert r.attack["radii"] == rows and r.attack["norm"] == "linf"
+    new = dataclasses.replace(r, format=results.FORMAT, accuracies=[60.0] * 300, path="")
+    results.write(str(tmp_path / "new" / "robust_linf.json"), new)
+    a, b = (
+        plot.robust_curve(str(p))
+        for p in (tmp_path / "robust_linf.json", tmp_path / "new" / "robust_linf.json")
+    )
+    assert a == b and a["points"] == [(0.0, 60.0, 1.5), (0.1, 40.0, 2.0)]
+    assert a["label"] == "maml (10 steps, 300 episodes)"
