@@ -547,7 +547,7 @@ def taml_tables(records: list[Record], root: str, published: Path = PUBLISHED_TA
         if not runs:
             continue
         columns = list(exp["id"]) + list(exp["ood"])
-        columns += sorted({r.dataset or r.evaluated for r in runs} - set(columns))
+        columns += sorted({taml_column(r) for r in runs} - set(columns))
         names = {d: pub["columns"].get(d, d) + (" (OOD)" if d in exp["ood"] else "") for d in columns}
         rows = []
         for model in [*TAML_ORDER, *sorted({r.model for r in runs} - set(TAML_ORDER))]:
@@ -602,6 +602,12 @@ def taml_tables(records: list[Record], root: str, published: Path = PUBLISHED_TA
     return out
 
 
+def taml_column(r: Record) -> str:
+    """A Bayesian TAML result's column: its dataset, or for an episode file of unknown dataset (files
+    of the older format name the run's first dataset) what it evaluated."""
+    return r.dataset if r.role in ("id", "ood") else r.evaluated
+
+
 TAML_ORDER = ("maml", "metasgd", "taml", "alpha+omega", "alpha+gamma", "alpha+z")  # the paper's rows first
 
 
@@ -625,9 +631,7 @@ def taml_rows(
     by_run: dict[tuple[str, str, str], dict[str, Record]] = {}
     for r in sorted(runs, key=lambda r: (r.run.get("seed") is None, r.run.get("seed") or 0, r.path)):
         kind = r.evaluated if r.evaluated.startswith("test split") else "episode files"
-        by_run.setdefault((r.run.get("savedir", ""), kind, settings_text(r)), {})[
-            r.dataset or r.evaluated
-        ] = r
+        by_run.setdefault((r.run.get("savedir", ""), kind, settings_text(r)), {})[taml_column(r)] = r
     groups: dict[tuple[str, str], list[dict[str, Record]]] = {}
     for (_, _kind, settings), cells in by_run.items():
         evaluated = ", ".join(sorted({r.evaluated for r in cells.values()}))

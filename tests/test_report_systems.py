@@ -66,9 +66,9 @@ def old_taml_results(savedir, accs=((62.0, 1.1), (41.0, 1.3)), seed=0, on=SWITCH
         (savedir / f"results_{role}_{d}.json").write_text(json.dumps(result, indent=2))
 
 
-def taml_table(text):
+def taml_table(text, label="digits / omniglot_small16"):
     heading = next(line for line in text.splitlines() if line.startswith("## Bayesian TAML"))
-    assert "digits" in heading and "omniglot_small16" in heading
+    assert heading.startswith(f"## Bayesian TAML, {label}:")
     block = text[text.index(heading) :].split("\n\n")[2]
     header, _, *rows = block.splitlines()
     names = [c.strip() for c in header.strip("|").split("|")]
@@ -247,3 +247,57 @@ def test_all_three_systems_in_one_report(tmp_path, capsys):
     assert row["model − baseline"] == f"+25.00 ± {half:.2f}"
     assert f"skipped: {tmp_path / 'broken' / 'results_x.json'} is not a readable JSON file" in err
     assert Path(tmp_path / "md" / "results.json").exists()
+
+
+def test_cpu_demo_runs_on_fixed_episode_files(tmp_path):
+    """runfiles/cpu/taml_demo.sh's layout: models x seeds, each meta-tested on an ID and an OOD episode
+    file: a row per run with both columns, a mean row per model, paired differences per seed and over
+    the seeds; older files of the same layout (role "file", both named by the run's dataset) keep
+    their two columns apart."""
+    import results
+
+    rng = np.random.default_rng(3)
+    files = {"digits": "a" * 40, "omniglot_small16": "b" * 40}
+    for model, on in (("maml", ()), ("taml", SWITCHES)):
+        for seed in range(3):
+            config = {"dataset": "digits", "ood_dataset": "omniglot_small16", "way": 5, "max_shot": 10}
+            config.update({k: k in on for k in SWITCHES}, query=15, seed=seed, noise="none", n_steps=6)
+            config.update(n_mc_samples=5 if on else 0, savedir=str(tmp_path / model / f"seed{seed}"))
+            for role, d in (("id", "digits"), ("ood", "omniglot_small16")):
+                accs = rng.integers(0, 76, 20) / 75 * 100
+                evaluated = f"episodes {files[d][:8]}"
+                record = results.meta_test_record(
+                    config, config, accs, role, d, evaluated, results.file_episodes(files[d], 20), 400, "c"
+                )
+                results.write(
+                    str(tmp_path / model / f"seed{seed}" / f"results_episodes_{d}_{files[d][:8]}.json"),
+                    record,
+                )
+    text = report.report(str(tmp_path))
+    rows = taml_table(text)
+    assert [(r["model"], r["seed"]) for r in rows] == [
+        *[("MAML", s) for s in ("0", "1", "2", "mean of 3 (± sd)")],
+        *[("Bayesian TAML", s) for s in ("0", "1", "2", "mean of 3 (± sd)")],
+    ]
+    assert all(r["digits"] != "—" and r["omniglot_small16 (OOD)"] != "—" for r in rows)
+    assert rows[1]["settings"] == "n_steps=6 query=15; meta-test n_steps=6 draws=0"
+    assert rows[5]["settings"] == "n_steps=6 query=15; meta-test n_steps=6 draws=5"
+    paired = paired_rows(text)
+    assert [(r["dataset"], r["seed"]) for r in paired] == [
+        *[("digits", s) for s in ("0", "1", "2", "over 3 seeds")],
+        *[("omniglot_small16", s) for s in ("0", "1", "2", "over 3 seeds")],
+    ]
+    # the older format: both files were written with the run's first dataset and role "file"
+    old = tmp_path / "old"
+    old_taml_results(old / "run")
+    for name, mean in (
+        ("results_episodes_digits_aaaaaaaa.json", 61.0),
+        ("results_episodes_omni_bbbbbbbb.json", 42.0),
+    ):
+        raw = json.loads((old / "run" / "results_id_digits.json").read_text())
+        raw.update(mean=mean, role="file", dataset="digits")
+        (old / "run" / name).write_text(json.dumps(raw))
+    for f in ("results_id_digits.json", "results_ood_omniglot_small16.json"):
+        (old / "run" / f).unlink()
+    (row,) = taml_table(report.report(str(old)), "digits / no OOD")
+    assert (row["episodes aaaaaaaa"], row["episodes bbbbbbbb"]) == ("61.00 ± 1.10", "42.00 ± 1.10")
