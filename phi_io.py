@@ -23,6 +23,7 @@ import math
 import os
 import pickle
 import pickletools
+import reprlib
 import struct
 import sys
 import zipfile
@@ -103,11 +104,9 @@ class _Unpickler(pickle.Unpickler):
     """One pickle of the file, admitting only the globals in `admits` and, if `storages` is given,
     storages as persistent ids (recorded there by key)."""
 
-    def __init__(
-        self, f: IO[bytes], what: str, admits: dict, storages: dict[str, Storage] | None, limit: int
-    ) -> None:
+    def __init__(self, f: IO[bytes], admits: dict, storages: dict[str, Storage] | None, limit: int) -> None:
         super().__init__(f)
-        self.what, self.admits, self.storages, self.limit = what, admits, storages, limit
+        self.admits, self.storages, self.limit = admits, storages, limit
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self.admits:
@@ -118,10 +117,10 @@ class _Unpickler(pickle.Unpickler):
         if self.storages is None:
             raise pickle.UnpicklingError("a persistent id is not allowed")
         if not (type(pid) is tuple and len(pid) == 6 and pid[0] == "storage" and pid[5] is None):
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+            raise pickle.UnpicklingError(f"unsupported persistent id {reprlib.repr(pid)}")
         _, kind, key, _location, size, _view = pid
         if kind not in STORAGES or type(key) is not str or type(size) is not int or size < 0:
-            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+            raise pickle.UnpicklingError(f"unsupported persistent id {reprlib.repr(pid)}")
         if size * STORAGES[kind].itemsize > self.limit:
             raise pickle.UnpicklingError(f"storage {key} of {size} elements is larger than the file")
         storage = self.storages.setdefault(key, Storage(key, kind, size))
@@ -140,7 +139,7 @@ def _load(f: io.BytesIO, what: str, admits: dict | None = None, storages: dict |
             if op.name in MEMO_OPS and arg >= MAX_MEMO:
                 raise ValueError(f"memo index {arg} is out of range")
         f.seek(start)
-        return _Unpickler(f, what, admits or {}, storages, len(f.getbuffer())).load()
+        return _Unpickler(f, admits or {}, storages, f.getbuffer().nbytes).load()
     except Exception as e:  # whatever a malformed pickle raises: nothing in it has run
         raise ValueError(f"in the {what}: {e}") from None
 
@@ -166,7 +165,7 @@ def _array(name: str, t: Any, data: dict[str, np.ndarray]) -> np.ndarray:
         and len(shape) == len(stride) <= MAX_DIMS
         and all(type(i) is int and 0 <= i < 2**31 for i in (t.offset, *shape, *stride))
     ):
-        raise ValueError(f"{name} has offset {t.offset!r}, shape {t.shape!r}, stride {t.stride!r}")
+        raise ValueError(f"{name} has (offset, shape, stride) {reprlib.repr((t.offset, shape, stride))}")
     size, numel = t.storage.size, math.prod(shape)
     last = t.offset + sum((n - 1) * s for n, s in zip(shape, stride))  # index of the last element
     if t.offset > size or numel > size or max(shape, default=0) > size or (numel and last >= size):
@@ -206,17 +205,17 @@ def parse_legacy(raw: bytes) -> dict[str, np.ndarray]:
     if type(magic) is not int or magic != MAGIC:
         raise ValueError("wrong magic number")
     if not (type(p := _load(f, "protocol version")) is int and p == PROTOCOL):
-        raise ValueError(f"protocol version {p!r}, not {PROTOCOL}")
+        raise ValueError(f"protocol version {reprlib.repr(p)}, not {PROTOCOL}")
     info = _load(f, "system information")
     if not (type(info) is dict and _plain(info, 2) and info.get("little_endian") is True):
-        raise ValueError(f"system information {info!r}: not a little-endian file's")
+        raise ValueError(f"system information {reprlib.repr(info)}: not a little-endian file's")
     storages: dict[str, Storage] = {}
     state = _load(f, "state dict", STATE_GLOBALS, storages)
-    if type(state) not in (dict, collections.OrderedDict):
-        raise ValueError(f"it holds a {type(state).__name__}, not a state dict")
+    if type(state) not in (dict, collections.OrderedDict) or not all(type(k) is str for k in state):
+        raise ValueError(f"it holds a {type(state).__name__}, not a state dict (names to tensors)")
     keys = _load(f, "storage keys")
     if not (type(keys) is list and all(type(k) is str for k in keys) and sorted(keys) == sorted(storages)):
-        raise ValueError(f"storage keys {keys!r} are not those of its tensors")
+        raise ValueError(f"storage keys {reprlib.repr(keys)} are not those of its tensors")
     data = {}
     for key in keys:
         dtype, size = STORAGES[storages[key].kind], storages[key].size
@@ -229,7 +228,7 @@ def parse_legacy(raw: bytes) -> dict[str, np.ndarray]:
         data[key] = np.frombuffer(buffer, dtype)
     if f.read(1):
         raise ValueError("bytes follow the last storage")
-    return {name: _array(repr(name), t, data) for name, t in dict.items(state)}
+    return {name: _array(reprlib.repr(name), t, data) for name, t in dict.items(state)}
 
 
 def finite(path: str, phi: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,12 +15,9 @@ import pytest
 import phi_io
 import transfer
 
-TORCH_SHAPES = {  # spec 1.2: the released file's tensors
+TORCH_SHAPES = {  # spec 1.2: the released file's tensors, 82 values
     "kernel": (4, 1, 3, 3),
-    "phi_1.w_identity": (1, 1, 3, 3),
-    "phi_1.w_all": (1, 1, 3, 3),
-    "phi_2.w_identity": (1, 1, 3, 3),
-    "phi_2.w_all": (1, 1, 3, 3),
+    **{f"phi_{i}.w_{k}": (1, 1, 3, 3) for i in (1, 2) for k in ("identity", "all")},
     "fc.weight": (1, 10),
 }
 OURS = {"k1_id": [3, 3, 1, 1], "k1_all": [3, 3, 1, 1], "k2_id": [3, 3, 1, 1], "k2_all": [3, 3, 1, 1]}
@@ -258,7 +255,9 @@ def test_views_outside_their_storage_are_refused(tmp_path, monkeypatch, offset, 
     parts, storages = legacy_parts(released_like(), torch)
     parts[3]["fc.weight"] = Tensor(torch, "1005", 10, offset, shape, stride)
     dump(tmp_path / "v.pth", parts, storages)
-    with pytest.raises(ValueError, match="'fc.weight' (has offset|.*reaches past its storage of 10)"):
+    with pytest.raises(
+        ValueError, match=r"'fc.weight' (has \(offset, shape, stride\)|.*reaches past its storage of 10)"
+    ):
         phi_io.read_legacy(str(tmp_path / "v.pth"))
 
 
@@ -290,6 +289,7 @@ def test_lying_storage_sizes_and_keys_are_refused(tmp_path, monkeypatch):
     refused([parts[0], True, *parts[2:]], storages, "protocol version True, not 1001")
     refused(parts[:2] + [{**SYS_INFO, "little_endian": False}] + parts[3:], storages, "little-endian")
     refused(parts[:3] + [[1, 2]] + parts[4:], storages, "it holds a list, not a state dict")
+    refused(parts[:3] + [{1: parts[3]["kernel"]}] + parts[4:], storages, "it holds a dict, not a state dict")
 
 
 def test_zip_format_files_are_refused_unread(tmp_path, capsys):
