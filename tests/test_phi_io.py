@@ -406,10 +406,9 @@ def test_a_target_run_refuses_a_hostile_phi_in_one_line(tmp_path, monkeypatch, c
     parts[2] = {**SYS_INFO, "type_sizes": Hostile(marker)}  # the case: in the system information
     dump(tmp_path / "evil.pth", parts, storages)
     flags = "--phase tgt --data digits --tgt_split test --n_per_class 10 --model conv4_4 --img_size 16"
-    flags += (
-        f" --batch_size 8 --train_steps 6 --save_dir {tmp_path} --exp_name t --phi_from {tmp_path}/evil.pth"
-    )
-    assert transfer.main(flags.split()) == 2
+    flags += " --batch_size 8 --train_steps 6 --exp_name t"
+    paths = ["--save_dir", str(tmp_path), "--phi_from", str(tmp_path / "evil.pth")]
+    assert transfer.main(flags.split() + paths) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot read phi from") and err.count("\n") == 1
     assert "in the system information: global io.open is not allowed" in err
