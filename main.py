@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 MODES = ("meta_train", "meta_test", "export")
 
 Batch = dict[str, np.ndarray]  # xtr/ytr/xte/yte with a leading task axis
-Evaluator = Callable[["Session", Batch, np.ndarray], np.ndarray]
+Evaluator = Callable[["Session", Batch, np.ndarray], np.ndarray]  # (session, batch, seeds [T, 2]) -> accs
 XLA_CACHE = os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "metadrop", "xla"
 )
@@ -585,16 +585,14 @@ class Runner:
         for Bayesian TAML, n_mc posterior draws of the balancing variables (0: posterior means, E10)."""
         a = self.args
         with self.compiled():
-            ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval", max_shot=a.max_shot)
+            ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval", max_shot=a.max_shot, seeded=True)
             if n_mc:  # E10: n_mc posterior draws, each with its own inner loop
                 _, acc = self.model.evaluate(ph, a.n_test_mc_samp, n_mc)
             else:  # the posterior means (validation's pass; Meta-Dropout's graph as before)
                 _, acc = self.model.meta_batch(ph, a.n_test_mc_samp, sample=False)
 
-        def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
-            feed = {ph[k]: batch[k] for k in ph}
-            feed[self.model.noise_seed] = seed
-            return sess.run(acc, feed)
+        def run(sess: Session, batch: dict[str, np.ndarray], seeds: np.ndarray) -> np.ndarray:
+            return sess.run(acc, {ph[k]: {**batch, "seed": seeds}[k] for k in ph})
 
         return run
 
@@ -604,15 +602,14 @@ class Runner:
         from attack import robust_meta_batch
 
         a = self.args
-        ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval")
+        ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval", seeded=True)
         eps = self.tf.compat.v1.placeholder(self.model.arch.dtype, [], name="attack_eps")
         thetas, clean, adv = robust_meta_batch(
             self.model, ph, a.n_test_mc_samp, eps, a.attack, a.attack_steps
         )
 
-        def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
-            feed = {ph[k]: batch[k] for k in ph}
-            feed[self.model.noise_seed] = seed
+        def run(sess: Session, batch: dict[str, np.ndarray], seeds: np.ndarray) -> np.ndarray:
+            feed = {ph[k]: {**batch, "seed": seeds}[k] for k in ph}
             theta_values, acc = sess.run([thetas, clean], feed)
             for theta, values in zip(thetas, theta_values):
                 feed.update({theta[k]: values[k] for k in theta})
@@ -771,7 +768,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
         pooled: dict[str, list[np.ndarray]] = {"id": [], "ood": []}
         for i, (role, name, split) in enumerate(val_sets):
             rng = np.random.default_rng([args.seed, 1] if i == 0 else [args.seed, 1, i])
-            accs = evaluate(sess, validate, sampled(split, args, rng), args.n_val_iters, rng_noise())
+            accs = evaluate(sess, validate, sampled(split, args, rng), args.n_val_iters, args.seed)
             pooled[role].append(accs)
             if len(val_sets) > 1:
                 mean, text = accuracy_line(accs)
@@ -784,9 +781,6 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
                 scalars(step, **{label.replace(" ", "_"): mean})
         if balance is not None:
             balance.log(sess, step, r.datasets[r.ids[0]].split("val"), train_log)
-
-    def rng_noise() -> np.random.Generator:
-        return np.random.default_rng([args.seed, 3])
 
     with r.session() as sess:
         sess.run(init)
@@ -896,20 +890,30 @@ def evaluate(
     run: Evaluator,
     batches: Iterator[Batch],
     n: int,
-    rng: np.random.Generator,
+    seed: int,
     desc: str | None = None,
 ) -> np.ndarray:
-    """Accuracies of the first n episodes of `batches` (prepared in the background), noise seeded
-    from rng; a progress bar when `desc` is given."""
+    """Accuracies of the first n episodes of `batches` (prepared in the background), the noise of
+    episode i seeded from (seed, i) alone (episode_seeds): the same whatever the meta-batch size; a
+    progress bar when `desc` is given."""
     from tqdm import tqdm
 
     accs: list[float] = []
     with Prefetcher(batches) as ahead, tqdm(total=n, desc=desc, disable=desc is None) as bar:
         while len(accs) < n:
-            out = run(sess, next(ahead), rng.integers(2**31 - 1, size=2))
+            batch = next(ahead)
+            out = run(sess, batch, episode_seeds(seed, len(accs), len(batch["xtr"])))
             accs.extend(out)
             bar.update(min(len(out), n - bar.n))
     return np.array(accs[:n])
+
+
+def episode_seeds(seed: int, first: int, n: int) -> np.ndarray:
+    """The noise seeds [n, 2] of episodes first..first+n-1 (their index in the file or in the sampled
+    sequence), each from (seed, index) alone."""
+    return np.stack(
+        [np.random.default_rng([seed, 3, i]).integers(2**31 - 1, size=2) for i in range(first, first + n)]
+    )
 
 
 def results_name(args: argparse.Namespace, saved: dict, role: str = "id", name: str = "") -> tuple[str, str]:
@@ -985,8 +989,7 @@ def meta_test(args: argparse.Namespace) -> None:
             for name, *_ in evals:
                 keep_newer(os.path.join(args.savedir, name), iters, latest)
         for name, source, role, d, n, batches in evals:
-            rng = np.random.default_rng([args.seed, 3])
-            accs = evaluate(sess, run, batches, n, rng, desc=f"meta_test {d}".strip())
+            accs = evaluate(sess, run, batches, n, args.seed, desc=f"meta_test {d}".strip())
             if args.attack:
                 write_robust(args, accs, iters, name, f"{source}, checkpoint {ckpt}")
                 continue
