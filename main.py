@@ -315,7 +315,7 @@ def add_taml_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="meta_test's checkpoint: the newest, or the best validation accuracy in distribution (id) "
         "or summed with out of distribution (id+ood, the original's); default id+ood with --max_shot, "
-        "else last",
+        "else last (always last for a dataset without validation split: omniglot)",
     )
 
 
@@ -332,7 +332,7 @@ def check_taml_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag}: a dataset is named twice ({', '.join(names)})")
     if not ids:
         raise UsageError("--id_dataset (--dataset) names no dataset")
-    from data import DATASETS
+    from data import DATASETS, has_val
 
     for flag, names in (("--dataset (--id_dataset)", ids), ("--ood_dataset", oods)):
         for name in names:
@@ -347,8 +347,16 @@ def check_taml_flags(args: argparse.Namespace) -> None:
         raise UsageError("--max_shot must be at least 1")
     if args.n_mc_samples < 0:
         raise UsageError("--n_mc_samples must be at least 0 (0: the posterior means)")
+    # Whether the ID datasets hold out classes for meta-validation (config.json; omniglot does not).
+    args.val_split = all(has_val(n) for n in ids)
     if args.select is None:
-        args.select = "id+ood" if args.max_shot else "last"
+        args.select = "id+ood" if args.max_shot and args.val_split else "last"
+    if args.select != "last" and not args.val_split:
+        raise UsageError(
+            f"--select {args.select} picks a checkpoint by meta-validation, but {args.dataset} holds no "
+            "validation split: use --select last (the newest checkpoint, the paper's choice), or meta-train "
+            "on a dataset with one (omniglot_val holds out 100 of Omniglot's training characters)"
+        )
     if args.max_shot and args.mode == "export":
         raise UsageError("--mode export traces fixed-shot two-way tasks: leave out --max_shot")
     if args.max_shot and (args.attack or args.adv_inner):
@@ -529,7 +537,8 @@ class Runner:
                         f"{'x'.join(map(str, self.dataset.shape))}: one network needs one image shape"
                     )
                 for s in splits:
-                    if name in self.ids or s in d.splits:  # OOD datasets may lack a validation split
+                    # OOD datasets may lack a training split, any dataset a validation split
+                    if (name in self.ids and s != "val") or s in d.splits:
                         check_split(args, d.split(s), f"{name} {s}")
             shape, filters = self.dataset.shape, self.dataset.filters
         else:
@@ -737,7 +746,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
             loss, acc, kl = out["loss"], out["acc"], out["kl"]
             train_op = model.train_op(loss, args.meta_lr, r.step)
         validate = r.evaluator(args.metabatch)  # posterior means (spec 1.7)
-        balance = Balances(r) if args.max_shot else None
+        balance = Balances(r) if args.max_shot and args.val_split else None
         saver = tf.compat.v1.train.Saver(max_to_keep=None)
         init = tf.compat.v1.global_variables_initializer()
         writer = tf.compat.v1.summary.FileWriter(args.savedir)
@@ -745,7 +754,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
     # Several ID datasets take turns, one per meta-batch (spec 2.3, Q15), in the original's order:
     # iteration i (from 1) uses the (i mod n)-th.
     train_splits = [r.datasets[n].split("train") for n in r.ids]
-    val_sets = [("id", n, r.datasets[n].split("val")) for n in r.ids]
+    val_sets = [("id", n, r.datasets[n].split("val")) for n in r.ids if "val" in r.datasets[n].splits]
     val_sets += [("ood", n, r.datasets[n].split("val")) for n in r.oods if "val" in r.datasets[n].splits]
 
     def scalars(step: int, **values: float) -> None:
@@ -782,6 +791,10 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
         if balance is not None:
             balance.log(sess, step, r.datasets[r.ids[0]].split("val"), train_log)
 
+    if not val_sets:
+        note = f"{args.dataset} holds no validation split: meta-training without meta-validation"
+        log(train_log, note)
+        print(f"{note} (meta_test takes the newest checkpoint, --select last)")
     with r.session() as sess:
         sess.run(init)
         latest = ckpts.restore(saver, sess)
