@@ -153,7 +153,8 @@ class Model:
             yield
             return
         outer = self._seed, self._draws
-        self._seed, self._draws = ep["seed"][t], itertools.count(1)
+        with tf.xla.experimental.jit_scope(compile_ops=False):  # outside XLA, as the draws (noise.Draw)
+            self._seed, self._draws = ep["seed"][t], itertools.count(1)
         try:
             yield
         finally:
