@@ -103,7 +103,7 @@ class Result:
 
 # Training settings (config.json) and meta-test settings (the results file's config) that change a
 # result; each shown in the "settings" column and separating groups of rows.
-TRAIN_SETTINGS = ("meta_lr", "inner_lr", "n_steps", "metabatch", "query", "sampler")
+TRAIN_SETTINGS = ("meta_lr", "inner_lr", "n_steps", "metabatch", "query", "sampler", "val_split")
 TEST_SETTINGS = {"n_test_mc_samp": "mc"}
 EPISODES_FILE = re.compile(r"results_.+_([0-9a-f]{8})\.json$")
 
