@@ -165,7 +165,8 @@ def robust_meta_batch(
     every eps), clean and adversarial query accuracy [n_tasks]."""
     thetas, clean, adv = [], [], []
     for t in range(ep["xtr"].shape[0]):
-        theta = {k: tf.identity(w) for k, w in model.adapt(ep["xtr"][t], ep["ytr"][t], n_samp).items()}
+        with model.seeded(ep, t):  # task t's noise from its own seed row, if ep has seeds
+            theta = {k: tf.identity(w) for k, w in model.adapt(ep["xtr"][t], ep["ytr"][t], n_samp).items()}
         x = pgd(model, theta, ep["xte"][t], ep["yte"][t], eps, norm, steps)
         thetas.append(theta)
         clean.append(model.query(theta, ep["xte"][t], ep["yte"][t])[1])

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 MODES = ("meta_train", "meta_test", "export")
 
 Batch = dict[str, np.ndarray]  # xtr/ytr/xte/yte with a leading task axis
-Evaluator = Callable[["Session", Batch, np.ndarray], np.ndarray]
+Evaluator = Callable[["Session", Batch, np.ndarray], np.ndarray]  # (session, batch, seeds [T, 2]) -> accs
 XLA_CACHE = os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "metadrop", "xla"
 )
@@ -316,7 +316,7 @@ def add_taml_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="meta_test's checkpoint: the newest, or the best validation accuracy in distribution (id) "
         "or summed with out of distribution (id+ood, the original's); default id+ood with --max_shot, "
-        "else last",
+        "else last (always last for a dataset without validation split: omniglot)",
     )
 
 
@@ -333,7 +333,7 @@ def check_taml_flags(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag}: a dataset is named twice ({', '.join(names)})")
     if not ids:
         raise UsageError("--id_dataset (--dataset) names no dataset")
-    from data import DATASETS
+    from data import DATASETS, has_val
 
     for flag, names in (("--dataset (--id_dataset)", ids), ("--ood_dataset", oods)):
         for name in names:
@@ -348,8 +348,16 @@ def check_taml_flags(args: argparse.Namespace) -> None:
         raise UsageError("--max_shot must be at least 1")
     if args.n_mc_samples < 0:
         raise UsageError("--n_mc_samples must be at least 0 (0: the posterior means)")
+    # Whether the ID datasets hold out classes for meta-validation (config.json; omniglot does not).
+    args.val_split = all(has_val(n) for n in ids)
     if args.select is None:
-        args.select = "id+ood" if args.max_shot else "last"
+        args.select = "id+ood" if args.max_shot and args.val_split else "last"
+    if args.select != "last" and not args.val_split:
+        raise UsageError(
+            f"--select {args.select} picks a checkpoint by meta-validation, but {args.dataset} holds no "
+            "validation split: use --select last (the newest checkpoint, the paper's choice), or meta-train "
+            "on a dataset with one (omniglot_val holds out 100 of Omniglot's training characters)"
+        )
     if args.max_shot and args.mode == "export":
         raise UsageError("--mode export traces fixed-shot two-way tasks: leave out --max_shot")
     if args.max_shot and (args.attack or args.adv_inner):
@@ -531,7 +539,8 @@ class Runner:
                         f"{'x'.join(map(str, self.dataset.shape))}: one network needs one image shape"
                     )
                 for s in splits:
-                    if name in self.ids or s in d.splits:  # OOD datasets may lack a validation split
+                    # OOD datasets may lack a training split, any dataset a validation split
+                    if (name in self.ids and s != "val") or s in d.splits:
                         check_split(args, d.split(s), f"{name} {s}")
             shape, filters = self.dataset.shape, self.dataset.filters
         else:
@@ -587,16 +596,14 @@ class Runner:
         for Bayesian TAML, n_mc posterior draws of the balancing variables (0: posterior means, E10)."""
         a = self.args
         with self.compiled():
-            ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval", max_shot=a.max_shot)
+            ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval", max_shot=a.max_shot, seeded=True)
             if n_mc:  # E10: n_mc posterior draws, each with its own inner loop
                 _, acc = self.model.evaluate(ph, a.n_test_mc_samp, n_mc)
             else:  # the posterior means (validation's pass; Meta-Dropout's graph as before)
                 _, acc = self.model.meta_batch(ph, a.n_test_mc_samp, sample=False)
 
-        def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
-            feed = {ph[k]: batch[k] for k in ph}
-            feed[self.model.noise_seed] = seed
-            return sess.run(acc, feed)
+        def run(sess: Session, batch: dict[str, np.ndarray], seeds: np.ndarray) -> np.ndarray:
+            return sess.run(acc, {ph[k]: {**batch, "seed": seeds}[k] for k in ph})
 
         return run
 
@@ -606,15 +613,14 @@ class Runner:
         from attack import robust_meta_batch
 
         a = self.args
-        ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval")
+        ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval", seeded=True)
         eps = self.tf.compat.v1.placeholder(self.model.arch.dtype, [], name="attack_eps")
         thetas, clean, adv = robust_meta_batch(
             self.model, ph, a.n_test_mc_samp, eps, a.attack, a.attack_steps
         )
 
-        def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
-            feed = {ph[k]: batch[k] for k in ph}
-            feed[self.model.noise_seed] = seed
+        def run(sess: Session, batch: dict[str, np.ndarray], seeds: np.ndarray) -> np.ndarray:
+            feed = {ph[k]: {**batch, "seed": seeds}[k] for k in ph}
             theta_values, acc = sess.run([thetas, clean], feed)
             for theta, values in zip(thetas, theta_values):
                 feed.update({theta[k]: values[k] for k in theta})
@@ -742,7 +748,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
             loss, acc, kl = out["loss"], out["acc"], out["kl"]
             train_op = model.train_op(loss, args.meta_lr, r.step)
         validate = r.evaluator(args.metabatch)  # posterior means (spec 1.7)
-        balance = Balances(r) if args.max_shot else None
+        balance = Balances(r) if args.max_shot and args.val_split else None
         saver = tf.compat.v1.train.Saver(max_to_keep=None)
         init = tf.compat.v1.global_variables_initializer()
         writer = tf.compat.v1.summary.FileWriter(args.savedir)
@@ -750,7 +756,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
     # Several ID datasets take turns, one per meta-batch (spec 2.3, Q15), in the original's order:
     # iteration i (from 1) uses the (i mod n)-th.
     train_splits = [r.datasets[n].split("train") for n in r.ids]
-    val_sets = [("id", n, r.datasets[n].split("val")) for n in r.ids]
+    val_sets = [("id", n, r.datasets[n].split("val")) for n in r.ids if "val" in r.datasets[n].splits]
     val_sets += [("ood", n, r.datasets[n].split("val")) for n in r.oods if "val" in r.datasets[n].splits]
 
     def scalars(step: int, **values: float) -> None:
@@ -773,7 +779,7 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
         pooled: dict[str, list[np.ndarray]] = {"id": [], "ood": []}
         for i, (role, name, split) in enumerate(val_sets):
             rng = np.random.default_rng([args.seed, 1] if i == 0 else [args.seed, 1, i])
-            accs = evaluate(sess, validate, sampled(split, args, rng), args.n_val_iters, rng_noise())
+            accs = evaluate(sess, validate, sampled(split, args, rng), args.n_val_iters, args.seed)
             pooled[role].append(accs)
             if len(val_sets) > 1:
                 mean, text = accuracy_line(accs)
@@ -787,9 +793,10 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
         if balance is not None:
             balance.log(sess, step, r.datasets[r.ids[0]].split("val"), train_log)
 
-    def rng_noise() -> np.random.Generator:
-        return np.random.default_rng([args.seed, 3])
-
+    if not val_sets:
+        note = f"{args.dataset} holds no validation split: meta-training without meta-validation"
+        log(train_log, note)
+        print(f"{note} (meta_test takes the newest checkpoint, --select last)")
     with r.session() as sess:
         sess.run(init)
         latest = ckpts.restore(saver, sess)
@@ -898,20 +905,30 @@ def evaluate(
     run: Evaluator,
     batches: Iterator[Batch],
     n: int,
-    rng: np.random.Generator,
+    seed: int,
     desc: str | None = None,
 ) -> np.ndarray:
-    """Accuracies of the first n episodes of `batches` (prepared in the background), noise seeded
-    from rng; a progress bar when `desc` is given."""
+    """Accuracies of the first n episodes of `batches` (prepared in the background), the noise of
+    episode i seeded from (seed, i) alone (episode_seeds): the same whatever the meta-batch size; a
+    progress bar when `desc` is given."""
     from tqdm import tqdm
 
     accs: list[float] = []
     with Prefetcher(batches) as ahead, tqdm(total=n, desc=desc, disable=desc is None) as bar:
         while len(accs) < n:
-            out = run(sess, next(ahead), rng.integers(2**31 - 1, size=2))
+            batch = next(ahead)
+            out = run(sess, batch, episode_seeds(seed, len(accs), len(batch["xtr"])))
             accs.extend(out)
             bar.update(min(len(out), n - bar.n))
     return np.array(accs[:n])
+
+
+def episode_seeds(seed: int, first: int, n: int) -> np.ndarray:
+    """The noise seeds [n, 2] of episodes first..first+n-1 (their index in the file or in the sampled
+    sequence), each from (seed, index) alone."""
+    return np.stack(
+        [np.random.default_rng([seed, 3, i]).integers(2**31 - 1, size=2) for i in range(first, first + n)]
+    )
 
 
 def results_name(args: argparse.Namespace, saved: dict, role: str = "id", name: str = "") -> tuple[str, str]:
@@ -996,8 +1013,7 @@ def meta_test(args: argparse.Namespace) -> None:
             for name, *_ in evals:
                 keep_newer(os.path.join(args.savedir, name), iters, latest)
         for name, source, role, d, n, batches, evaluated, episodes in evals:
-            rng = np.random.default_rng([args.seed, 3])
-            accs = evaluate(sess, run, batches, n, rng, desc=f"meta_test {d}".strip())
+            accs = evaluate(sess, run, batches, n, args.seed, desc=f"meta_test {d}".strip())
             clean = 100.0 * (accs[:, 0] if args.attack else accs)  # %, one per episode
             record = results.meta_test_record(
                 vars(args), saved, clean, role, d or args.dataset, evaluated, episodes, iters, ckpt

@@ -8,8 +8,9 @@ loop adapts it with theta, under PHI-prefixed keys). The inner loop keeps its gr
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -121,10 +122,12 @@ class Model:
         # The phi entries the inner loop adapts, as it starts them (the perturbation's declared rule).
         self.inner_phi = {PHI + k: v for k, v in self.phi.items()} if noise.adapts_phi else {}
         self.lr.update(step_sizes(self.inner_phi, inner_lr, metasgd, dt))
-        # Every noise draw is a stateless function of this seed: feed it to fix or vary the noise.
+        # Every noise draw is a stateless function of this seed: feed it to fix or vary the noise. A
+        # task of a meta-batch with seeds of its own (placeholders(seeded=True)) draws from its row.
         random_seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
         self.noise_seed = tf.compat.v1.placeholder_with_default(random_seed, [2], name="noise_seed")
-        self._draws = itertools.count(1)  # draw sites of the graph, each a stream of its own
+        self._seed = self.noise_seed  # the seed of the draws built now
+        self._draws = itertools.count(1)  # its draw sites, each a stream of its own
         # Adversarial MAML (Section 4.1): (theta, xtr, ytr) -> the training images each inner step
         # trains on instead of xtr; None trains on xtr itself.
         self.adversary: Callable[[Params, tf.Tensor, tf.Tensor], tf.Tensor] | None = None
@@ -139,7 +142,23 @@ class Model:
         """The noise of one pass of n_samp samples; None for a deterministic pass (a = mu, Eq. 4)."""
         if not (stochastic and self.noise.stochastic):
             return None
-        return Draw(self.noise_seed, self._draws, n_samp, self.arch.dtype)
+        return Draw(self._seed, self._draws, n_samp, self.arch.dtype)
+
+    @contextlib.contextmanager
+    def seeded(self, ep: dict[str, tf.Tensor], t: int) -> Iterator[None]:
+        """The draws built inside are task t's: with ep["seed"] [n_tasks, 2], a function of its row
+        alone, counted from 1, so they do not depend on the meta-batch the task is in (nor on the
+        graph built before); without, of noise_seed, counted across the graph."""
+        if "seed" not in ep:
+            yield
+            return
+        outer = self._seed, self._draws
+        with tf.xla.experimental.jit_scope(compile_ops=False):  # outside XLA, as the draws (noise.Draw)
+            self._seed, self._draws = ep["seed"][t], itertools.count(1)
+        try:
+            yield
+        finally:
+            self._seed, self._draws = outer
 
     def _phi(self, theta: Params) -> Params:
         """phi, with the entries the inner loop adapts taken from the inner-loop weights `theta`."""
@@ -283,7 +302,13 @@ class Model:
         return cross_entropy(logits, yte), accuracy(logits, yte)
 
     def placeholders(
-        self, n_tasks: int, shot: int, query: int, name: str, max_shot: int | None = None
+        self,
+        n_tasks: int,
+        shot: int,
+        query: int,
+        name: str,
+        max_shot: int | None = None,
+        seeded: bool = False,
     ) -> dict[str, tf.Tensor]:
         """xtr/ytr/xte/yte for a meta-batch of n_tasks episodes with `shot` training and `query` test
         examples per class; labels are one-hot. Every dimension is known, so gradients of
@@ -291,7 +316,10 @@ class Model:
 
         Any-shot episodes (max_shot given; `shot` is then unused): xtr [n_tasks, way*max_shot, D] and
         ytr [n_tasks, way*max_shot, way] zero-padded, and mtr [n_tasks, way*max_shot], 1.0 on real
-        support rows and 0.0 on padding (any order)."""
+        support rows and 0.0 on padding (any order).
+
+        seeded: also seed [n_tasks, 2] int64, each task's noise seed (see seeded()), so a task's noise
+        draws depend on its row only."""
         a, dt = self.arch, self.arch.dtype
         n = {"tr": a.way * (shot if max_shot is None else max_shot), "te": a.way * query}
         dim = {"x": a.x_dim, "y": a.way}
@@ -301,6 +329,8 @@ class Model:
         }
         if max_shot is not None:
             ph["mtr"] = tf.compat.v1.placeholder(dt, [n_tasks, n["tr"]], name=f"{name}_mtr")
+        if seeded:
+            ph["seed"] = tf.compat.v1.placeholder(tf.int64, [n_tasks, 2], name=f"{name}_seed")
         return ph
 
     def _posterior(self, ep: dict[str, tf.Tensor], t: int) -> tuple[taml.Posterior, tf.Tensor | None]:
@@ -312,7 +342,7 @@ class Model:
         return post, None if self.learner.original_padding else mask
 
     def _draw(self) -> Draw:
-        return Draw(self.noise_seed, self._draws, 1, self.arch.dtype)
+        return Draw(self._seed, self._draws, 1, self.arch.dtype)
 
     def objective(self, ep: dict[str, tf.Tensor], n_samp: int, sample: bool = True) -> dict[str, tf.Tensor]:
         """The meta-batch objective (E8-E9): loss = cent + kl, each the mean over tasks; cent, the query
@@ -321,11 +351,12 @@ class Model:
         posterior means (validation)."""
         cents, kls, accs = [], [], []
         for t in range(ep["xtr"].shape[0]):
-            post, mask = self._posterior(ep, t)
-            balance = post.sample(self._draw()) if sample else post.mean()
-            cent, acc = self.task(
-                ep["xtr"][t], ep["ytr"][t], ep["xte"][t], ep["yte"][t], n_samp, mask, balance
-            )
+            with self.seeded(ep, t):
+                post, mask = self._posterior(ep, t)
+                balance = post.sample(self._draw()) if sample else post.mean()
+                cent, acc = self.task(
+                    ep["xtr"][t], ep["ytr"][t], ep["xte"][t], ep["yte"][t], n_samp, mask, balance
+                )
             cents.append(cent)
             accs.append(acc)
             if self.learner.enabled:
@@ -374,13 +405,14 @@ class Model:
         loop (n_mc = 0: the posterior means; without balancing variables one pass, all draws equal)."""
         nll, accs = [], []
         for t in range(ep["xtr"].shape[0]):
-            post, mask = self._posterior(ep, t)
-            eps = (
-                post.noise(self._draw(), n_mc)
-                if n_mc > 0
-                else {k: tf.zeros_like(v)[None] for k, v in post.mu.items()}
-            )
-            p = self.predict(ep["xtr"][t], ep["ytr"][t], ep["xte"][t], n_samp, post, eps, mask)
+            with self.seeded(ep, t):
+                post, mask = self._posterior(ep, t)
+                eps = (
+                    post.noise(self._draw(), n_mc)
+                    if n_mc > 0
+                    else {k: tf.zeros_like(v)[None] for k, v in post.mu.items()}
+                )
+                p = self.predict(ep["xtr"][t], ep["ytr"][t], ep["xte"][t], n_samp, post, eps, mask)
             y = ep["yte"][t]
             nll.append(-tf.reduce_mean(tf.reduce_sum(y * tf.math.log(tf.maximum(p, 1e-30)), axis=-1)))
             accs.append(accuracy(p, y))

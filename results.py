@@ -364,14 +364,14 @@ def _old(path: str, raw: dict[str, Any]) -> Record:
 
 # Training settings that change a result (report.py's "settings" column), and those that name the
 # model (model_name, taml_name); a record keeps both (those not set are left out).
-TRAIN_SETTINGS = ("meta_lr", "inner_lr", "n_steps", "metabatch", "query", "sampler")
+TRAIN_SETTINGS = ("meta_lr", "inner_lr", "n_steps", "metabatch", "query", "sampler", "val_split")
 MODEL_SETTINGS = ("noise", "noise_hp", "metasgd", *list(SWITCHES)[1:], "adv_inner", "adv_eps", "first_order")
 
 
 def model_settings(train: dict[str, Any]) -> dict[str, Any]:
     """TRAIN_SETTINGS and MODEL_SETTINGS of a training run's config (noise as noise_name says)."""
-    keys = (*TRAIN_SETTINGS, *MODEL_SETTINGS)
-    out = {k: train[k] for k in keys if train.get(k) is not None and train.get(k) is not False}
+    out = {k: train[k] for k in TRAIN_SETTINGS if train.get(k) is not None}
+    out.update({k: train[k] for k in MODEL_SETTINGS if train.get(k) not in (None, False)})
     out["noise"] = noise_name(train)
     return out
 

@@ -48,6 +48,7 @@ MATCH = {
         "max_shot",
         "ood_dataset",
         "first_order",
+        "val_split",
         *ADV_KEYS,
     ),
     # --n_steps and --shot may differ at meta_test (Bayesian TAML tests with 10 steps); the results
@@ -64,6 +65,7 @@ DEFAULTS = {
     "ood_dataset": None,
     **dict.fromkeys(("omega_on", "gamma_on", "z_on"), False),
     "noise_version": 1,  # the perturbation's parametrisation (noise.Perturbation.version)
+    "val_split": True,  # classes held out for meta-validation (omniglot trained on 4400 classes)
 }
 AFTERWARDS = {
     "meta_train": "use the same flags to resume, or another --savedir for a new run",
@@ -79,6 +81,8 @@ class UsageError(Exception):
 def flag(key: str, value: object) -> str:
     if key == "noise" and value == "none":
         return "--maml"
+    if key == "val_split":  # from --dataset: the ID datasets hold out validation classes (data.has_val)
+        return "classes held out for meta-validation" if value else "no validation split"
     if isinstance(value, bool) or value is None:
         return f"--{key}" if value else f"no --{key}"
     return f"--{key} {value}"
@@ -92,6 +96,7 @@ TYPES: dict[str, tuple[type, ...]] = {
     **dict.fromkeys(("metasgd", "first_order"), (bool,)),
     "noise_hp": (dict,),
     "noise_version": (int,),
+    "val_split": (bool,),
     "image_shape": (list,),
     "adv_inner": (str, type(None)),
     "adv_eps": (int, float, type(None)),

@@ -56,6 +56,7 @@ import numpy as np
 
 from cli import STOPPED
 from main import Stopped, build_noise, log, write_json
+from phi_io import from_torch, read_npz, write_phi
 from savedir import Checkpoints, UsageError, check_writable, locked
 
 if TYPE_CHECKING:
@@ -585,30 +586,17 @@ def source_run(
     train_loop(folder, args, graph, variables, step_var, init_fn, step_fn, save_phi, final)
 
 
-def write_phi(path: str, phi: dict[str, np.ndarray]) -> None:
-    """phi as an .npz of its named arrays, written whole or not at all."""
-    from data.files import atomic
-
-    with atomic(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **phi)
-
-
 def read_phi(path: str, expected: dict[str, list[int]]) -> dict[str, np.ndarray]:
-    """phi from our .npz or the authors' legacy PyTorch file (.pth, phi_io.py); shapes checked."""
+    """phi from our .npz or the authors' legacy PyTorch file (.pth, phi_io.py); shapes and finite values
+    checked."""
     if not os.path.isfile(path):
         raise UsageError(
             f"no phi file {path}: run the source phase first (--phase src), or give --phi_from an "
             "existing phi file (ours .npz or the authors' .pth)"
         )
     try:
-        if path.endswith(".npz"):
-            with np.load(path) as f:
-                phi = {k: f[k] for k in f.files}
-        else:
-            from phi_io import from_torch
-
-            phi = from_torch(path)
-    except (OSError, ValueError, KeyError) as e:
+        phi = read_npz(path, expected) if path.endswith(".npz") else from_torch(path)
+    except (OSError, ValueError) as e:
         raise UsageError(
             f"cannot read phi from {path} ({e}); give a phi_<step>.npz or the authors' .pth"
         ) from e

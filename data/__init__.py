@@ -21,7 +21,8 @@ SPLITS = ("train", "val", "test")
 # datasets (the module's load(root, view) and prepare(root, source, view) take the view)
 DATASETS = {
     "digits": "data.digits",
-    "omniglot": "data.omniglot",
+    "omniglot": "data.omniglot",  # the paper's: all 1200 training characters, no validation split
+    "omniglot_val": "data.omniglot:val",  # the last 100 of them held out for meta-validation
     "omniglot_small": "data.omniglot_small",
     "omniglot_small16": "data.omniglot_small16",  # 16x16, the Bayesian TAML demo's OOD set
     "mimgnet": "data.mimgnet",
@@ -45,7 +46,12 @@ DATASETS = {
     "stanford_cars": "data.stanford_cars",
 }
 # views prepared in the folder of their source (they share its downloaded archive)
-FOLDERS = {"small_cifar_100": "cifar", "aircraft_official": "aircraft", "cub_official": "cub"}
+FOLDERS = {
+    "small_cifar_100": "cifar",
+    "aircraft_official": "aircraft",
+    "cub_official": "cub",
+    "omniglot_val": "omniglot",
+}
 DATA_ENV = "METADROP_DATA"  # the folder of all data roots (default ./data)
 
 
@@ -135,6 +141,13 @@ def entry(name: str) -> tuple[ModuleType, str | None]:
         raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     module, _, view = DATASETS[name].partition(":")
     return importlib.import_module(module), view or None
+
+
+def has_val(name: str) -> bool:
+    """Whether dataset `name` holds classes out of meta-training for meta-validation (a "val" split),
+    known before it is loaded: all but the views a module lists in NO_VAL."""
+    module, view = entry(name)
+    return view not in getattr(module, "NO_VAL", ())
 
 
 def load(name: str, root: str | None = None) -> Dataset:

@@ -9,8 +9,11 @@ counter-clockwise by 0, 90, 180 and 270 degrees is a class of its own, in that o
 after character: train.npy [4800, 20, 784] and test.npy [1692, 20, 784], float32 in [0, 1], the
 format of the original code's arrays (which are accepted too: put them in the data root).
 
-Meta-validation uses the last 100 meta-training characters (IDs 1101-1200, the last 400 classes
-of train.npy), so the "train" split is the first 4400 classes and "val" the other 400.
+Two datasets read these files (data.DATASETS). "omniglot", the paper's: meta-training on all 4800
+classes of train.npy and no validation split (the original code trains on them all and meta-tests the
+last checkpoint). "omniglot_val" (view "val"): the last 100 meta-training characters (IDs 1101-1200,
+the last 400 classes of train.npy) held out for meta-validation, so "train" is the first 4400 classes
+and "val" the other 400.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ ZIPS = {
 }
 N_CHARACTERS = 1623
 N_TRAIN = 1200  # characters for meta-training, validation included (Vinyals et al., 2016)
-N_VAL = 100  # the last of those held out for meta-validation
+N_VAL = 100  # the last of those held out for meta-validation by the view "val" (omniglot_val)
+NAME = {None: "omniglot", "val": "omniglot_val"}
+NO_VAL = (None,)  # the views without a validation split (data.has_val)
 DRAWERS = 20
 SIDE = 28
 ROTATIONS = 4
@@ -120,8 +125,9 @@ def _open(root: str, retry: str) -> dict[str, np.ndarray]:
     }
 
 
-def prepare(root: str, source: str | None) -> None:
-    """Download (source: base URL, default BASE_URL or $METADROP_OMNIGLOT_URL) and preprocess."""
+def prepare(root: str, source: str | None, view: str | None = None) -> None:
+    """Download (source: base URL, default BASE_URL or $METADROP_OMNIGLOT_URL) and preprocess; both
+    views read the same files."""
     retry = command("omniglot", root, source)
     if ready(lambda: _open(root, retry)):
         print(f"{root}: Omniglot is already prepared")
@@ -145,12 +151,16 @@ def check_range(split: np.ndarray, path: str, retry: str) -> None:
         raise DataError(f"{path} holds values in [{lo}, {hi}], not [0, 1]; delete it and run: {retry}")
 
 
-def load(root: str) -> Dataset:
+def load(root: str, view: str | None = None) -> Dataset:
+    """The paper's splits (view None) or, with view "val", the last N_VAL training characters held
+    out as "val"."""
     retry = command("omniglot", root)
     arrays = _open(root, retry)
     for s, path in _paths(root).items():
         check_range(arrays[s], path, retry)
     train, test = (arrays[s].astype(np.float32, copy=False) for s in ("train", "test"))
-    cut = (N_TRAIN - N_VAL) * ROTATIONS
-    splits = {"train": train[:cut], "val": train[cut:], "test": test}
-    return Dataset("omniglot", (SIDE, SIDE, 1), FILTERS, splits)
+    splits = {"train": train, "test": test}
+    if view == "val":
+        cut = (N_TRAIN - N_VAL) * ROTATIONS
+        splits.update(train=train[:cut], val=train[cut:])
+    return Dataset(NAME[view], (SIDE, SIDE, 1), FILTERS, splits)

@@ -102,7 +102,7 @@ def test_omniglot_download_and_preprocessing(omni, server, tmp_path):
         "train.npy",
     ]
     assert server.hits == {"/images_background.zip": 1, "/images_evaluation.zip": 1}
-    ds = data.load("omniglot", root)
+    ds = data.load("omniglot_val", root)  # the view with a validation split (omniglot: train = train + val)
     assert ds.shape == (28, 28, 1) and ds.filters == 64
     sizes = {"train": N_TRAIN - N_VAL, "val": N_VAL, "test": N_CHARS - N_TRAIN}
     first = {"train": 1, "val": N_TRAIN - N_VAL + 1, "test": N_TRAIN + 1}

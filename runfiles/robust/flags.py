@@ -23,6 +23,7 @@ SKIP = {
     "maml",
     "noise_title",
     "noise_version",
+    "val_split",
 }
 SKIP |= {"attack", "attack_eps", "attack_steps"}
 
