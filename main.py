@@ -29,7 +29,7 @@ import quiet
 from cli import STOPPED
 from data import DataError
 from data.episodes import SAMPLERS
-from data.files import atomic, file_hash, read_json, resource
+from data.files import atomic, file_hash, resource
 from data.prefetch import Prefetcher
 from savedir import (
     Checkpoints,
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from data import Split
     from noise import Perturbation
+    from results import Record
 
 MODES = ("meta_train", "meta_test", "export")
 
@@ -438,12 +439,11 @@ def write_json(path: str, obj: dict) -> None:
 
 
 def ci95(acc: np.ndarray) -> tuple[float, float]:
-    """Mean accuracy and 95% confidence half-width over n >= 2 episodes, in percent:
-    1.96 * std / sqrt(n) (one episode has no interval: ValueError)."""
-    acc = 100.0 * np.asarray(acc, dtype=np.float64)
-    if len(acc) < 2:
-        raise ValueError(f"a confidence interval needs at least 2 episodes, not {len(acc)}")
-    return float(acc.mean()), float(1.96 * acc.std() / math.sqrt(len(acc)))
+    """Mean accuracy and 95% confidence half-width over n >= 2 episodes of accuracies in [0, 1], in
+    percent (results.ci95; one episode has no interval: ValueError)."""
+    import results
+
+    return results.ci95(100.0 * np.asarray(acc, dtype=np.float64))
 
 
 def accuracy_line(acc: np.ndarray) -> tuple[float, str]:
@@ -455,10 +455,12 @@ def accuracy_line(acc: np.ndarray) -> tuple[float, str]:
     return mean, f"{mean:.2f} +- {ci:.2f}"
 
 
-def save_result(path: str, result: dict, what: str) -> None:
-    """write_json, or UsageError naming the file and saying that `what` was not saved."""
+def save_result(path: str, record: Record, what: str) -> None:
+    """results.write, or UsageError naming the file and saying that `what` was not saved."""
+    from results import write
+
     try:
-        write_json(path, result)
+        write(path, record)
     except OSError as e:
         raise UsageError(f"could not write {path} ({resource(e)}): {what} was not saved") from e
 
@@ -952,8 +954,10 @@ def meta_test(args: argparse.Namespace) -> None:
     saved = read_config(args.savedir)
     check_settings(saved, args)
     check_writable(args.savedir)
-    # (results file, source, role, dataset, episodes, meta-batches)
-    evals: list[tuple[str, str, str, str, int, Iterator[Batch]]] = []
+    import results
+
+    # (results file, source, role, dataset, episodes, meta-batches, what was evaluated, its identity)
+    evals: list[tuple[str, str, str, str, int, Iterator[Batch], str, dict]] = []
     if args.episodes:
         from data.episodes import load_file
 
@@ -967,15 +971,22 @@ def meta_test(args: argparse.Namespace) -> None:
             )
         r = Runner(args, (), saved)
         name, source = results_name(args, saved)
-        evals.append((name, source, "file", "", n, from_file(episodes, args.metabatch)))
+        sha1, d = file_hash(args.episodes, "sha1"), results.episode_file_dataset(args.episodes)
+        role = "id" if d in r.ids else "ood" if d in r.oods else "file"
+        batches = from_file(episodes, args.metabatch)
+        evals.append(
+            (name, source, role, d, n, batches, f"episodes {sha1[:8]}", results.file_episodes(sha1, n))
+        )
     else:
         r = Runner(args, ("test",))
         for i, d in enumerate(r.ids + r.oods):
             role = "id" if d in r.ids else "ood"
-            rng = np.random.default_rng([args.seed, 2] if i == 0 else [args.seed, 2, i])
+            key = [args.seed, 2] if i == 0 else [args.seed, 2, i]
             name, source = results_name(args, saved, role, d)
+            batches = sampled(r.datasets[d].split("test"), args, np.random.default_rng(key))
+            episodes = results.split_episodes(d, "test", key, vars(args), args.n_test_iters)
             evals.append(
-                (name, source, role, d, args.n_test_iters, sampled(r.datasets[d].split("test"), args, rng))
+                (name, source, role, d, args.n_test_iters, batches, f"test split seed {args.seed}", episodes)
             )
     if args.attack:
         evals = [(name.replace("results", f"robust_{args.attack}", 1), *rest) for name, *rest in evals]
@@ -1001,33 +1012,22 @@ def meta_test(args: argparse.Namespace) -> None:
         if step is None:  # the newest readable checkpoint: never replace a newer one's result unasked
             for name, *_ in evals:
                 keep_newer(os.path.join(args.savedir, name), iters, latest)
-        for name, source, role, d, n, batches in evals:
+        for name, source, role, d, n, batches, evaluated, episodes in evals:
             accs = evaluate(sess, run, batches, n, args.seed, desc=f"meta_test {d}".strip())
+            clean = 100.0 * (accs[:, 0] if args.attack else accs)  # %, one per episode
+            record = results.meta_test_record(
+                vars(args), saved, clean, role, d or args.dataset, evaluated, episodes, iters, ckpt
+            )
             if args.attack:
-                write_robust(args, accs, iters, name, f"{source}, checkpoint {ckpt}")
+                write_robust(args, accs, record, name, f"{source}, checkpoint {ckpt}")
                 continue
-            mean, ci = ci95(accs)
-            line = f"{role + '/' + d + ' ' if len(evals) > 1 else ''}accuracy: {mean:.2f} +- {ci:.2f}"
+            where = f"{role}/{d} " if len(evals) > 1 else ""
+            line = f"{where}accuracy: {record.mean:.2f} +- {record.ci95:.2f}"
             print(line)
             settings = f"{args.n_steps} inner steps, {args.n_test_mc_samp} MC samples"
             if args.max_shot:
                 settings += f", {args.n_mc_samples} posterior draws"
-            result = {
-                "mean": mean,
-                "ci95": ci,
-                "n": len(accs),
-                "train_iters": iters,
-                "source": source,
-                "role": role,
-                "dataset": d or args.dataset,
-                "checkpoint": ckpt,
-                "select": args.select,
-                # what this evaluation used, beside what training used (they may differ)
-                "test": {k: getattr(args, k) for k in ("n_steps", "shot", "max_shot", "n_mc_samples")},
-                "train": {k: saved.get(k) for k in ("n_steps", "shot", "max_shot")},
-                "config": vars(args),
-            }
-            save_result(os.path.join(args.savedir, name), result, f"the result ({line})")
+            save_result(os.path.join(args.savedir, name), record, f"the result ({line})")
             log(  # after the file is written: the log names only results that exist
                 os.path.join(args.savedir, "meta_test.log"),
                 f"{line} ({len(accs)} episodes from {source}, {settings}, --select {args.select}, "
@@ -1038,9 +1038,13 @@ def meta_test(args: argparse.Namespace) -> None:
 def keep_newer(path: str, iters: int, latest: str) -> None:
     """UsageError, before the evaluation, if `path` holds the result of a newer checkpoint than the
     restored one (the newest could not be read): it is replaced only when the user moves it away."""
+    from results import read
+
+    if not os.path.exists(path):
+        return
     try:
-        held = read_json(path).get("train_iters")
-    except (ValueError, AttributeError):  # none there, or not a result: nothing to keep
+        held = read(path).run["iterations"]
+    except ValueError:  # not a result: nothing to keep
         return
     if isinstance(held, int) and held > iters:
         raise UsageError(
@@ -1050,31 +1054,38 @@ def keep_newer(path: str, iters: int, latest: str) -> None:
         )
 
 
-def write_robust(args: argparse.Namespace, accs: np.ndarray, iters: int, name: str, source: str) -> None:
+def write_robust(args: argparse.Namespace, accs: np.ndarray, record: Record, name: str, source: str) -> None:
     """savedir/<name>, robust_<norm>.json for the test split (the clean meta-test's results.json is
-    left alone): clean and adversarial accuracy per radius of accs [episodes, 1 + radii], with the
-    attack's settings."""
+    left alone): `record` (the clean accuracies, accs[:, 0]) with the attack's settings and the
+    adversarial accuracy per radius of accs [episodes, 1 + radii]."""
+    import dataclasses
+
     from attack import STEP
+    from results import ci95
 
     rows, lines = [], []
-    for e, acc in zip(args.attack_eps, accs[:, 1:].T):
+    for e, acc in zip(args.attack_eps, 100.0 * accs[:, 1:].T):
         mean, ci = ci95(acc)
-        rows.append({"eps": e, "step_size": STEP * e / args.attack_steps, "mean": mean, "ci95": ci})
+        rows.append(
+            {
+                "eps": e,
+                "step_size": STEP * e / args.attack_steps,
+                "mean": mean,
+                "ci95": ci,
+                "accuracies": acc.tolist(),
+            }
+        )
         lines.append(f"{args.attack} eps {e:g}: accuracy {mean:.2f} +- {ci:.2f}")
         print(lines[-1])
-    mean, ci = ci95(accs[:, 0])
-    result = {
+    attack = {
         "norm": args.attack,
         "steps": args.attack_steps,
         "step_size_rule": f"{STEP} * eps / steps",
-        "clean": {"mean": mean, "ci95": ci},
-        "adversarial": rows,
-        "n": len(accs),
-        "train_iters": iters,
-        "source": source,
-        "config": vars(args),
+        "radii": rows,
     }
-    save_result(os.path.join(args.savedir, name), result, "the robustness result")
+    save_result(
+        os.path.join(args.savedir, name), dataclasses.replace(record, attack=attack), "the robustness result"
+    )
     for line in lines:  # after the file is written
         log(
             os.path.join(args.savedir, "meta_test.log"),

@@ -243,46 +243,53 @@ def plot_features(ex: dict[str, np.ndarray], meta: dict, args: argparse.Namespac
 
 
 def load_robust(root: str) -> list[dict]:
-    """Every robust_<norm>.json under root, in a stable order; "points" [(eps, mean, ci95)] sorted,
-    starting at eps = 0 (the clean accuracy)."""
+    """Every robust_<norm>.json under root (results records with an attack, or the older shape), in a
+    stable order: "points" [(eps, mean, ci95)] sorted, starting at eps = 0 (the clean accuracy),
+    "label", "norm" and "cell" (dataset, way, shot: report.py's setting)."""
+    from results import nothing
+
     found = []
     for folder, _, files in sorted(os.walk(root)):
         for name in sorted(f for f in files if f.startswith("robust_") and f.endswith(".json")):
             path = os.path.join(folder, name)
             try:
-                with open(path) as f:
-                    r = json.load(f)
-                points = {a["eps"]: (a["mean"], a["ci95"]) for a in r["adversarial"]}
-                points.setdefault(0.0, (r["clean"]["mean"], r["clean"]["ci95"]))
-                r["points"] = sorted((e, m, c) for e, (m, c) in points.items())
-                r["label"] = f"{curve_label(r['config'])} ({r['steps']} steps, {r['n']} episodes)"
-                r["norm"] = str(r["norm"])
+                found.append(robust_curve(path))
             except (OSError, ValueError, KeyError, TypeError) as e:
                 raise PlotError(f"{path} is not a robustness result ({e!r}); rerun main.py --attack") from e
-            found.append(r)
     if not found:
-        raise PlotError(f"no robust_<norm>.json under {root}: run main.py --mode meta_test --attack first")
+        raise PlotError(nothing("robust_<norm>.json files", root, "main.py --mode meta_test --attack"))
     return found
 
 
-def curve_label(config: dict) -> str:
-    """The model's row in report.py (adversarial MAML with its training norm and radius)."""
-    from report import model_name
+def robust_curve(path: str) -> dict:
+    """One robust_<norm>.json (of the results format or the older one) as load_robust gives it;
+    ValueError if it is not one."""
+    import results
 
-    return model_name(config)
+    r = results.read(path)
+    if r.attack is None:
+        raise ValueError("no attack")
+    points = {a["eps"]: (a["mean"], a["ci95"]) for a in r.attack["radii"]}
+    points.setdefault(0.0, (r.mean, r.ci95))
+    return {
+        "points": sorted((e, m, c) for e, (m, c) in points.items()),
+        "label": f"{r.model} ({r.attack['steps']} steps, {r.n} episodes)",
+        "norm": str(r.attack["norm"]),
+        "cell": {"dataset": r.dataset, "way": r.way, "shot": r.shot},
+    }
 
 
 def plot_robustness(root: str) -> str:
     """Figures 5-6: accuracy against eps, one panel per (setting, norm), one line per model."""
     import matplotlib.pyplot as plt
 
-    from report import PUBLISHED, setting_name
+    from results import PUBLISHED, setting_name
 
     with open(PUBLISHED) as f:
         settings = json.load(f)["settings"]
     panels: dict[tuple[str, str], list[dict]] = {}
     for r in load_robust(root):
-        panels.setdefault((setting_name(r["config"], settings), r["norm"]), []).append(r)
+        panels.setdefault((setting_name(r["cell"], settings), r["norm"]), []).append(r)
     rows, cols = sorted({s for s, _ in panels}), sorted({n for _, n in panels})
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(5 * len(cols), 4 * len(rows)), squeeze=False)
     for ax in axes.flat:
@@ -315,11 +322,11 @@ def plot_transfer(root: str) -> str:
     regulariser, one panel per (target dataset, model)."""
     import matplotlib.pyplot as plt
 
-    from report import ReportError, transfer_results
+    from results import ResultError, nothing, transfer_results
 
     try:
         results = transfer_results(root)
-    except ReportError as e:
+    except ResultError as e:
         raise PlotError(str(e)) from e
     curves: dict[tuple[str, str], dict[str, list]] = {}
     for r in results:
@@ -334,7 +341,13 @@ def plot_transfer(root: str) -> str:
             raise PlotError(f"{path} is not a transfer.py curve ({e!r})") from e
         curves.setdefault((r["data"], r["model"]), {}).setdefault(r["title"], []).append((steps, acc))
     if not curves:
-        raise PlotError(f"no transfer.py target results under {root}: run transfer.py --phase tgt first")
+        raise PlotError(
+            nothing(
+                "transfer.py curves (curve.json)",
+                root,
+                "transfer.py --phase tgt with --print_every below --train_steps",
+            )
+        )
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.5), squeeze=False)
     for ax, ((data, model), lines) in zip(axes.flat, sorted(curves.items())):
         for title, runs in sorted(lines.items()):

@@ -1,33 +1,36 @@
-"""Compare meta-test results with the paper's Tables 1, 2 and 3; MetaPerturb's transfer table.
+"""Every result beside the published numbers: Meta-Dropout's Tables 1-3, Bayesian TAML's Table 1,
+MetaPerturb's transfer table, and paired differences of models evaluated on the same episodes.
 
-    python report.py results/ [--markdown FILE]
+    python report.py results/ [--baseline MODEL] [--markdown FILE]
     python report.py --transfer checkpoints/tgt [--baseline none] [--markdown FILE]
 
-Reads every results.json under a folder (written by `main.py --mode meta_test` for the test split;
-results_<name>.json for other evaluations, e.g. a file of fixed episodes) and prints markdown
-tables: Table 1, and Tables 2 and 3 (MAML with other perturbations). The cell of a result comes from
-its config (dataset, way, shot, maml/noise/noise_hp, metasgd), not from its path; a Table 2/3 row
-takes the MAML (not Meta-SGD) runs of its perturbation whose hyperparameters include the row's.
-The training settings come from the savedir's config.json (the results file's own config, written by
-meta_test, where there is none). Adversarial MAML (--adv_inner) and first-order MAML (--first_order)
-are models of their own (e.g. maml+adv(linf,eps=0.1), maml+first_order): never in Tables 1-3.
-Each result is one row, its seed the training seed. Within a cell, results are grouped by what was
-evaluated ("evaluated on": the test split and its episode seed, or a file of fixed episodes by its
-hash, whatever the results file's name) and by every other setting that changes a result
-("settings": meta_lr, inner_lr, n_steps, metabatch, query, sampler, MC samples at meta-test, the
-perturbation's hyperparameters); a
-group of several results, which then differ in their training seed only, gets an extra row with the
-mean over them, ± the standard deviation across them.
-Cells without a result show "—"; a table appears once one of its cells has a result. Results in
-none of them (other datasets, perturbations or hyperparameters) go to a last table, with the
-perturbation's title. A results file that cannot be read stops the report with an error naming it.
-The published numbers live in paper/published.json with their sources.
+Reads every results.json and results_<name>.json under a folder as records of the results format
+(results.py; files of the older format are converted and marked "(old format)"). A file that cannot
+be read is named on stderr and skipped; a folder without a readable result is "nothing to report"
+(exit 2, as plot.py). docs/usage.md describes the format and the paired view.
 
-Bayesian TAML (Lee et al., ICLR 2020): any-shot runs (--max_shot) write one results file per evaluated dataset
-(results_id_<name>.json, results_ood_<name>.json); their table puts each beside Bayesian TAML's
-Table 1 and the authors' re-run (paper/published_taml.json), by experiment (the run's ID datasets),
-model (the switches --alpha_on, --omega_on, --gamma_on, --z_on: MAML, Meta-SGD, Bayesian TAML and
-the ablations alpha + one of omega, gamma, z) and evaluated dataset.
+Meta-Dropout (Tables 1-3): the cell of a result comes from its record (dataset, way, shot, model),
+not from its path; a Table 2/3 row takes the MAML (not Meta-SGD) runs of its perturbation whose
+hyperparameters include the row's. Adversarial MAML (--adv_inner) and first-order MAML
+(--first_order) are models of their own (e.g. maml+adv(linf,eps=0.1), maml+first_order): never in
+Tables 1-3. Each result is one row, its seed the training seed. Within a cell, results are grouped
+by what was evaluated ("evaluated on": the test split and its episode seed, or a file of fixed
+episodes by its hash) and by every other setting that changes a result ("settings": the training's
+meta_lr, inner_lr, n_steps, metabatch, query, sampler and perturbation hyperparameters, then the
+meta-test's inner steps, MC samples and posterior draws); a group of several results, which then
+differ in their training seed only, gets an extra row with the mean over them, ± the standard
+deviation across them. Cells without a result show "—"; a table appears once one of its cells has
+a result. Results in none of them go to a last table, with the perturbation's title. The
+published numbers live in paper/published.json with their sources.
+
+Bayesian TAML (Lee et al., ICLR 2020): any-shot runs (--max_shot) write one results file per
+evaluated dataset; a table per experiment (the runs' ID datasets: the paper's three, or any other)
+has a row per model (by the switches --alpha_on, --omega_on, --gamma_on, --z_on: MAML, Meta-SGD,
+Bayesian TAML, the ablations) and training run, a column per evaluated dataset (ID, then OOD), and
+the published rows of paper/published_taml.json.
+
+MetaPerturb: transfer.py's target runs (rows: regularisers, from scratch or fine-tuned; columns:
+target dataset and network), mean ± sd over seeds and the seed-paired differences from --baseline.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,37 +52,60 @@ from typing import Any
 import numpy as np
 
 from data.files import atomic, read_json, resource
+from results import (
+    PUBLISHED,
+    REWRITE,
+    TITLES,
+    TRAIN_SETTINGS,
+    NothingToReport,
+    Record,
+    ResultError,
+    collect,
+    hp_text,
+    model_name,
+    nothing,
+    number,
+    paired,
+    setting_name,
+    transfer_label,
+    transfer_records,
+    transfer_runs,
+    variant,
+)
 
-PUBLISHED = Path(__file__).resolve().parent / "paper" / "published.json"
-TRANSFER_PUBLISHED = Path(__file__).resolve().parent / "paper" / "metaperturb.json"
-# display titles of the transfer table where a perturbation's own (an episodic learner's) does not fit
-TRANSFER_TITLES = {"none": "Base (no regulariser)"}
-FINE_TUNED = " + fine-tuning"  # the title suffix of runs started from a pre-trained network (--fine_tune)
+# tests and other scripts name these through report.py
+__all__ = ["NothingToReport", "model_name"]
+
+TRANSFER_PUBLISHED = PUBLISHED.with_name("metaperturb.json")
 PUBLISHED_TAML = PUBLISHED.with_name("published_taml.json")
 MISSING = "—"
 RUN_COLUMNS = ["model", "setting", "seed", "ours", "episodes", "iterations", "evaluated on", "settings"]
 PAPER_COLUMNS = RUN_COLUMNS + ["paper", "orig. repo", "ours − paper", "file"]
 TABLE23_COLUMNS = ["model", "hyperparameter", *RUN_COLUMNS[1:], "paper", "ours − paper", "file"]
 OTHER_COLUMNS = [*RUN_COLUMNS[:1], "title", *RUN_COLUMNS[1:], "file"]
-TAML_COLUMNS = ["model", "dataset", *RUN_COLUMNS[2:], "paper", "orig. repo", "ours − paper", "file"]
-# Bayesian TAML's models by their switches (--alpha_on = metasgd, --omega_on, --gamma_on, --z_on).
-SWITCHES = ("metasgd", "omega_on", "gamma_on", "z_on")
-TAML_MODELS = {
-    (False, False, False, False): "maml",
-    (True, False, False, False): "metasgd",
-    (True, True, True, True): "taml",
-    (True, True, False, False): "alpha+omega",
-    (True, False, True, False): "alpha+gamma",
-    (True, False, False, True): "alpha+z",
-}
+PAIRED_COLUMNS = [
+    "evaluated on",
+    "dataset",
+    "model",
+    "baseline",
+    "seed",
+    "model − baseline",
+    "n",
+    "model alone",
+    "baseline alone",
+]
+# the model the paired differences are taken from, by system (--baseline overrides it)
+BASELINES = {"metadrop": "maml", "taml": "maml", "metaperturb": "none"}
 
 
-class ReportError(Exception):
-    """A results.json that cannot be used; the message names it and says what to do."""
+ReportError = ResultError  # a folder or file that cannot be reported; the message says what to do
 
 
 @dataclass(frozen=True)
 class Result:
+    """A record of main.py's meta-test as the Meta-Dropout tables use it."""
+
+    record: Record
     path: str
     model: str
     setting: str
@@ -94,151 +119,55 @@ class Result:
     metasgd: bool
     title: str
     variant: str  # "" for the paper's models; adversarial or first-order MAML otherwise
-    evaluated: tuple[str, str]  # ("test split", "seed S") or ("episodes", hash): what was evaluated
+    evaluated: str  # "test split seed S" or "episodes <hash>": what was evaluated
     settings: str  # the other settings that change a result, as text
-    tested: str  # the dataset evaluated (a TAML run's results file names one of its datasets)
-    ids: tuple[str, ...]  # the run's training (ID) datasets
-    taml: str | None  # TAML_MODELS name of an any-shot run without perturbation, else None
 
 
-# Training settings (config.json) and meta-test settings (the results file's config) that change a
-# result; each shown in the "settings" column and separating groups of rows.
-TRAIN_SETTINGS = ("meta_lr", "inner_lr", "n_steps", "metabatch", "query", "sampler", "val_split")
-TEST_SETTINGS = {"n_test_mc_samp": "mc"}
-EPISODES_FILE = re.compile(r"results_.+_([0-9a-f]{8})\.json$")
+# the meta-test's settings shown beside the training's: record.test key -> short name
+TEST_SETTINGS = {"n_steps": "n_steps", "mc_samples": "mc", "posterior_draws": "draws"}
 
 
-def noise_name(config: dict[str, Any]) -> str:
-    """The perturbation of a run (configs written before --noise say only --maml)."""
-    return config.get("noise") or ("none" if config.get("maml") else "metadrop")
-
-
-def variant(config: dict[str, Any]) -> str:
-    """What sets a run apart from the paper's models of Tables 1-3: adversarial MAML's inner loop
-    (Section 4.1) and first-order meta-gradients; "" for neither."""
-    out = ""
-    if config.get("adv_inner"):
-        eps = config.get("adv_eps")
-        out += f"+adv({config['adv_inner']},eps={eps:g})" if _number(eps) else f"+adv({config['adv_inner']})"
-    if config.get("first_order"):
-        out += "+first_order"
-    return out
-
-
-def model_name(config: dict[str, Any]) -> str:
-    """Table 1 row of a run: maml, metasgd, metadrop, metasgd_metadrop (or base+noise(hp) for others),
-    followed by its variant (adversarial, first-order), if any."""
-    noise = noise_name(config)
-    base = "metasgd" if config.get("metasgd") else "maml"
-    if noise == "none":
-        name = base
-    elif noise == "metadrop":
-        name = "metadrop" if base == "maml" else "metasgd_metadrop"
-    else:
-        hp = config.get("noise_hp") or {}
-        name = f"{base}+{noise}" + (f"({hp_text(hp)})" if hp else "")
-    return name + variant(config)
-
-
-def evaluated(path: Path, r: dict[str, Any], config: dict[str, Any]) -> tuple[str, str]:
-    """What a result evaluated: a file of fixed episodes (by the hash main.py puts in the file
-    name), or the test split with the meta-test's seed (results.json, results_test_seed<S>.json)."""
-    m = EPISODES_FILE.match(path.name)
-    if m and not path.name.startswith("results_test_seed"):
-        return "episodes", m.group(1)
-    return "test split", f"seed {config.get('seed', MISSING)}"
-
-
-def settings_text(train: dict[str, Any], test: dict[str, Any]) -> str:
-    """The settings of TRAIN_SETTINGS and TEST_SETTINGS, and every hyperparameter of the perturbation
-    (a Table 2/3 row names only the one it varies)."""
-    values = [(k, train.get(k, test.get(k))) for k in TRAIN_SETTINGS]
-    values += [(short, test.get(k)) for k, short in TEST_SETTINGS.items()]
-    text = " ".join(f"{k}={v:g}" if _number(v) else f"{k}={v}" for k, v in values if v is not None)
-    hp = train.get("noise_hp")
-    return f"{text} {hp_text(hp)}".strip() if isinstance(hp, dict) and hp else text
-
-
-def hp_text(hp: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v:g}" if _number(v) else f"{k}={v}" for k, v in hp.items())
-
-
-def setting_name(config: dict[str, Any], settings: dict[str, dict[str, Any]]) -> str:
-    """Table 1 column of a run (omni_1shot, ...), or dataset_<way>way_<shot>shot for others."""
-    if config.get("max_shot"):  # any-shot (Bayesian TAML): never a Meta-Dropout table's cell
-        return "{}_{}way_{}maxshot".format(config["dataset"], config["way"], config["max_shot"])
-    key = (config["dataset"], config["way"], config["shot"])
-    for name, s in settings.items():
-        if key == (s["dataset"], s["way"], s["shot"]):
-            return name
-    return "{}_{}way_{}shot".format(*key)
-
-
-def _number(v: Any, integer: bool = False) -> bool:
-    """A JSON number (NaN and infinities are not: json.load reads them as floats)."""
-    kinds = (int,) if integer else (int, float)
-    return isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def load_result(path: Path, settings: dict[str, dict[str, Any]]) -> Result:
-    fix = "fix or delete it, or rerun main.py --mode meta_test for that savedir"
-    try:
-        r = read_json(str(path))
-    except ValueError as e:
-        raise ReportError(f"{e}; {fix}") from e
-    config = r.get("config") if isinstance(r, dict) else None
-    if not isinstance(config, dict):
-        raise ReportError(f"{path}: no 'config' object; {fix}")
-    checks = {
-        "mean": _number(r.get("mean")),
-        "ci95": _number(r.get("ci95")),
-        "n": _number(r.get("n"), True),
-        "train_iters": _number(r.get("train_iters"), True),
-        "config.dataset": isinstance(config.get("dataset"), str),
-        "config.way": _number(config.get("way"), True),
-        "config.shot": _number(config.get("shot"), True),
-    }
-    bad = [k for k, ok in checks.items() if not ok]
-    if bad:
-        raise ReportError(f"{path}: missing, not a finite number, or wrong type: {', '.join(bad)}; {fix}")
-    train = train_config(path, config)
-    seed = train.get("seed")
-    return Result(
-        path=str(path),
-        model=model_name(train),
-        setting=setting_name(config, settings),
-        mean=float(r["mean"]),
-        ci95=float(r["ci95"]),
-        n=r["n"],
-        train_iters=r["train_iters"],
-        seed=seed if _number(seed, True) else None,
-        noise=noise_name(train),
-        noise_hp=train.get("noise_hp") if isinstance(train.get("noise_hp"), dict) else {},
-        metasgd=bool(train.get("metasgd")),
-        title=str(config.get("noise_title", MISSING)),
-        variant=variant(train),
-        evaluated=evaluated(path, r, config),
-        settings=settings_text(train, config),
-        tested=str(r.get("dataset") or config["dataset"]),
-        ids=tuple(config["dataset"].split(",")),
-        taml=TAML_MODELS.get(tuple(bool(config.get(k)) for k in SWITCHES))
-        if config.get("max_shot") and noise_name(config) == "none"
-        else None,
+def settings_text(r: Record) -> str:
+    """The training settings of results.TRAIN_SETTINGS with every hyperparameter of the perturbation
+    (a Table 2/3 row names only the one it varies), then the meta-test's (its inner steps, MC
+    samples, posterior draws), which may differ from training's."""
+    train = " ".join(
+        f"{k}={v:g}" if number(v) else f"{k}={v}"
+        for k in TRAIN_SETTINGS
+        if (v := r.settings.get(k)) is not None
     )
+    hp = r.settings.get("noise_hp")
+    train = f"{train} {hp_text(hp)}".strip() if isinstance(hp, dict) and hp else train
+    return "; ".join(filter(None, [train, test_text(r)]))
 
 
-def train_config(path: Path, config: dict[str, Any]) -> dict[str, Any]:
-    """The settings of the training run: the savedir's config.json beside the results file, over
-    the results file's config (meta_test's flags, whose --seed is the evaluation's)."""
-    saved = path.parent / "config.json"
-    if saved.exists():
-        try:
-            train = read_json(str(saved))
-        except ValueError as e:
-            raise ReportError(f"{e}; fix or restore it (the settings of the run that wrote {path})") from e
-        if isinstance(train, dict):
-            return {**config, **train}
-    return config
+def test_text(r: Record) -> str:
+    """The meta-test's settings, "meta-test n_steps=10 mc=1 draws=10" ("" if the file has none)."""
+    test = " ".join(f"{short}={r.test[k]}" for k, short in TEST_SETTINGS.items() if r.test.get(k) is not None)
+    return f"meta-test {test}" if test else ""
+
+
+def as_result(r: Record, settings: dict[str, dict[str, Any]]) -> Result:
+    """A Meta-Dropout record as a row of Tables 1-3 (its cell from the record's dataset, way, shot)."""
+    cell = {"dataset": r.dataset, "way": r.way, "shot": r.shot, "max_shot": r.max_shot}
+    return Result(
+        record=r,
+        path=r.path,
+        model=r.model,
+        setting=setting_name(cell, settings),
+        mean=r.mean,
+        ci95=r.ci95,
+        n=r.n,
+        train_iters=r.run["iterations"],
+        seed=r.run.get("seed"),
+        noise=str(r.settings.get("noise", "metadrop")),
+        noise_hp=r.settings.get("noise_hp") if isinstance(r.settings.get("noise_hp"), dict) else {},
+        metasgd=bool(r.settings.get("metasgd")),
+        title=r.title,
+        variant=variant(r.settings),
+        evaluated=r.evaluated,
+        settings=settings_text(r),
+    )
 
 
 def pm(mean: float, spread: float) -> str:
@@ -248,8 +177,9 @@ def pm(mean: float, spread: float) -> str:
 def cell_rows(results: list[Result], root: str, paper: float | None = None) -> list[dict[str, str]]:
     """The rows of a cell, group by group: results of one evaluation (the test split first, then
     files of fixed episodes) and the same settings, which differ in their training seed only."""
-    groups: dict[tuple[tuple[str, str], str], list[Result]] = {}
-    for r in sorted(results, key=lambda r: (r.evaluated[0] != "test split", r.evaluated, r.settings)):
+    groups: dict[tuple[str, str], list[Result]] = {}
+    key = lambda r: (not r.evaluated.startswith("test split"), r.evaluated, r.settings)  # noqa: E731
+    for r in sorted(results, key=key):
         groups.setdefault((r.evaluated, r.settings), []).append(r)
     return [row for runs in groups.values() for row in evaluation_rows(runs, root, paper)]
 
@@ -259,14 +189,14 @@ def evaluation_rows(results: list[Result], root: str, paper: float | None = None
     ours − paper if given."""
     results = sorted(results, key=lambda r: (r.seed is None, r.seed or 0, r.path))
     means = [r.mean for r in results]
-    group = {"evaluated on": " ".join(results[0].evaluated), "settings": results[0].settings or MISSING}
+    group = {"evaluated on": results[0].evaluated, "settings": results[0].settings or MISSING}
     rows = [
         {
             "seed": MISSING if r.seed is None else str(r.seed),
             "ours": pm(r.mean, r.ci95),
             "episodes": str(r.n),
             "iterations": str(r.train_iters),
-            "file": os.path.relpath(r.path, root),
+            "file": os.path.relpath(r.path, root) + (" (old format)" if r.record.old else ""),
             **group,
         }
         for r in results
@@ -311,18 +241,42 @@ def in_row(r: Result, spec: dict[str, Any]) -> bool:
     return not r.metasgd and not r.variant and r.noise == spec["noise"] and same_hp
 
 
-def report(root: str, published: Path = PUBLISHED) -> str:
-    """The markdown report for all results.json under `root`."""
+def report(root: str, published: Path = PUBLISHED, baseline: str | None = None) -> str:
+    """The markdown report of every results file under `root`, of all three systems: Tables 1-3
+    and other Meta-Dropout results, Bayesian TAML's tables, MetaPerturb's transfer table, and the
+    paired differences of models evaluated on the same episodes (from `baseline`, else BASELINES).
+    NothingToReport if no file could be read."""
     if not os.path.isdir(root):
         raise ReportError(f"{root}: not a folder; give the folder holding the runs' savedirs (e.g. results/)")
+    records = collect(root)
+    transfer = transfer_records(records)
+    out = metadrop_tables([r for r in records if r.system == "metadrop"], root, published)
+    out += taml_tables([r for r in records if r.system == "taml"], root)
+    if transfer:
+        try:
+            out += [
+                "",
+                transfer_table(transfer_runs(transfer, root), root, baseline or BASELINES["metaperturb"]),
+            ]
+        except ReportError as e:  # one system's refusal never hides the others' tables
+            print(f"skipped the transfer table: {e}", file=sys.stderr)
+    out += paired_section(records, root, baseline)
+    if not out:
+        raise NothingToReport(
+            nothing("results files", root, "main.py --mode meta_test or transfer.py --phase tgt")
+        )
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+def metadrop_tables(records: list[Record], root: str, published: Path = PUBLISHED) -> list[str]:
+    """Meta-Dropout's Tables 1, 2 and 3 (markdown lines), each once one of its cells has a result,
+    and the other results (no published numbers)."""
     with open(published) as f:
         pub = json.load(f)
     settings, table1, repo = pub["settings"], pub["table1"], pub["readme_repo"]
     found: dict[tuple[str, str], list[Result]] = {}
-    for path in sorted(Path(root).rglob("results*.json")):
-        if path.name != "results.json" and not path.name.startswith("results_"):
-            continue
-        r = load_result(path, settings)
+    for rec in records:
+        r = as_result(rec, settings)
         found.setdefault((r.model, r.setting), []).append(r)
 
     results = [r for runs in found.values() for r in runs]
@@ -361,8 +315,6 @@ def report(root: str, published: Path = PUBLISHED) -> str:
                 rows += [{**row, **extra} for row in cell]
         if n_found:
             tables23[name] = rows
-    taml_out, taml_used = taml_tables(results, root)
-    used |= taml_used
     other_rows = [
         {**row, "model": model, "setting": setting, "title": runs[0].title}
         for (model, setting), runs in sorted(found.items())
@@ -373,6 +325,7 @@ def report(root: str, published: Path = PUBLISHED) -> str:
     out = []
     if n_paper:  # Table 1 appears once there is a result for one of its cells
         out += [
+            "",
             "## Table 1: ours vs. published",
             "",
             f"paper = {table1['source']}; orig. repo = {repo['source']}. "
@@ -390,7 +343,6 @@ def report(root: str, published: Path = PUBLISHED) -> str:
             "",
             table(TABLE23_COLUMNS, rows),
         ]
-    out += taml_out
     if other_rows:
         out += [
             "",
@@ -398,85 +350,26 @@ def report(root: str, published: Path = PUBLISHED) -> str:
             "",
             table(OTHER_COLUMNS, other_rows),
         ]
-    if not out:
-        out = [f"No results.json under {root}: run main.py --mode meta_test first."]
-    return "\n".join(out) + "\n"
-
-
-def pretrained_name(fine_tune: str) -> str:
-    """A --fine_tune value's run folder name, with the checkpoint where it named one (run/model-<step>)."""
-    head, tail = os.path.split(os.path.normpath(fine_tune))
-    return f"{os.path.basename(os.path.dirname(head))}/{tail}" if os.path.basename(head) == "ckpt" else tail
-
-
-def phi_name(phi: str) -> str:
-    """A phi file as <source run folder>/<run>/phi_<step>.npz (its last three path parts)."""
-    return "/".join(Path(phi).parts[-3:])
-
-
-def transfer_results(root: str) -> list[dict[str, Any]]:
-    """Every target run's results.json under root (transfer.py --phase tgt), titled by its
-    regulariser, phi file, pre-trained network and the settings in which runs of its (dataset,
-    model) differ; ReportError for a file that is not a result, or two runs of one seed in a row."""
-    from transfer import MATCH
-
-    # what changes a result besides the row (regulariser, phi, pre-trained run) and column (data, model)
-    settings = [k for k in MATCH["tgt"] if k not in ("data", "model", "noise", "phi", "fine_tune", "seed")]
-    found = []
-    for path in sorted(Path(root).rglob("results.json")):
-        try:
-            r = read_json(str(path))
-            c = r["config"]
-            if c.get("phase") != "tgt":
-                continue
-            fine_tuned = bool(c.get("fine_tune"))
-            found.append(
-                {
-                    "acc": float(r["acc"]),
-                    "data": c["data"],
-                    "model": c["model"],
-                    "seed": c["seed"],
-                    "noise": c["noise"],
-                    "fine_tuned": fine_tuned,
-                    # a transferred perturbation's runs are told apart by their phi file, fine-tuned
-                    # ones by the pre-trained network's run
-                    "title": TRANSFER_TITLES.get(c["noise"], c["noise_title"])
-                    + (f" [{phi_name(c['phi'])}]" if c.get("phi") else "")
-                    + (f"{FINE_TUNED} [{pretrained_name(c['fine_tune'])}]" if fine_tuned else ""),
-                    "settings": {k: c.get(k) for k in settings},
-                    "path": str(path),
-                }
-            )
-        except (ValueError, KeyError, TypeError) as e:
-            raise ReportError(
-                f"{path} is not a transfer.py result ({e!r}); rerun transfer.py --phase tgt"
-            ) from e
-    seen: dict[tuple, str] = {}
-    for r in found:
-        column = [q["settings"] for q in found if (q["data"], q["model"]) == (r["data"], r["model"])]
-        varied = [k for k in settings if len({repr(s[k]) for s in column}) > 1]
-        if varied:
-            r["title"] += " {" + ", ".join(f"{k}={r['settings'][k]}" for k in varied) + "}"
-        key = (r["data"], r["model"], r["title"], r["seed"])
-        if key in seen:
-            raise ReportError(
-                f"{seen[key]} and {r['path']} are two runs of seed {r['seed']} with the same settings: "
-                f"one row's seeds must differ; move one out of {root}"
-            )
-        seen[key] = r["path"]
-    return found
+    return out
 
 
 def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFER_PUBLISHED) -> str:
+    """report.py --transfer: MetaPerturb's tables of the target runs under root, then the paired
+    per-image differences of runs tested on the same images."""
+    records = transfer_records(collect(root))
+    if not records:
+        raise NothingToReport(nothing("transfer.py target results", root, "transfer.py --phase tgt"))
+    table_text = transfer_table(transfer_runs(records, root), root, baseline, published)
+    return "\n".join([table_text, *paired_section(records, root, baseline)]) + "\n"
+
+
+def transfer_table(
+    results: list[dict[str, Any]], root: str, baseline: str = "none", published: Path = TRANSFER_PUBLISHED
+) -> str:
     """MetaPerturb's transfer table (rows: regularisers, each from scratch and, if run, fine-tuned;
     columns: target datasets): mean ± std over seeds (n), the paper's Table 1 (empty until copied
     into paper/metaperturb.json), and each row's paired difference from `baseline` trained from
     scratch over the seeds they share, ± the 95% t-interval."""
-    from scipy import stats
-
-    results = transfer_results(root)
-    if not results:
-        return f"No transfer.py target results.json under {root}: run transfer.py --phase tgt first.\n"
     cols = sorted({(r["data"], r["model"]) for r in results})
     base_row = (baseline, False)  # (noise, fine-tuned) of the rows the differences are taken from
     rows = sorted(
@@ -518,12 +411,12 @@ def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFE
                 for r in results
                 if (r["noise"], r["fine_tuned"]) == base_row and (r["data"], r["model"]) == c
             }
-            d = [r["acc"] - base[r["seed"]] for r in cell[row_key, c] if r["seed"] in base]
-            if len(d) < 2:
+            both = [r for r in cell[row_key, c] if r["seed"] in base]
+            if len(both) < 2:
                 row[name] = MISSING
                 continue
-            half = stats.t.ppf(0.975, len(d) - 1) * np.std(d, ddof=1) / math.sqrt(len(d))
-            row[name] = f"{np.mean(d):+.2f} ± {half:.2f} (n={len(d)})"
+            mean, half, n = paired([r["acc"] for r in both], [base[r["seed"]] for r in both])
+            row[name] = f"{mean:+.2f} ± {half:.2f} (n={n})"
         diffs.append(row)
     return "\n".join(
         [
@@ -539,54 +432,249 @@ def transfer_report(root: str, baseline: str = "none", published: Path = TRANSFE
             f"### The paper's Table 1 (ResNet-20; {published.name}; empty until copied from the paper)",
             "",
             table(["regulariser", *datasets], paper_rows),
-            "",
         ]
     )
 
 
-def taml_tables(
-    results: list[Result], root: str, published: Path = PUBLISHED_TAML
-) -> tuple[list[str], set[str]]:
-    """Bayesian TAML's tables (markdown lines), one per experiment with a result, and the paths of
-    the results they show."""
+def label(r: Record) -> str:
+    """A record's model as the paired differences name it (a fine-tuned transfer run apart)."""
+    return transfer_label(r) if r.system == "metaperturb" else r.model
+
+
+def paired_section(records: list[Record], root: str, baseline: str | None = None) -> list[str]:
+    """The paired differences (markdown lines): for every episode set (records.episodes_id) with
+    per-episode accuracies of the baseline model and of others, each other model minus the
+    baseline of the same training seed (or the only baseline run there), per episode: mean ± 95%
+    t-interval (results.paired), beside each one's own interval; where a model has pairs of several
+    seeds on the same episodes, a row over the seeds (their mean differences, t-interval over
+    seeds). Then the files of the older format, which have no per-episode accuracies."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    for r in records:
+        if r.accuracies is not None and r.run.get("phase", "tgt") == "tgt":
+            groups.setdefault((r.system, r.episodes_id), []).append(r)
+    rows = []
+    for (system, _), group in sorted(groups.items(), key=lambda kv: (kv[1][0].evaluated, kv[1][0].dataset)):
+        base_name = baseline or BASELINES[system]
+        bases = [r for r in group if label(r) == base_name]
+        by_model: dict[str, list[tuple[Record, Record]]] = {}
+        for r in sorted(
+            group, key=lambda r: (label(r), r.run.get("seed") is None, r.run.get("seed") or 0, r.path)
+        ):
+            same_seed = [b for b in bases if b.run.get("seed") == r.run.get("seed")]
+            b = (same_seed or (bases if len(bases) == 1 else [None]))[0]
+            if label(r) == base_name or b is None:
+                continue
+            by_model.setdefault(label(r), []).append((r, b))
+            mean, half, n = paired(r.accuracies, b.accuracies)
+            seed, bseed = r.run.get("seed"), b.run.get("seed")
+            rows.append(
+                {
+                    "evaluated on": r.evaluated,
+                    "dataset": r.dataset,
+                    "model": label(r),
+                    "baseline": label(b),
+                    "seed": str(seed) if seed == bseed else f"{seed} vs {bseed}",
+                    "model − baseline": f"{mean:+.2f} ± {half:.2f}",
+                    "n": str(n),
+                    "model alone": pm(r.mean, r.ci95),
+                    "baseline alone": pm(b.mean, b.ci95),
+                }
+            )
+        for model, pairs in by_model.items():
+            seeds = {r.run.get("seed") for r, _ in pairs}
+            if len(pairs) < 2 or len(seeds) < len(pairs):
+                continue
+            mean, half, n = paired([r.mean for r, _ in pairs], [b.mean for _, b in pairs])
+            rows.append(
+                {
+                    "evaluated on": pairs[0][0].evaluated,
+                    "dataset": pairs[0][0].dataset,
+                    "model": model,
+                    "baseline": base_name,
+                    "seed": f"over {n} seeds",
+                    "model − baseline": f"{mean:+.2f} ± {half:.2f}",
+                    "n": f"{n} seeds",
+                }
+            )
+    out = []
+    if rows:
+        out += [
+            "",
+            "## Paired differences (same episodes)",
+            "",
+            "Accuracy of a model minus its baseline's on the same episodes (test images for a transfer "
+            "target), episode by episode: mean ± 95% t-interval (n − 1 degrees of freedom); 'over k "
+            "seeds' rows: the seeds' mean differences, ± the t-interval across seeds. Beside them, each "
+            "one's own interval.",
+            "",
+            table(PAIRED_COLUMNS, rows),
+        ]
+    old = [r for r in records if r.old]
+    if old:
+        out += [
+            "",
+            "## Results files of the older format",
+            "",
+            "They have no per-episode accuracies, so no paired differences; to rewrite one, "
+            + "; ".join(sorted({f"{s}: {REWRITE[s]}" for s in {r.system for r in old}}))
+            + ":",
+            "",
+            *[f"- {os.path.relpath(r.path, root)}" for r in sorted(old, key=lambda r: r.path)],
+        ]
+    return out
+
+
+def taml_tables(records: list[Record], root: str, published: Path = PUBLISHED_TAML) -> list[str]:
+    """Bayesian TAML's tables (markdown lines), one per experiment (the runs' ID datasets): a row per
+    model and training run (MAML, Meta-SGD, Bayesian TAML, the ablations), a column per evaluated
+    dataset, ID then OOD, as in the paper's Table 1; mean-over-runs rows for runs that differ in
+    their training seed only; the published rows (paper, orig. repo) for the paper's experiments."""
     with open(published) as f:
         pub = json.load(f)
     paper, repo = pub["table1"], pub["readme_repo"]
+    experiments = [(tuple(e["id"]), e) for e in pub["experiments"].values()]
+    for ids in sorted({r.ids for r in records} - {ids for ids, _ in experiments}):
+        oods = sorted({r.dataset for r in records if r.ids == ids and r.role == "ood"})
+        experiments.append(
+            (
+                ids,
+                {"label": f"{', '.join(ids)} / {', '.join(oods) or 'no OOD'}", "id": list(ids), "ood": oods},
+            )
+        )
     out: list[str] = []
-    used: set[str] = set()
-    for exp in pub["experiments"].values():
-        runs = [r for r in results if r.taml is not None and list(r.ids) == exp["id"]]
+    for ids, exp in experiments:
+        runs = [r for r in records if r.ids == ids]
         if not runs:
             continue
+        columns = list(exp["id"]) + list(exp["ood"])
+        columns += sorted({taml_column(r) for r in runs} - set(columns))
+        names = {d: pub["columns"].get(d, d) + (" (OOD)" if d in exp["ood"] else "") for d in columns}
         rows = []
-        for model in TAML_MODELS.values():
-            for d in exp["id"] + exp["ood"]:
-                cell = [r for r in runs if r.taml == model and r.tested == d]
-                used.update(r.path for r in cell)
-                published = paper["rows"].get(model, {}).get(d)
-                extra = {
-                    "model": paper["rows"].get(model, {}).get("label", model),
-                    "dataset": pub["columns"][d] + (" (OOD)" if d in exp["ood"] else ""),
-                    "paper": pm(published["mean"], published["ci95"]) if published else MISSING,
-                    "orig. repo": published_cell(repo["rows"], model, d),
-                }
-                if not cell and not published:
-                    continue  # an ablation without runs: no row
-                mean = published["mean"] if published else None
-                rows += [
-                    {**row, **extra}
-                    for row in cell_rows(cell, root, mean) or [dict.fromkeys(TAML_COLUMNS, MISSING)]
-                ]
+        for model in [*TAML_ORDER, *sorted({r.model for r in runs} - set(TAML_ORDER))]:
+            published_row = paper["rows"].get(model, {})
+            rows += taml_rows(
+                [r for r in runs if r.model == model], model, columns, names, root, published_row
+            )
+            if published_row and any(d in published_row for d in columns):
+                title = published_row.get("label", model)
+                rows.append(
+                    {
+                        "model": title,
+                        "seed": "paper",
+                        **{names[d]: published_cell(paper["rows"], model, d) for d in columns},
+                    }
+                )
+                rows.append(
+                    {
+                        "model": title,
+                        "seed": "orig. repo",
+                        **{names[d]: published_cell(repo["rows"], model, d) for d in columns},
+                    }
+                )
+        source = (
+            f"paper = {paper['source']}; orig. repo = {repo['source']}. "
+            if any(d in pub["columns"] for d in columns)
+            else ""
+        )
         out += [
             "",
             f"## Bayesian TAML, {exp['label']}: ours vs. published",
             "",
-            f"paper = {paper['source']}; orig. repo = {repo['source']}. Accuracy in %, as in Table 1; "
-            "ablations (alpha + one balancing variable) have no published numbers here.",
+            f"{source}Accuracy in %, mean ± 95% interval over episodes (mean-over-runs rows: ± sd across "
+            "runs; in brackets: ours − paper); seed = the training seed; settings: training's, then the "
+            "meta-test's inner steps, MC samples and posterior draws; ablations (alpha + one balancing "
+            "variable) have no published numbers.",
             "",
-            table(TAML_COLUMNS, rows),
+            table(
+                [
+                    "model",
+                    "seed",
+                    *names.values(),
+                    "episodes",
+                    "iterations",
+                    "evaluated on",
+                    "settings",
+                    "files",
+                ],
+                rows,
+            ),
         ]
-    return out, used
+    return out
+
+
+def taml_column(r: Record) -> str:
+    """A Bayesian TAML result's column: its dataset, or for an episode file of unknown dataset (files
+    of the older format name the run's first dataset) what it evaluated."""
+    return r.dataset if r.role in ("id", "ood") else r.evaluated
+
+
+TAML_ORDER = ("maml", "metasgd", "taml", "alpha+omega", "alpha+gamma", "alpha+z")  # the paper's rows first
+
+
+def taml_rows(
+    runs: list[Record],
+    model: str,
+    columns: list[str],
+    names: dict[str, str],
+    root: str,
+    published: dict[str, Any],
+) -> list[dict[str, str]]:
+    """The rows of one model: one per training run and evaluation (its results files side by side,
+    one per evaluated dataset), then a mean row per group of runs evaluated alike; each cell with
+    its difference from the `published` row's number, where there is one."""
+
+    def text(mean: float, spread: float, d: str) -> str:
+        paper = published.get(d)
+        return pm(mean, spread) + (f" ({mean - paper['mean']:+.2f})" if isinstance(paper, dict) else "")
+
+    title = TITLES.get(model, model)
+    by_run: dict[tuple[str, str, str], dict[str, Record]] = {}
+    for r in sorted(runs, key=lambda r: (r.run.get("seed") is None, r.run.get("seed") or 0, r.path)):
+        kind = r.evaluated if r.evaluated.startswith("test split") else "episode files"
+        by_run.setdefault((r.run.get("savedir", ""), kind, settings_text(r)), {})[taml_column(r)] = r
+    groups: dict[tuple[str, str], list[dict[str, Record]]] = {}
+    for (_, _kind, settings), cells in by_run.items():
+        evaluated = ", ".join(sorted({r.evaluated for r in cells.values()}))
+        groups.setdefault((evaluated, settings), []).append(cells)
+    rows = []
+    for (evaluated, settings), group in groups.items():
+        for cells in group:
+            first = next(iter(cells.values()))
+            seed = first.run.get("seed")
+            rows.append(
+                {
+                    "model": title,
+                    "seed": MISSING if seed is None else str(seed),
+                    **{
+                        names[d]: text(cells[d].mean, cells[d].ci95, d) if d in cells else MISSING
+                        for d in columns
+                    },
+                    "episodes": ", ".join(sorted({str(r.n) for r in cells.values()})),
+                    "iterations": ", ".join(sorted({str(r.run["iterations"]) for r in cells.values()})),
+                    "evaluated on": evaluated,
+                    "settings": settings,
+                    "files": ", ".join(
+                        os.path.relpath(r.path, root) + (" (old format)" if r.old else "")
+                        for r in cells.values()
+                    ),
+                }
+            )
+        if len(group) > 1:
+            row = {
+                "model": title,
+                "seed": f"mean of {len(group)} (± sd)",
+                "evaluated on": evaluated,
+                "settings": settings,
+            }
+            for d in columns:
+                means = [cells[d].mean for cells in group if d in cells]
+                row[names[d]] = (
+                    text(float(np.mean(means)), float(np.std(means, ddof=1)), d)
+                    if len(means) > 1
+                    else MISSING
+                )
+            rows.append(row)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -600,11 +688,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(argv: list[str] | None) -> int:
     p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("root", help="folder searched for results.json (e.g. results/)")
+    p.add_argument("root", help="folder searched for results files (e.g. results/)")
     p.add_argument("--markdown", metavar="FILE", help="also write the tables to FILE")
-    p.add_argument("--transfer", action="store_true", help="root holds transfer.py target runs")
     p.add_argument(
-        "--baseline", default="none", help="--transfer: the regulariser differences are taken from"
+        "--transfer", action="store_true", help="only MetaPerturb's transfer tables (transfer.py target runs)"
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="the model paired differences are taken from (default: maml; none for transfer runs)",
     )
     args = p.parse_args(argv)
     if not os.path.isdir(args.root):
@@ -614,7 +706,10 @@ def run(argv: list[str] | None) -> int:
     if args.markdown and (why := cli.missing_parent(args.markdown)):
         p.error(f"--markdown {args.markdown}: {why}")
     try:
-        text = transfer_report(args.root, args.baseline) if args.transfer else report(args.root)
+        if args.transfer:
+            text = transfer_report(args.root, args.baseline or BASELINES["metaperturb"])
+        else:
+            text = report(args.root, baseline=args.baseline)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -700,8 +700,11 @@ def run_target(args: argparse.Namespace) -> None:
         curve_path = os.path.join(folder, "curve.json")
         import data
 
-        def test_acc(sess: tf.compat.v1.Session, samples: int, lam: float, key: int) -> tuple[float, float]:
-            """Accuracy (%) and NLL of the mean of `samples` softmax vectors, over the whole test set."""
+        def test_acc(
+            sess: tf.compat.v1.Session, samples: int, lam: float, key: int
+        ) -> tuple[float, float, np.ndarray]:
+            """Accuracy (%), NLL and per-image correctness [test images] (bool) of the mean of `samples`
+            softmax vectors, over the whole test set."""
             samples = samples if perturbation.stochastic else 1
             rng = np.random.default_rng([args.seed, 2, key])
             probs = np.zeros((len(test[1]), n_classes))
@@ -713,9 +716,9 @@ def run_target(args: argparse.Namespace) -> None:
                         g.probs, {g.test_in.x: xb, g.test_in.seed: seed, g.lam: lam}
                     )
             probs /= samples
-            acc = 100.0 * float(np.mean(probs.argmax(1) == test[1]))
+            correct = probs.argmax(1) == test[1]
             nll = float(-np.mean(np.log(probs[np.arange(len(probs)), test[1]] + 1e-12)))
-            return acc, nll
+            return 100.0 * float(np.mean(correct)), nll, correct
 
         def init_fn(sess: tf.compat.v1.Session) -> None:
             # Each variable's initializer fed the value: no new op, and not the deprecated Variable.load.
@@ -738,7 +741,7 @@ def run_target(args: argparse.Namespace) -> None:
             return float(sess.run([g.train_op, g.loss], fd)[1])
 
         def every(sess: tf.compat.v1.Session, step: int) -> str:
-            acc, nll = test_acc(
+            acc, nll, _ = test_acc(
                 sess, args.eval_samples, anneal(step, args.train_steps, args.noise_coeff), step
             )
             from data.files import read_json
@@ -750,23 +753,19 @@ def run_target(args: argparse.Namespace) -> None:
             return f"test acc {acc:.2f} nll {nll:.4f} ({samples} samples)"
 
         def final(sess: tf.compat.v1.Session) -> None:
-            acc, nll = test_acc(sess, args.test_samples, args.noise_coeff, 0)
+            import results
+
+            acc, nll, correct = test_acc(sess, args.test_samples, args.noise_coeff, 0)
             samples = args.test_samples if perturbation.stochastic else 1
             line = f"final test accuracy {acc:.2f} nll {nll:.4f} ({samples} samples, {len(test[1])} images)"
             print(f"{folder}: {line}")
             log(os.path.join(folder, "train.log"), line)
-            write_json(
-                os.path.join(folder, "results.json"),
-                {
-                    "acc": acc,
-                    "nll": nll,
-                    "samples": samples,
-                    "n_test": len(test[1]),
-                    "n_train": len(train[1]),
-                    "steps": args.train_steps,
-                    "config": vars(args),
-                },
+            per_image = 100.0 * correct  # one accuracy (0 or 100 %) per test image
+            mean, ci = results.ci95(per_image)
+            record = results.transfer_record(
+                vars(args), mean, ci, len(per_image), per_image.tolist(), samples, args.train_steps, nll=nll
             )
+            results.write(os.path.join(folder, "results.json"), record)
 
         variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
         train_loop(folder, args, graph, variables, g.step, init_fn, step_fn, every, final)
@@ -784,7 +783,7 @@ def write_json_list(path: str, rows: list) -> None:
 def run_select(args: argparse.Namespace) -> None:
     """Spec 2.3, Q9: a target run per source run into save_dir/select/<exp_name>/run_<r>, then the
     per-run accuracies (%) and the best run into selection_path(...), written whole or not at all."""
-    from data.files import read_json
+    import results
 
     src = os.path.join(args.save_dir, "src", args.src_name)
     runs = sorted(
@@ -803,7 +802,7 @@ def run_select(args: argparse.Namespace) -> None:
         one.exp_name = os.path.join(args.exp_name, f"run_{r}")
         one.phi = os.path.join(src, f"run_{r}", f"phi_{args.src_steps}.npz")
         run_target(one)
-        acc[r] = read_json(os.path.join(args.save_dir, "select", one.exp_name, "results.json"))["acc"]
+        acc[r] = results.read(os.path.join(args.save_dir, "select", one.exp_name, "results.json")).mean
     best = max(runs, key=lambda r: (acc[r], -r))  # the first of equal accuracies
     path = selection_path(args.save_dir, args.src_name, args.src_steps)
     write_json(

@@ -221,8 +221,10 @@ def test_meta_test_attack_writes_its_own_file(tmp_path):
     assert main.main([*test, "--attack", "l1", "--attack_eps", "0,2", "--attack_steps", "3"]) == 0
     assert open(os.path.join(savedir, "results.json")).read() == clean
     r = json.load(open(os.path.join(savedir, "robust_l1.json")))
-    assert (r["norm"], r["steps"], r["n"]) == ("l1", 3, 3)
-    assert [a["eps"] for a in r["adversarial"]] == [0.0, 2.0]
-    assert r["adversarial"][0]["mean"] == r["clean"]["mean"] == json.loads(clean)["mean"]
-    assert r["adversarial"][1]["step_size"] == pytest.approx(2.5 * 2 / 3)
-    assert r["adversarial"][1]["mean"] <= r["clean"]["mean"]
+    assert (r["attack"]["norm"], r["attack"]["steps"], r["n"]) == ("l1", 3, 3)
+    radii = r["attack"]["radii"]
+    assert [a["eps"] for a in radii] == [0.0, 2.0] and [len(a["accuracies"]) for a in radii] == [3, 3]
+    assert radii[0]["mean"] == r["mean"] == json.loads(clean)["mean"]
+    assert radii[0]["accuracies"] == r["accuracies"] == json.loads(clean)["accuracies"]
+    assert radii[1]["step_size"] == pytest.approx(2.5 * 2 / 3)
+    assert radii[1]["mean"] <= r["mean"]

@@ -503,7 +503,7 @@ def test_quickstart_service_writes_results_of_the_host_user(checkout):
     results = checkout / "results" / "quickstart"
     for model in ("maml", "metadrop"):
         r = json.loads((results / model / "results.json").read_text())
-        assert r["n"] == 4 and r["train_iters"] == 4
+        assert r["n"] == 4 and r["run"]["iterations"] == 4
     assert "| metadrop | Meta-dropout | digits_5way_1shot |" in p.stdout  # report.py's table
     owners = {path.relative_to(checkout).as_posix(): path.stat().st_uid for path in results.rglob("*")}
     assert owners and set(owners.values()) == {HOST_UID}, owners

@@ -23,6 +23,7 @@ import data
 import get_data
 import main
 import report
+import results as results_format
 from data.episodes import write_file
 from data.files import atomic
 
@@ -114,7 +115,7 @@ def test_copied_savedir_evaluates_its_own_weights(run, tmp_path):
     for ext in ("index", "data-00000-of-00001"):  # the copy's newest checkpoint: iteration 1's weights
         shutil.copy(copy / "ckpt" / f"model-1.{ext}", copy / "ckpt" / f"model-2.{ext}")
     assert main.main([*TINY, "--savedir", str(copy), *TEST]) == 0
-    assert json.loads((copy / "results.json").read_text())["train_iters"] == 1
+    assert json.loads((copy / "results.json").read_text())["run"]["iterations"] == 1
     assert "checkpoint ckpt/model-2)" in (copy / "meta_test.log").read_text()
 
 
@@ -163,8 +164,8 @@ def test_meta_test_with_other_inner_steps_and_shot_records_them(run):
     what the evaluation used beside what training used."""
     assert main.main([*TINY, "--savedir", str(run), *TEST, "--n_steps", "3", "--shot", "2"]) == 0
     result = json.loads((run / "results.json").read_text())
-    assert result["test"]["n_steps"] == 3 and result["test"]["shot"] == 2
-    assert result["train"]["n_steps"] == 1 and result["train"]["shot"] == 1
+    assert result["test"]["n_steps"] == 3 and result["shot"] == 2
+    assert result["settings"]["n_steps"] == 1
     assert "3 inner steps" in (run / "meta_test.log").read_text()
 
 
@@ -348,7 +349,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_an_older_one(run, capsys):
     assert main.main([*TINY, "--savedir", str(run), *TEST]) == 0
     err = capsys.readouterr().err
     assert "using the older checkpoint" in err and "Graph execution error" not in err
-    assert json.loads((run / "results.json").read_text())["train_iters"] == 1
+    assert json.loads((run / "results.json").read_text())["run"]["iterations"] == 1
     train = [*TRAIN]
     train[train.index("2")] = "3"
     assert main.main([*TINY, "--savedir", str(run), *train]) == 0  # resume too
@@ -791,7 +792,7 @@ def test_failed_results_write_names_the_file_and_logs_nothing(run, monkeypatch, 
     def full(path, obj):
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
-    monkeypatch.setattr(main, "write_json", full)
+    monkeypatch.setattr(results_format, "write", full)
     err = refused(capsys, [*TINY, "--savedir", str(run), *TEST], f"could not write {run}/results.json")
     assert "the disk is full" in err and "was not saved" in err
     log = run / "meta_test.log"

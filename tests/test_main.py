@@ -50,9 +50,9 @@ def test_meta_train_then_meta_test_beats_chance(tmp_path):
     proc = run_main(*common, "--mode", "meta_test", "--n_test_iters", "60", "--n_test_mc_samp", "4")
     mean, ci = map(float, re.search(r"accuracy: ([\d.]+) \+- ([\d.]+)", proc.stdout).groups())
     result = json.load(open(os.path.join(savedir, "results.json")))
-    assert result["n"] == 60 and result["train_iters"] == 80
+    assert result["n"] == 60 and result["run"]["iterations"] == 80
     assert result["mean"] == pytest.approx(mean, abs=0.01) and result["ci95"] == pytest.approx(ci, abs=0.01)
-    assert result["config"]["n_test_mc_samp"] == 4
+    assert result["test"]["mc_samples"] == 4 and len(result["accuracies"]) == 60
     # 5-way chance is 20%; a short meta-training is clearly above it.
     assert mean - ci > 35.0, (mean, ci)
 

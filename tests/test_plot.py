@@ -162,6 +162,9 @@ def write_robust(path, norm, config, eps=(0.0, 0.1, 0.3), clean=60.0):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     rows = [{"eps": e, "step_size": 0.0, "mean": clean - 100 * e, "ci95": 1.0} for e in eps]
     result = {"norm": norm, "steps": 20, "n": 10, "clean": {"mean": clean, "ci95": 1.0}, "adversarial": rows}
+    result.update(
+        train_iters=100, source="test split", step_size_rule="2.5 * eps / steps"
+    )  # as main.py wrote
     with open(path, "w") as f:
         json.dump({**result, "config": {"dataset": "digits", "way": 5, "shot": 1, **config}}, f)
 

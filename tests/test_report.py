@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import report
+import results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,27 +28,58 @@ SETTINGS = {
 }
 
 
+def spread(mean, ci95, n):
+    """n per-episode accuracies (n even) whose mean is `mean` and whose interval 1.96 sd / sqrt(n) is
+    `ci95`: half at mean + sd, half at mean - sd."""
+    sd = ci95 * math.sqrt(n) / 1.96
+    return [mean + sd, mean - sd] * (n // 2)
+
+
 def write_result(
-    root, sub, mean, setting="omni_1shot", ci95=0.2, n=1000, iters=60000, seed=0, train=None, **flags
+    root,
+    sub,
+    mean,
+    setting="omni_1shot",
+    ci95=0.2,
+    n=1000,
+    iters=60000,
+    seed=0,
+    train=None,
+    episodes=None,
+    **flags,
 ):
-    """A results.json as main.py --mode meta_test writes it; flags: maml/noise/metasgd/dataset/way/shot.
-    With `train` (the training run's settings, its seed included), also the savedir's config.json,
-    and the file is results_test_seed<seed>.json when the evaluation's seed is another."""
+    """A results.json as main.py --mode meta_test writes it (results.meta_test_record, per-episode
+    accuracies with this mean and interval); flags: maml/noise/metasgd/dataset/way/shot. With `train`
+    (the training run's settings, its seed included), the training run differs from the meta-test's
+    flags, and the file is results_test_seed<seed>.json when the evaluation's seed is another. With
+    `episodes` (8 hex digits), the result of a file of fixed episodes with that hash."""
     dataset, way, shot = SETTINGS.get(setting, (None, None, None))
     config = {"dataset": dataset, "way": way, "shot": shot, "seed": seed, "maml": False, "noise": "metadrop"}
     if flags.get("maml"):
         config["noise"] = "none"
     config.update(flags)
-    name = (
-        "results.json"
-        if train is None or train.get("seed", seed) == seed
-        else f"results_test_seed{seed}.json"
-    )
+    saved = {**config, **(train or {})}
+    name = "results.json" if saved["seed"] == seed else f"results_test_seed{seed}.json"
+    if episodes:
+        name, evaluated = f"results_eps_{episodes}.json", f"episodes {episodes}"
+        identity = results.file_episodes(episodes * 5, n)
+    else:
+        evaluated = f"test split seed {seed}"
+        identity = results.split_episodes(config["dataset"], "test", [seed, 2], config, n)
     path = Path(root) / sub / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if train is not None:
-        (path.parent / "config.json").write_text(json.dumps({**config, **train}))
-    path.write_text(json.dumps({"mean": mean, "ci95": ci95, "n": n, "train_iters": iters, "config": config}))
+    accs = spread(mean, ci95, n)
+    record = results.meta_test_record(
+        {**config, "savedir": str(path.parent)},
+        saved,
+        accs,
+        "id",
+        config["dataset"],
+        evaluated,
+        identity,
+        iters,
+        "ckpt",
+    )
+    results.write(str(path), record)
     return path
 
 
@@ -130,8 +162,12 @@ def test_missing_cells_are_shown_missing(tmp_path):
         assert r["paper"] != "—"  # the published value is still shown
 
 
-def test_empty_folder_and_no_folder(tmp_path):
-    assert report.report(str(tmp_path)).startswith("No results.json under")
+def test_empty_folder_and_no_folder(tmp_path, capsys):
+    with pytest.raises(report.NothingToReport, match="nothing to report: no results files under"):
+        report.report(str(tmp_path))
+    assert report.main([str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: nothing to report: no results files under {tmp_path} (run ")
     write_result(tmp_path, "a", 96.0, "omni_1shot")  # one Table 1 cell: all 16 rows, 15 missing
     rows = paper_rows(tmp_path)
     assert len(rows) == 16 and sum(r["ours"] == "—" for r in rows) == 15
@@ -176,28 +212,49 @@ CONFIG = {"dataset": "omniglot", "way": 20, "shot": 1}
 BAD_FILES = [
     ("{not json", "not a readable JSON file"),
     ("", "not a readable JSON file"),
-    ("[1, 2]", "no 'config'"),
+    ("[1, 2]", "not a JSON object"),
+    (json.dumps({"mean": 1.0, "ci95": 0.1, "n": 10, "train_iters": 5}), "no 'config'"),
     (json.dumps({"ci95": 0.1, "n": 10, "train_iters": 5, "config": CONFIG}), "mean"),
     (
         json.dumps({"mean": 1.0, "ci95": 0.1, "n": 10, "train_iters": 5, "config": {"way": 20}}),
         "config.dataset",
     ),
     (json.dumps({"mean": "96", "ci95": 0.1, "n": True, "train_iters": 5, "config": CONFIG}), "mean, n"),
+    # files of the current format
+    (json.dumps({"format": 99}), "results format 99, this code reads 2"),
+    ("new:accuracies", "accuracies (3 values, n = 1000)"),
+    ("new:mean", "wrong type: mean"),
+    ("new:extra", "unknown fields colour"),
 ]
 
 
+def bad_new_file(path, what):
+    """A current-format file with one thing wrong."""
+    write_result(path.parent.parent, path.parent.name, 96.0)
+    raw = json.loads(path.read_text())
+    change = {"accuracies": {"accuracies": [1.0, 2.0, 3.0]}, "mean": {"mean": None}, "extra": {"colour": 1}}
+    path.write_text(json.dumps({**raw, **change[what]}))
+
+
 @pytest.mark.parametrize("content, message", BAD_FILES)
-def test_bad_results_file_is_an_error_naming_it(tmp_path, capsys, content, message):
+def test_a_bad_results_file_is_named_and_skipped(tmp_path, capsys, content, message):
+    """One unreadable file never hides the other results (it once stopped the whole report)."""
     write_result(tmp_path, "good", 96.0)
     bad = tmp_path / "bad" / "results.json"
     bad.parent.mkdir()
-    bad.write_text(content)
-    with pytest.raises(report.ReportError, match=message) as e:
+    if content.startswith("new:"):
+        bad_new_file(bad, content[4:])
+    else:
+        bad.write_text(content)
+    assert report.main([str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "| metadrop | omni_1shot | 0 | 96.00 ± 0.20 |" in out and str(bad) not in out
+    (line,) = err.splitlines()
+    assert line.startswith(f"skipped: {bad}") and message in line
+    bad.unlink()
+    (tmp_path / "good" / "results.json").write_text(content if not content.startswith("new:") else "{}")
+    with pytest.raises(report.NothingToReport):  # nothing readable is left: nothing to report
         report.report(str(tmp_path))
-    assert str(bad) in str(e.value)
-    assert report.main([str(tmp_path)]) == 2
-    captured = capsys.readouterr()
-    assert str(bad) in captured.err and captured.out == ""
 
 
 def test_markdown_file_and_no_tensorflow(tmp_path):
@@ -287,8 +344,7 @@ def test_maml_and_metadrop_runs_are_in_all_three_tables(tmp_path):
 
 def write_episodes_result(root, sub, mean, digest, train, **flags):
     """A result on a file of fixed episodes (results_<name>_<hash>.json) of a run trained with `train`."""
-    path = write_result(root, sub, mean, train=train, **flags)
-    return path.rename(path.with_name(f"results_eps_{digest}.json"))
+    return write_result(root, sub, mean, train=train, episodes=digest, **flags)
 
 
 def test_adversarial_and_first_order_maml_have_rows_of_their_own(tmp_path):
@@ -343,11 +399,11 @@ def test_settings_that_change_a_result_separate_rows_and_are_shown(tmp_path):
     rows = cell(paper_rows(tmp_path), "metadrop", "omni_1shot")
     same = "inner_lr=0.1 n_steps=5 metabatch=4 query=15 sampler=independent"
     assert [(r["seed"], r["settings"]) for r in rows] == [
-        ("2", f"meta_lr=0.0003 {same} mc=30"),
-        ("3", f"meta_lr=0.001 {same} mc=1"),
-        ("0", f"meta_lr=0.001 {same} mc=30"),
-        ("1", f"meta_lr=0.001 {same} mc=30"),
-        ("mean of 2 (± sd)", f"meta_lr=0.001 {same} mc=30"),
+        ("2", f"meta_lr=0.0003 {same}; meta-test mc=30"),
+        ("3", f"meta_lr=0.001 {same}; meta-test mc=1"),
+        ("0", f"meta_lr=0.001 {same}; meta-test mc=30"),
+        ("1", f"meta_lr=0.001 {same}; meta-test mc=30"),
+        ("mean of 2 (± sd)", f"meta_lr=0.001 {same}; meta-test mc=30"),
     ]
     assert rows[-1]["ours"] == "96.50 ± 0.71"
 

@@ -128,6 +128,14 @@ def test_done_cell(tmp_path):
     (savedir / "results.json").write_text(json.dumps({"mean": 50.0, "train_iters": 50}, indent=2))
     assert done()
     assert not done("--n_train_iters", "60")  # more iterations asked: train on, test again
+    # the results format (results.py) names them run.iterations
+    run = {"savedir": str(savedir), "seed": 0, "iterations": 40, "checkpoint": "ckpt/model-40"}
+    (savedir / "results.json").write_text(json.dumps({"format": 2, "mean": 50.0, "run": run}, indent=1))
+    assert not done()
+    (savedir / "results.json").write_text(
+        json.dumps({"format": 2, "run": {**run, "iterations": 60}}, indent=1)
+    )
+    assert done("--n_train_iters", "60")
 
 
 # ---------------------------------------------------------------- on a one-node cluster
@@ -221,7 +229,7 @@ def test_table_on_local_cluster(cluster, tmp_path):
     report_md = (out / "report.md").read_text()
     for name, (iters, _) in cells.items():
         r = json.loads((results / name / "results.json").read_text())
-        assert r["train_iters"] == iters and r["n"] == 10
+        assert r["run"]["iterations"] == iters and r["n"] == 10
         assert f"| {name}/results.json |" in report_md
         assert f"{r['mean']:.2f}" in report_md
 

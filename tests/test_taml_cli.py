@@ -161,17 +161,20 @@ def test_report_puts_taml_results_beside_both_published_sets(tmp_path):
     text = report.report(str(tmp_path))
     assert "## Bayesian TAML, CIFAR-FS / SVHN" in text and "## Bayesian TAML, miniImageNet / CUB" in text
     assert "Multi-dataset" not in text and "## Table 1" not in text and "Other results" not in text
+    # a row per training run, its ID and OOD results side by side (ours − paper in brackets)
     row = next(line for line in text.splitlines() if "taml1/results_ood_svhn.json" in line)
-    assert (
-        "Bayesian TAML | SVHN (OOD) | 1 | 52.00 ± 0.50" in row
-        and "51.87 ± 0.23 | 52.25 ± 0.68 | +0.13" in row
+    assert row.startswith(
+        "| Bayesian TAML | 1 | 76.00 ± 0.50 (+0.85) | 52.00 ± 0.50 (+0.13) | 1000 | 50000 |"
     )
+    assert "taml1/results_id_cifar.json" in row
     seed0 = next(line for line in text.splitlines() if "taml0/results_ood_svhn.json" in line)
-    assert "| 0 | 50.00 ± 0.50" in seed0 and "-1.87" in seed0
+    assert seed0.startswith("| Bayesian TAML | 0 | 74.00 ± 0.50 (-1.15) | 50.00 ± 0.50 (-1.87) |")
+    assert "| Bayesian TAML | paper | 75.15 ± 0.20 | 51.87 ± 0.23 |" in text
+    assert "| Bayesian TAML | orig. repo | 74.97 ± 0.62 | 52.25 ± 0.68 |" in text
     abl = next(line for line in text.splitlines() if "abl/results_ood_svhn.json" in line)
-    assert abl.startswith("| alpha+z | SVHN (OOD) |") and "| — | — |" in abl
+    assert abl.startswith("| alpha+z | 0 | — | 49.00 ± 0.50 |")
     mimg = next(line for line in text.splitlines() if "mimg/results_id_mimgnet.json" in line)
-    assert "| MAML | miniImageNet |" in mimg and "66.64 ± 0.22" in mimg and "-6.64" in mimg
+    assert mimg.startswith("| MAML | 0 | 60.00 ± 0.50 (-6.64) | — |")
 
 
 def test_plot_balance_draws_both_tendencies(tmp_path, capsys):
@@ -260,8 +263,11 @@ def test_id_and_ood_results_selection_and_balancing_logs(tmp_path, monkeypatch):
     for role, name in (("id", "digits"), ("ood", "omniglot_small16")):
         r = json.loads(open(os.path.join(run, f"results_{role}_{name}.json")).read())
         assert r["role"] == role and r["dataset"] == name and r["n"] == 4
-        assert r["checkpoint"] == f"ckpt/model-{chosen}" and r["select"] == "id"
-        assert r["test"]["n_steps"] == 2 and r["train"]["n_steps"] == 1 and r["test"]["n_mc_samples"] == 2
+        assert r["run"]["checkpoint"] == f"ckpt/model-{chosen}" and r["test"]["select"] == "id"
+        assert (
+            r["test"]["n_steps"] == 2 and r["settings"]["n_steps"] == 1 and r["test"]["posterior_draws"] == 2
+        )
+        assert (r["system"], r["model"], r["max_shot"], r["shot"]) == ("taml", "taml", 4, None)
     assert plot.main(["--balance", run]) == 0
 
 

@@ -340,7 +340,7 @@ def test_interrupted_target_run_resumes_to_the_same_result(tmp_path, monkeypatch
     assert transfer.main(flags) == 0
     resumed = read_json(os.path.join(folder, "results.json"))
     assert "resumed from step 4" in open(os.path.join(folder, "train.log")).read()
-    assert resumed["acc"] == pytest.approx(whole["acc"], abs=1e-9)
+    assert resumed["mean"] == pytest.approx(whole["mean"], abs=1e-9)
     assert resumed["nll"] == pytest.approx(whole["nll"], rel=1e-5)
     # A finished run is not trained again; other settings in its folder are refused.
     assert transfer.main(flags) == 0
@@ -453,8 +453,8 @@ def test_selection_chooses_the_most_accurate_run_and_tgt_loads_it(tmp_path):
     # Each run's accuracy is its own target run's final accuracy, trained with that run's phi.
     for r, path in enumerate(paths):
         res = read_json(os.path.join(tmp_path, "select", "t", f"run_{r}", "results.json"))
-        assert res["config"]["phi"] == path
-        assert sel["acc"][str(r)] == res["acc"]
+        assert res["settings"]["phi"] == path
+        assert sel["acc"][str(r)] == res["mean"]
     acc = [sel["acc"][str(r)] for r in range(2)]
     assert sel["best"] == int(np.argmax(acc))
     args = transfer.parse_args(
@@ -548,14 +548,14 @@ def test_fine_tuned_run_resumes_from_its_own_checkpoint(tmp_path, pretrained_run
     assert transfer.main(flags) == 0
     folder = os.path.join(tmp_path, "tgt", "t")
     first = read_json(os.path.join(folder, "results.json"))
-    assert first["config"]["fine_tune"] == pre
+    assert first["settings"]["fine_tune"] == pre
     log_text = open(os.path.join(folder, "train.log")).read()
     assert f"fine-tuning: 8 conv tensors from {pre}/ckpt/model-3" in log_text
     # Re-running the finished run restores its checkpoint: the pre-trained run is no longer read.
     shutil.rmtree(pre)
     assert transfer.main(flags) == 0
     again = read_json(os.path.join(folder, "results.json"))
-    assert again["acc"] == first["acc"] and again["nll"] == pytest.approx(first["nll"], rel=1e-6)
+    assert again["mean"] == first["mean"] and again["nll"] == pytest.approx(first["nll"], rel=1e-6)
     assert open(os.path.join(folder, "train.log")).read().count("fine-tuning:") == 1
     # Its folder refuses another initialisation.
     assert transfer.main(tgt_flags(tmp_path, "--noise", "none", "--train_steps", "3")) == 2

@@ -130,14 +130,18 @@ def test_rows_split_by_phi_run_and_settings_and_a_seed_twice_is_refused(tmp_path
     assert report.main(["--transfer", str(tmp_path)]) == 2
 
 
-def test_transfer_plot_and_bad_results(tmp_path):
+def test_transfer_plot_and_bad_results(tmp_path, capsys):
     import matplotlib
 
     matplotlib.use("Agg")
     write_runs(tmp_path)
     assert os.path.getsize(plot.plot_transfer(str(tmp_path))) > 1000
-    (tmp_path / "none0" / "results.json").write_text("{}")
-    assert report.main(["--transfer", str(tmp_path)]) == 2
+    (tmp_path / "none0" / "results.json").write_text("{}")  # named on stderr and skipped
+    assert report.main(["--transfer", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert f"skipped: {tmp_path / 'none0' / 'results.json'}: no 'config'" in err
+    assert f"| Base (no regulariser) | {np.mean(ACC['none'][1:]):.2f} ± " in out
+    assert os.path.getsize(plot.plot_transfer(str(tmp_path))) > 1000
 
 
 def run_sh(*args, env=None):

@@ -7,7 +7,8 @@
 # (default 400), validation every 100 on 50 episodes of each, checkpoint by ID validation accuracy
 # (--select id: the OOD validation split is not used to choose). Every run is meta-tested on the same
 # fixed any-shot episodes (300 ID, 300 OOD); Bayesian TAML with DRAWS posterior draws (default 5; the
-# paper's 10). Then prints per-seed paired differences (runfiles/cpu/paired.py).
+# paper's 10). Then prints the table and the paired differences (report.py: per seed on the same
+# episodes, and over the seeds).
 # Env: MODELS (default "maml metasgd taml"), SEEDS (default "0 1 2"), ITERS, DRAWS, JOBS (runs at once,
 # default 2), OUT (default ./results/taml_demo). Extra arguments go to every main.py command.
 set -euo pipefail
@@ -44,4 +45,4 @@ for seed in ${SEEDS:-0 1 2}; do
   done
 done
 wait || true
-python runfiles/cpu/paired.py "$out" --baseline maml
+python report.py "$out" --baseline maml

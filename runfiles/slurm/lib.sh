@@ -40,7 +40,9 @@ cell_done() {
   local savedir mode iters got n=0
   while IFS=$'\t' read -r savedir mode iters; do
     [ "$mode" = meta_test ] || continue
-    got=$(grep -o '"train_iters": *[0-9]*' "$savedir/results.json" 2> /dev/null | grep -o '[0-9]*$') || return 1
+    # "iterations" (the results format's run) or "train_iters" (files of the older format)
+    got=$(grep -oE '"(iterations|train_iters)": *[0-9]+' "$savedir/results.json" 2> /dev/null | grep -o '[0-9]*$') ||
+      return 1
     [ "$got" -ge "${iters:-0}" ] || return 1
     n=$((n + 1))
   done < <(main_calls "$@")
