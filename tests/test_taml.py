@@ -23,9 +23,12 @@ SEED = np.array([3, 4])  # fixes the posterior draws
 ALL = dict(omega=True, gamma=True, z=True, max_shot=MAX_SHOT)
 
 
-def anyshot(shots: list[list[int]], max_shot: int = MAX_SHOT, seed: int = 0) -> dict[str, np.ndarray]:
+def anyshot(
+    shots: list[list[int]], max_shot: int = MAX_SHOT, seed: int = 0, zero_padding: bool = False
+) -> dict[str, np.ndarray]:
     """Padded episodes: real support rows at shuffled positions, padding rows with random images
-    (they must not matter), zero labels and mask 0; `real` holds each task's unpadded (xtr, ytr)."""
+    (they must not matter; zero images with zero_padding, as data/episodes.py makes them), zero labels
+    and mask 0; `real` holds each task's unpadded (xtr, ytr)."""
     rng, pad_rng = np.random.default_rng(seed), np.random.default_rng(seed + max_shot)
     n_pad = ARCH.way * max_shot
     ep = {k: [] for k in ("xtr", "ytr", "mtr", "xte", "yte", "real")}
@@ -34,6 +37,7 @@ def anyshot(shots: list[list[int]], max_shot: int = MAX_SHOT, seed: int = 0) -> 
         x = rng.random((len(y), ARCH.x_dim))
         pos = pad_rng.permutation(n_pad)[: len(y)]
         xtr, ytr, mtr = pad_rng.random((n_pad, ARCH.x_dim)), np.zeros((n_pad, ARCH.way)), np.zeros(n_pad)
+        xtr *= not zero_padding
         xtr[pos], ytr[pos], mtr[pos] = x, y, 1.0
         ep["xtr"].append(xtr), ep["ytr"].append(ytr), ep["mtr"].append(mtr), ep["real"].append((x, y))
         ep["xte"].append(rng.random((ARCH.way * QUERY, ARCH.x_dim)))
@@ -73,14 +77,12 @@ def feed_of(ph: dict, ep: dict) -> dict:
     return {ph[k]: ep[k] for k in ph}
 
 
-def reference(metasgd: bool, ep: dict, padded: bool = False) -> tuple[float, dict]:
-    """Today's MAML / Meta-SGD graph on each task's real rows only (no padding, no mask), or on
-    all its rows (padded)."""
+def reference(metasgd: bool, ep: dict) -> tuple[float, dict]:
+    """Today's MAML / Meta-SGD graph on each task's real rows only (no padding, no mask)."""
     with tf.Graph().as_default():
         model = build(metasgd=metasgd)
         losses = []
-        rows = zip(ep["xtr"], ep["ytr"]) if padded else ep["real"]
-        for t, (x, y) in enumerate(rows):
+        for t, (x, y) in enumerate(ep["real"]):
             loss, _ = model.task(
                 tf.constant(x), tf.constant(y), tf.constant(ep["xte"][t]), tf.constant(ep["yte"][t]), 1
             )
@@ -100,15 +102,13 @@ def reference(metasgd: bool, ep: dict, padded: bool = False) -> tuple[float, dic
         ("maml", taml.get(max_shot=MAX_SHOT), False),  # T1: all switches off (K = 1 here, 2 below)
         ("metasgd", taml.get(max_shot=MAX_SHOT), True),  # T2: alpha alone
         ("prior mean", taml.get(**ALL), True),  # T3: all on, mu = 0, posterior means
-        # Quirk Q3's original: padding rows in the moments and in N, i.e. today's graph on all rows.
-        ("original padding", taml.get(max_shot=MAX_SHOT, original_padding=True), True),
     ],
 )
 def test_reductions_to_maml_and_metasgd_on_padded_anyshot_tasks(case, learner, metasgd):
     # The padded, masked any-shot graph against today's graph on the real rows alone: loss (the
     # query cross-entropy) and the meta-gradient of every shared variable, to float64 precision.
     ep = anyshot(SHOTS)
-    ref_loss, ref_grads = reference(metasgd, ep, padded=learner.original_padding)
+    ref_loss, ref_grads = reference(metasgd, ep)
     with tf.Graph().as_default():
         model = build(learner, metasgd)
         ph = model.placeholders(2, 0, QUERY, "t", max_shot=MAX_SHOT)
@@ -123,6 +123,81 @@ def test_reductions_to_maml_and_metasgd_on_padded_anyshot_tasks(case, learner, m
     np.testing.assert_allclose(cent, ref_loss, rtol=1e-12)
     for p, v in zip(params, g):
         np.testing.assert_allclose(v, ref_grads[p.name], rtol=1e-9, atol=1e-12, err_msg=p.name)
+
+
+ORIGINAL_SHOTS = [[1, 1, 2], [4, 2, 1]]  # 4 and 7 real rows: the original pads the first task to 7
+
+
+def spec_objective(values: dict[str, np.ndarray], ep: dict, n_steps: int) -> tuple[tf.Tensor, dict]:
+    """The original's Meta-SGD objective on any-shot tasks, from the spec alone (1.1, 1.2, 1.5, 1.6,
+    2.2): each task's support is its real rows then zero rows (image and label) up to the largest
+    support of the meta-batch; those rows enter batch norm and the mean of E3. Returns the query
+    cross-entropy averaged over tasks and its gradients by variable name (values: name -> array)."""
+    w = {k: tf.constant(v) for k, v in values.items()}
+    theta0 = {k[len("theta/") :]: v for k, v in w.items() if k.startswith("theta/")}
+
+    def forward(theta: dict, x: tf.Tensor) -> tf.Tensor:
+        h = tf.reshape(x, [-1, ARCH.hw, ARCH.hw, ARCH.channels])
+        for l in range(ARCH.n_blocks):
+            h = tf.nn.conv2d(h, theta[f"conv{l}_w"], 1, "SAME") + theta[f"conv{l}_b"]
+            mean = tf.reduce_mean(h, axis=[0, 1, 2])
+            var = tf.reduce_mean(tf.square(h - mean), axis=[0, 1, 2])
+            h = tf.nn.max_pool2d(
+                tf.nn.relu((h - mean) / tf.sqrt(var + 1e-3) + w[f"bn/offset{l}"]), 2, 2, "VALID"
+            )
+        return tf.matmul(tf.reshape(h, [tf.shape(h)[0], -1]), theta["dense_w"]) + theta["dense_b"]
+
+    def ce(theta: dict, x: np.ndarray, y: np.ndarray) -> tf.Tensor:  # mean over all rows, padding too
+        return -tf.reduce_mean(tf.reduce_sum(y * tf.nn.log_softmax(forward(theta, tf.constant(x))), -1))
+
+    n_max = max(len(y) for _, y in ep["real"])
+    losses = []
+    for t, (x, y) in enumerate(ep["real"]):
+        x = np.vstack([x, np.zeros((n_max - len(x), x.shape[1]))])
+        y = np.vstack([y, np.zeros((n_max - len(y), y.shape[1]))])
+        theta = theta0
+        for _ in range(n_steps):
+            g = dict(zip(theta, tf.gradients(ce(theta, x, y), list(theta.values()))))
+            theta = {k: v - w[f"lr/{k}"] * g[k] for k, v in theta.items()}
+        losses.append(ce(theta, ep["xte"][t], ep["yte"][t]))
+    loss = tf.reduce_mean(tf.stack(losses))
+    return loss, dict(zip(w, tf.gradients(loss, list(w.values()))))
+
+
+@pytest.mark.parametrize(
+    "learner",
+    [
+        taml.get(max_shot=MAX_SHOT, original_padding=True),
+        taml.get(**ALL, original_padding=True),  # posterior means at the prior's: Meta-SGD's inner loop
+    ],
+    ids=["metasgd", "all switches"],
+)
+def test_original_padding_is_the_original_padded_objective(learner):
+    # Q3/Q14's original: every task padded to the largest support of its meta-batch (7 rows, not
+    # way x max_shot = 12), the padding in batch norm and in N of E3 and E8; against the spec's
+    # objective in a graph of its own (spec_objective) and the KL term over N + M = 7 + 6 rows.
+    ep = anyshot(ORIGINAL_SHOTS, zero_padding=True)
+    with tf.Graph().as_default():
+        model = build(learner, metasgd=True, n_steps=2)
+        ph = model.placeholders(2, 0, QUERY, "t", max_shot=MAX_SHOT)
+        out = model.objective(ph, 1, sample=False)
+        shared = {p.name[:-2]: p for p in model.meta_params if not p.name.startswith("psi/")}
+        grads = dict(zip(shared, tf.gradients(out["cent"], list(shared.values()))))
+        kls = [model._posterior(ph, t)[0].kl() for t in range(2)] if learner.enabled else []
+        with session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            set_values(sess, model, zero_mu=True)
+            values = sess.run(shared)
+            ours, g, kls = sess.run([out, grads, kls], feed_of(ph, ep))
+    with tf.Graph().as_default():
+        loss, ref = spec_objective(values, ep, n_steps=2)
+        with session() as sess:
+            ref_loss, ref = sess.run([loss, ref])
+    np.testing.assert_allclose(ours["cent"], ref_loss, rtol=1e-12)
+    for k, v in ref.items():
+        np.testing.assert_allclose(g[k], v, rtol=1e-9, atol=1e-12, err_msg=k)
+    n_rows = max(map(sum, ORIGINAL_SHOTS)) + ARCH.way * QUERY
+    np.testing.assert_allclose(ours["kl"], np.mean(kls) / n_rows if kls else 0.0, rtol=1e-12)
 
 
 def test_more_padding_changes_nothing_and_the_kl_is_weighted_by_the_real_rows():
