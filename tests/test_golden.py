@@ -28,7 +28,7 @@ ARCH = Arch(hw=28, channels=1, filters=64, way=5, dtype=tf.float64)
 RTOL = 1e-9
 
 
-def BIAS(k: str) -> bool:
+def is_conv_bias(k: str) -> bool:
     """Whether the golden name k is a conv bias (followed by batch norm: zero meta-gradient)."""
     return "conv" in k and k.endswith("_b")
 
@@ -136,14 +136,14 @@ def test_our_graph_reproduces_the_original_code(name):
     for k, v in expected.items():
         # relative to the array's scale; conv biases precede batch norm: their meta-gradients are
         # rounding noise (< 1e-13)
-        atol = 1e-12 if k.startswith("grad.") and BIAS(k) else RTOL * np.abs(v).max()
+        atol = 1e-12 if k.startswith("grad.") and is_conv_bias(k) else RTOL * np.abs(v).max()
         np.testing.assert_allclose(ours[k], v, rtol=RTOL, atol=atol, err_msg=f"{name}: {k}")
     if not case["training"]:
         return
     # Adam's first step on each meta-gradient element clipped to [-3, 3]: TensorFlow's defaults
     # beta2 = 0.999 and epsilon = 1e-8, both held in float32 by tf.compat.v1.train.AdamOptimizer
     eps_hat = np.float32(1e-8).item() / np.sqrt(1 - np.float32(0.999).item())
-    for k in (k for k in expected if k.startswith("grad.") and not BIAS(k)):
+    for k in (k for k in expected if k.startswith("grad.") and not is_conv_bias(k)):
         g = np.clip(ours[k], -CLIP, CLIP)  # our meta-gradient, equal to the golden one (above)
         np.testing.assert_allclose(
             ours[f"step.{k[5:]}"], -META_LR * g / (np.abs(g) + eps_hat), rtol=RTOL, atol=1e-12, err_msg=k
