@@ -335,11 +335,11 @@ class Model:
 
     def _posterior(self, ep: dict[str, tf.Tensor], t: int) -> tuple[taml.Posterior, tf.Tensor | None]:
         """Task t's q(phi~ | D) (spec 1.3), which never sees padding, and the base network's mask of
-        the real support rows (None without padding, and with the original's padding, quirk Q3)."""
+        its support rows (None without padding; taml.Learner.base_mask)."""
         mask = ep["mtr"][t] if "mtr" in ep else None
         a = self.arch
         post = self.learner.posterior(self.psi, ep["xtr"][t], ep["ytr"][t], a.hw, a.channels, mask)
-        return post, None if self.learner.original_padding else mask
+        return post, None if mask is None else self.learner.base_mask(ep["mtr"], t)
 
     def _draw(self) -> Draw:
         return Draw(self._seed, self._draws, 1, self.arch.dtype)

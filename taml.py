@@ -19,9 +19,10 @@ Decisions on the quirks of the original code (spec section 6):
 - Q3/Q14 padding: padded support rows (mask 0) change no task's result: batch-norm moments of the
   support passes are those of the real rows (layers.masked_batch_norm), N in E3 and in E8's
   KL / (N + M) is the task's own number of real support rows (the paper's N), and the inference
-  network pools real rows only. `Learner.original_padding` reproduces the original instead
-  (padding rows in the base network's support moments and in both N; the inference network still
-  masks them), with which a task's result depends on the other tasks of its meta-batch.
+  network pools real rows only. `Learner.original_padding` reproduces the original instead: every
+  task padded with zero rows to the largest support of its meta-batch, and those padding rows in the
+  base network's support moments and in both N (the inference network still masks them), with which
+  a task's result depends on the other tasks of its meta-batch (`Learner.base_mask`).
 - Q5/Q6: batch norm (batch statistics, no scale) follows every conv, so the bias modulator z~_b
   cancels exactly in every prediction (it acts only through its KL term) and conv biases get zero
   inner gradients; 1 + z~_w acts through the inner-loop dynamics and its sign. Kept as the original,
@@ -120,14 +121,19 @@ class Balance:
     def inner_loss(self, ce: tf.Tensor, y: tf.Tensor, mask: tf.Tensor | None, n_samp: int) -> tf.Tensor:
         """The inner objective (E3-E4) from per-row cross-entropies ce [n_samp*N] of labels y [n_samp*N, C].
 
-        Without omega: the mean over real rows (mask [N], 1 = real; None: every row), over the
-        n_samp samples. With omega: sum_c omega_c L_c, L_c = (C / N) * sum of the class-c rows' ce,
-        N the task's real support rows (quirk Q3 decided: padding excluded). Equal for uniform omega.
+        Without omega: the sum over the rows of mask [N] (1 = in; None: every row) divided by their
+        number, over the n_samp samples. With omega: sum_c omega_c L_c, L_c = (C / N) * sum of the
+        class-c rows' ce, N the rows of the mask (the task's real rows, quirk Q3 decided; the
+        original's padding with Learner.original_padding). Equal for uniform omega. As E3's class sums,
+        a row weighs its label mass: a padding row (zero labels) none, whose ce is 0 but whose
+        gradient from softmax_cross_entropy_with_logits is not (softmax - labels assumes one-hot).
         """
         if self.omega is None and mask is None:
             return tf.reduce_mean(ce)
         w = tf.ones_like(ce) if mask is None else tf.tile(tf.cast(mask, ce.dtype), [n_samp])
-        if self.omega is not None:
+        if self.omega is None:
+            w *= tf.reduce_sum(y, axis=-1)
+        else:
             w *= y.shape[-1] * tf.linalg.matvec(y, self.omega)
         return tf.reduce_sum(w * ce) / (n_samp * real_rows(ce, mask))
 
@@ -179,7 +185,7 @@ class Learner:
 
     max_shot: the largest shot of the any-shot episodes, the inference network's count normaliser
     (n_c - 1) / (max_shot - 1). zero_head: the original's per-task zero head (quirk Q1).
-    original_padding: padded support rows enter the base network as in the original (Q3/Q14).
+    original_padding: the original's padding enters the base network (Q3/Q14; see base_mask).
     """
 
     omega: bool = False
@@ -197,6 +203,20 @@ class Learner:
     def enabled(self) -> list[str]:
         """The names of the balancing variables that are on, in VARIABLES order."""
         return [k for k in VARIABLES if getattr(self, k)]
+
+    def base_mask(self, mtr: tf.Tensor, t: int) -> tf.Tensor:
+        """The support rows of task t that the base network sees (inner loop, its batch-norm moments,
+        N of E3 and E8), as a mask [N] over its padded rows, from the real-row masks mtr [T, N] of the
+        meta-batch: the task's real rows (Q3 decided); with original_padding, the original's padding
+        (spec 2.2, Q3/Q14): each task zero-padded to the largest support of its meta-batch, i.e. its
+        real rows and the first n_max - n_t of its padding rows. This reproduces the original only
+        where padding rows are zero images with zero labels, as data/episodes.py makes them."""
+        mask = mtr[t]
+        if not self.original_padding:
+            return mask
+        n = tf.reduce_sum(mtr, axis=1)
+        pad = 1.0 - mask
+        return mask + pad * tf.cast(tf.cumsum(pad) <= tf.reduce_max(n) - n[t], mask.dtype)
 
     def init_psi(self, hw: int, channels: int, n_blocks: int, filters: int, dtype: tf.DType) -> Params:
         """The inference network's weights (spec 1.3); empty when every switch is off. Heads only for

@@ -253,3 +253,69 @@ def test_original_sampler_shares_classes_across_the_batch(sampler):
             assert len(set(examples)) == 4  # each task its own examples
         else:
             assert len({frozenset(c) for c in classes}) == 4
+
+
+# Where each hyperparameter acts (hooks of noise.Perturbation) and a second value for it; every
+# registered perturbation's hyperparameters must be listed, so a new one is checked the day it comes.
+HP_SITES = {
+    ("metadrop_add", "lam"): (("conv", "dense"), 0.3),
+    ("vib", "beta"): (("conv",), 2e-3),
+    ("infodrop", "beta"): (("conv",), 2e-5),
+    ("infodrop", "alpha_max"): (("conv",), 0.35),
+    ("mixup", "gamma"): (("mix",), 2.0),
+    ("metaperturb", "clipval"): (("act",), 0.5),
+    ("metaperturb", "double_bessel"): (("act",), 1),
+}
+HP_CASES = [
+    (name, hp, hook, l)
+    for (name, hp), (hooks, _) in HP_SITES.items()
+    for hook in hooks
+    for l in (range(ARCH.n_blocks) if hook != "dense" else [0])
+]
+
+
+def test_every_hyperparameter_has_its_sites_listed():
+    registered = {(n, k) for n, cls in noise.PERTURBATIONS.items() for k in noise.get(n).hp()}
+    assert registered == set(HP_SITES)
+
+
+def hook_outputs(layer: noise.Perturbation, phi: dict, hook: str, l: int, scope: str) -> list:
+    """What `hook` of block l returns for fixed random inputs and noise (seed fixed), with the
+    running statistics a training-mode `act` assigns."""
+    rng = np.random.default_rng(l)
+    cin, cout = ARCH.convs[l]
+    side = ARCH.hw >> l
+    h = tf.constant(rng.standard_normal((8, side, side, cin)))
+    f = tf.constant(rng.standard_normal((8, side, side, cout)))
+    if hook == "mix":  # 8 samples of 1 example pair: every block is mixed in one of them
+        y = tf.constant(np.tile(np.eye(2), (8, 1)))
+        h = tf.constant(rng.standard_normal((16, side, side, cin)))
+        return list(layer.mix(l, ARCH.n_blocks, h, y, draw(groups=8)))
+    if hook == "conv":
+        return [v for v in layer.conv(phi, l, h, f, draw()) if v is not None]
+    if hook == "dense":
+        feat = tf.constant(rng.standard_normal((8, ARCH.feat_dim)))
+        logits = tf.constant(rng.standard_normal((8, ARCH.way)))
+        return [v for v in layer.dense(phi, feat, logits, draw()) if v is not None]
+    with tf.compat.v1.variable_scope(scope):
+        site = noise.Site(float(ARCH.filters), float(ARCH.hw), stats=layer.init_stats(cout, F64))
+    out = layer.act(phi, l, f, draw(), site)
+    with tf.control_dependencies(site.updates):
+        return [out, *(tf.identity(v) for v in site.stats.values())]
+
+
+@pytest.mark.parametrize("name, hp, hook, l", HP_CASES)
+def test_each_hyperparameter_changes_every_site_it_acts_on(name, hp, hook, l):
+    # The same inputs, phi and noise with the default value and another: the hook's output (its
+    # features, labels, regulariser or running statistics) changes at every block.
+    default = noise.get(name)
+    other = noise.get(name, **{hp: HP_SITES[name, hp][1]})
+    with tf.Graph().as_default():
+        tf.compat.v1.set_random_seed(3)
+        phi = init_phi(default)
+        phi = {k: v + 0.1 * tf.random.normal(tf.shape(v), dtype=F64) for k, v in phi.items()}
+        a = hook_outputs(default, phi, hook, l, "a")
+        b = hook_outputs(other, phi, hook, l, "b")
+        a, b = run([a, b])
+    assert len(a) == len(b)
+    assert any(np.abs(x - y).max() > 1e-9 * np.abs(x).max() for x, y in zip(a, b)), (name, hp, hook, l)

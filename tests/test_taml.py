@@ -11,6 +11,7 @@ import tensorflow as tf
 from scipy import integrate
 from tiny import check_directional_fd
 
+import layers
 import noise
 import taml
 from layers import cross_entropy
@@ -23,9 +24,12 @@ SEED = np.array([3, 4])  # fixes the posterior draws
 ALL = dict(omega=True, gamma=True, z=True, max_shot=MAX_SHOT)
 
 
-def anyshot(shots: list[list[int]], max_shot: int = MAX_SHOT, seed: int = 0) -> dict[str, np.ndarray]:
+def anyshot(
+    shots: list[list[int]], max_shot: int = MAX_SHOT, seed: int = 0, zero_padding: bool = False
+) -> dict[str, np.ndarray]:
     """Padded episodes: real support rows at shuffled positions, padding rows with random images
-    (they must not matter), zero labels and mask 0; `real` holds each task's unpadded (xtr, ytr)."""
+    (they must not matter; zero images with zero_padding, as data/episodes.py makes them), zero labels
+    and mask 0; `real` holds each task's unpadded (xtr, ytr)."""
     rng, pad_rng = np.random.default_rng(seed), np.random.default_rng(seed + max_shot)
     n_pad = ARCH.way * max_shot
     ep = {k: [] for k in ("xtr", "ytr", "mtr", "xte", "yte", "real")}
@@ -34,6 +38,7 @@ def anyshot(shots: list[list[int]], max_shot: int = MAX_SHOT, seed: int = 0) -> 
         x = rng.random((len(y), ARCH.x_dim))
         pos = pad_rng.permutation(n_pad)[: len(y)]
         xtr, ytr, mtr = pad_rng.random((n_pad, ARCH.x_dim)), np.zeros((n_pad, ARCH.way)), np.zeros(n_pad)
+        xtr *= not zero_padding
         xtr[pos], ytr[pos], mtr[pos] = x, y, 1.0
         ep["xtr"].append(xtr), ep["ytr"].append(ytr), ep["mtr"].append(mtr), ep["real"].append((x, y))
         ep["xte"].append(rng.random((ARCH.way * QUERY, ARCH.x_dim)))
@@ -73,14 +78,12 @@ def feed_of(ph: dict, ep: dict) -> dict:
     return {ph[k]: ep[k] for k in ph}
 
 
-def reference(metasgd: bool, ep: dict, padded: bool = False) -> tuple[float, dict]:
-    """Today's MAML / Meta-SGD graph on each task's real rows only (no padding, no mask), or on
-    all its rows (padded)."""
+def reference(metasgd: bool, ep: dict) -> tuple[float, dict]:
+    """Today's MAML / Meta-SGD graph on each task's real rows only (no padding, no mask)."""
     with tf.Graph().as_default():
         model = build(metasgd=metasgd)
         losses = []
-        rows = zip(ep["xtr"], ep["ytr"]) if padded else ep["real"]
-        for t, (x, y) in enumerate(rows):
+        for t, (x, y) in enumerate(ep["real"]):
             loss, _ = model.task(
                 tf.constant(x), tf.constant(y), tf.constant(ep["xte"][t]), tf.constant(ep["yte"][t]), 1
             )
@@ -100,15 +103,13 @@ def reference(metasgd: bool, ep: dict, padded: bool = False) -> tuple[float, dic
         ("maml", taml.get(max_shot=MAX_SHOT), False),  # T1: all switches off (K = 1 here, 2 below)
         ("metasgd", taml.get(max_shot=MAX_SHOT), True),  # T2: alpha alone
         ("prior mean", taml.get(**ALL), True),  # T3: all on, mu = 0, posterior means
-        # Quirk Q3's original: padding rows in the moments and in N, i.e. today's graph on all rows.
-        ("original padding", taml.get(max_shot=MAX_SHOT, original_padding=True), True),
     ],
 )
 def test_reductions_to_maml_and_metasgd_on_padded_anyshot_tasks(case, learner, metasgd):
     # The padded, masked any-shot graph against today's graph on the real rows alone: loss (the
     # query cross-entropy) and the meta-gradient of every shared variable, to float64 precision.
     ep = anyshot(SHOTS)
-    ref_loss, ref_grads = reference(metasgd, ep, padded=learner.original_padding)
+    ref_loss, ref_grads = reference(metasgd, ep)
     with tf.Graph().as_default():
         model = build(learner, metasgd)
         ph = model.placeholders(2, 0, QUERY, "t", max_shot=MAX_SHOT)
@@ -123,6 +124,81 @@ def test_reductions_to_maml_and_metasgd_on_padded_anyshot_tasks(case, learner, m
     np.testing.assert_allclose(cent, ref_loss, rtol=1e-12)
     for p, v in zip(params, g):
         np.testing.assert_allclose(v, ref_grads[p.name], rtol=1e-9, atol=1e-12, err_msg=p.name)
+
+
+ORIGINAL_SHOTS = [[1, 1, 2], [4, 2, 1]]  # 4 and 7 real rows: the original pads the first task to 7
+
+
+def spec_objective(values: dict[str, np.ndarray], ep: dict, n_steps: int) -> tuple[tf.Tensor, dict]:
+    """The original's Meta-SGD objective on any-shot tasks, from the spec alone (1.1, 1.2, 1.5, 1.6,
+    2.2): each task's support is its real rows then zero rows (image and label) up to the largest
+    support of the meta-batch; those rows enter batch norm and the mean of E3. Returns the query
+    cross-entropy averaged over tasks and its gradients by variable name (values: name -> array)."""
+    w = {k: tf.constant(v) for k, v in values.items()}
+    theta0 = {k[len("theta/") :]: v for k, v in w.items() if k.startswith("theta/")}
+
+    def forward(theta: dict, x: tf.Tensor) -> tf.Tensor:
+        h = tf.reshape(x, [-1, ARCH.hw, ARCH.hw, ARCH.channels])
+        for l in range(ARCH.n_blocks):
+            h = tf.nn.conv2d(h, theta[f"conv{l}_w"], 1, "SAME") + theta[f"conv{l}_b"]
+            mean = tf.reduce_mean(h, axis=[0, 1, 2])
+            var = tf.reduce_mean(tf.square(h - mean), axis=[0, 1, 2])
+            h = tf.nn.max_pool2d(
+                tf.nn.relu((h - mean) / tf.sqrt(var + 1e-3) + w[f"bn/offset{l}"]), 2, 2, "VALID"
+            )
+        return tf.matmul(tf.reshape(h, [tf.shape(h)[0], -1]), theta["dense_w"]) + theta["dense_b"]
+
+    def ce(theta: dict, x: np.ndarray, y: np.ndarray) -> tf.Tensor:  # mean over all rows, padding too
+        return -tf.reduce_mean(tf.reduce_sum(y * tf.nn.log_softmax(forward(theta, tf.constant(x))), -1))
+
+    n_max = max(len(y) for _, y in ep["real"])
+    losses = []
+    for t, (x, y) in enumerate(ep["real"]):
+        x = np.vstack([x, np.zeros((n_max - len(x), x.shape[1]))])
+        y = np.vstack([y, np.zeros((n_max - len(y), y.shape[1]))])
+        theta = theta0
+        for _ in range(n_steps):
+            g = dict(zip(theta, tf.gradients(ce(theta, x, y), list(theta.values()))))
+            theta = {k: v - w[f"lr/{k}"] * g[k] for k, v in theta.items()}
+        losses.append(ce(theta, ep["xte"][t], ep["yte"][t]))
+    loss = tf.reduce_mean(tf.stack(losses))
+    return loss, dict(zip(w, tf.gradients(loss, list(w.values()))))
+
+
+@pytest.mark.parametrize(
+    "learner",
+    [
+        taml.get(max_shot=MAX_SHOT, original_padding=True),
+        taml.get(**ALL, original_padding=True),  # posterior means at the prior's: Meta-SGD's inner loop
+    ],
+    ids=["metasgd", "all switches"],
+)
+def test_original_padding_is_the_original_padded_objective(learner):
+    # Q3/Q14's original: every task padded to the largest support of its meta-batch (7 rows, not
+    # way x max_shot = 12), the padding in batch norm and in N of E3 and E8; against the spec's
+    # objective in a graph of its own (spec_objective) and the KL term over N + M = 7 + 6 rows.
+    ep = anyshot(ORIGINAL_SHOTS, zero_padding=True)
+    with tf.Graph().as_default():
+        model = build(learner, metasgd=True, n_steps=2)
+        ph = model.placeholders(2, 0, QUERY, "t", max_shot=MAX_SHOT)
+        out = model.objective(ph, 1, sample=False)
+        shared = {p.name[:-2]: p for p in model.meta_params if not p.name.startswith("psi/")}
+        grads = dict(zip(shared, tf.gradients(out["cent"], list(shared.values()))))
+        kls = [model._posterior(ph, t)[0].kl() for t in range(2)] if learner.enabled else []
+        with session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            set_values(sess, model, zero_mu=True)
+            values = sess.run(shared)
+            ours, g, kls = sess.run([out, grads, kls], feed_of(ph, ep))
+    with tf.Graph().as_default():
+        loss, ref = spec_objective(values, ep, n_steps=2)
+        with session() as sess:
+            ref_loss, ref = sess.run([loss, ref])
+    np.testing.assert_allclose(ours["cent"], ref_loss, rtol=1e-12)
+    for k, v in ref.items():
+        np.testing.assert_allclose(g[k], v, rtol=1e-9, atol=1e-12, err_msg=k)
+    n_rows = max(map(sum, ORIGINAL_SHOTS)) + ARCH.way * QUERY
+    np.testing.assert_allclose(ours["kl"], np.mean(kls) / n_rows if kls else 0.0, rtol=1e-12)
 
 
 def test_more_padding_changes_nothing_and_the_kl_is_weighted_by_the_real_rows():
@@ -366,3 +442,61 @@ def test_inference_network_size_matches_the_original():
             for k, vs in (("psi", model.psi.values()), ("theta", model.theta.values()))
         }
     assert size == {"psi": 146290, "theta": 28640}
+
+
+def test_masked_batch_norm_in_float32_is_as_precise_as_the_fused_kernel():
+    # The masked moments (summed over real rows, padding rows weighed 0) in float32 against float64,
+    # beside the fused kernel on the real rows alone: features far from zero mean (mean / std = 200,
+    # where E[x^2] - E[x]^2 would lose every digit) at a support set's size; output and gradient.
+    rng = np.random.default_rng(0)
+    n, real, side, c = 100, 70, 16, 8
+    x = 10.0 + 0.05 * rng.standard_normal((n, side, side, c))
+    x[real:] = rng.random((n - real, side, side, c))  # padding rows: other values, weighed 0
+    offset, up = rng.standard_normal(c), rng.standard_normal((n, side, side, c))
+    out = {}
+    for dt in (tf.float64, tf.float32):
+        with tf.Graph().as_default(), session() as sess:
+            xt, xr, o = tf.constant(x, dt), tf.constant(x[:real], dt), tf.constant(offset, dt)
+            mask = tf.constant(np.arange(n) < real, dt)
+            y = layers.masked_batch_norm(xt, o, 1, mask)[:real]
+            fused = layers.batch_norm(xr, o, 1)
+            u = tf.constant(up[:real], dt)
+            grads = (
+                tf.gradients(tf.reduce_sum(y * u), xt)[0][:real],
+                tf.gradients(tf.reduce_sum(fused * u), xr)[0],
+            )
+            out[dt] = sess.run([y, grads[0], fused, grads[1]])
+
+    def err(i):
+        return np.abs(out[tf.float32][i] - out[tf.float64][i]).max() / np.abs(out[tf.float64][i]).max()
+
+    np.testing.assert_allclose(out[tf.float64][0], out[tf.float64][2], rtol=1e-9, atol=1e-9)
+    for masked, fused in ((0, 2), (1, 3)):
+        assert err(masked) <= 2 * err(fused) + 1e-7 and err(masked) < 1e-4, (err(masked), err(fused))
+
+
+def test_padded_meta_gradient_in_float32_matches_float64():
+    # The any-shot Meta-SGD objective (masked batch norm in every support pass) in float32 against
+    # the same weights in float64: every meta-gradient within 1e-4 of its largest entry.
+    ep = anyshot(SHOTS)
+    values, grads = {}, {}
+    for dt in (tf.float64, tf.float32):
+        arch = Arch(hw=8, channels=1, filters=3, way=3, n_blocks=2, dtype=dt)
+        with tf.Graph().as_default():
+            tf.compat.v1.set_random_seed(1)
+            model = Model(arch, noise.get("none"), 0.4, 2, metasgd=True, learner=taml.get(max_shot=MAX_SHOT))
+            ph = model.placeholders(2, 0, QUERY, "t", max_shot=MAX_SHOT)
+            out = model.objective(ph, 1, sample=False)
+            g = tf.gradients(out["loss"], model.meta_params)
+            with session() as sess:
+                sess.run(tf.compat.v1.global_variables_initializer())
+                if not values:
+                    set_values(sess, model)
+                    values = {p.name: sess.run(p) for p in model.meta_params}
+                for p in model.meta_params:
+                    p.load(values[p.name].astype(dt.as_numpy_dtype), sess)
+                grads[dt] = dict(zip(values, sess.run(g, feed_of(ph, ep))))
+    for k, v in grads[tf.float64].items():
+        if "conv" in k and "_b" in k:  # zero up to rounding: conv biases precede batch norm
+            continue
+        np.testing.assert_allclose(grads[tf.float32][k], v, atol=1e-4 * np.abs(v).max(), rtol=0, err_msg=k)
