@@ -23,6 +23,7 @@ import data
 import get_data
 import main
 import report
+import run as run_module
 from data.episodes import write_file
 from data.files import atomic
 
@@ -735,7 +736,7 @@ def test_relative_savedir_checkpoint_state_and_no_deprecation_warning(tmp_path):
 import os, sys
 sys.path.insert(0, {ROOT!r})
 import tensorflow as tf
-from savedir import Checkpoints
+from run import Checkpoints
 g = tf.Graph()
 with g.as_default():
     tf.compat.v1.get_variable("v", [3])
@@ -761,7 +762,7 @@ def test_divergence_is_named_with_what_was_meant(tmp_path, monkeypatch, capsys, 
     typo. The warning below the stop is seen by lowering its threshold under the first loss."""
     lr = "3e4" if stop else "1e-3"
     if not stop:
-        monkeypatch.setattr(main, "WARN_GROWTH", 1.0)  # the first loss (~2.7) is above ln 5 = 1.61
+        monkeypatch.setattr(run_module, "WARN_GROWTH", 1.0)  # the first loss (~2.7) is above ln 5 = 1.61
     savedir = tmp_path / "s"
     assert code([*TINY, "--savedir", str(savedir), *resume_to(3), "--meta_lr", lr]) == (2 if stop else 0)
     err = capsys.readouterr().err
@@ -791,7 +792,7 @@ def test_failed_results_write_names_the_file_and_logs_nothing(run, monkeypatch, 
     def full(path, obj):
         raise OSError(errno.ENOSPC, "No space left on device", path)
 
-    monkeypatch.setattr(main, "write_json", full)
+    monkeypatch.setattr(run_module, "write_json", full)
     err = refused(capsys, [*TINY, "--savedir", str(run), *TEST], f"could not write {run}/results.json")
     assert "the disk is full" in err and "was not saved" in err
     log = run / "meta_test.log"
@@ -859,7 +860,7 @@ def test_resource_names_what_ran_out():
 
 
 def test_tensorflow_errors_show_the_line_that_says_why():
-    from savedir import reason
+    from run import reason
 
     class OpError(Exception):
         message = (
