@@ -500,10 +500,11 @@ def session(graph: Graph, xla: bool = False) -> Session:
     return interruptible()(graph=graph, config=config)
 
 
-def wait(thread: threading.Thread | None) -> None:
-    """Wait for `thread` in short interruptible waits (a plain join would hold Ctrl-C until it ends)."""
-    while thread is not None and thread.is_alive():
-        thread.join(0.1)
+def wait(done: threading.Event | None) -> None:
+    """Wait for `done` in short interruptible waits. (Not Thread.join: a join that Ctrl-C interrupts
+    marks the thread as ended while it still runs, in Python 3.11.)"""
+    while done is not None and not done.wait(0.1):
+        pass
 
 
 _SESSION: list[type] = []  # the class below, made once TensorFlow is imported
@@ -519,30 +520,31 @@ def interruptible() -> type:
     import tensorflow as tf
 
     class Interruptible(tf.compat.v1.Session):
-        busy: threading.Thread | None = None
+        busy: threading.Event | None = None  # set when the work in hand is done
 
         def run(
             self, fetches: Any, feed_dict: Any = None, options: Any = None, run_metadata: Any = None
         ) -> Any:
             wait(self.busy)
             out: dict[str, Any] = {}
+            done = self.busy = threading.Event()
 
             def work() -> None:
                 try:
                     out["value"] = tf.compat.v1.Session.run(self, fetches, feed_dict, options, run_metadata)
                 except BaseException as e:  # raised in the main thread below
                     out["error"] = e
+                finally:
+                    done.set()
 
-            self.busy = threading.Thread(target=work, daemon=True)
-            self.busy.start()
-            wait(self.busy)
-            self.busy = None
+            threading.Thread(target=work, daemon=True).start()
+            wait(done)
             if "error" in out:
                 raise out["error"]
             return out["value"]
 
         def close(self) -> None:
-            if self.busy is None or not self.busy.is_alive():
+            if self.busy is None or self.busy.is_set():
                 super().close()
 
     _SESSION.append(Interruptible)
