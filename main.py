@@ -476,8 +476,7 @@ class Runner:
         import tensorflow as tf
 
         import data
-        import taml
-        from model import Arch, Model
+        import model
 
         self.tf, self.args = tf, args
         perturbation = make_noise(args)
@@ -503,27 +502,21 @@ class Runner:
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.compat.v1.set_random_seed(args.seed)
-            arch = Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way)
-            learner = taml.get(
-                omega=args.omega_on,
-                gamma=args.gamma_on,
-                z=args.z_on,
-                max_shot=args.max_shot or args.shot,
-                zero_head=bool(args.max_shot),  # the Bayesian TAML network's zero head (spec Q1)
-            )
-            self.model = Model(
-                arch,
+            self.model = model.build(
+                model.Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way),
                 perturbation,
                 args.inner_lr,
                 args.n_steps,
                 metasgd=args.metasgd,
                 first_order=args.first_order,
-                learner=learner,
+                omega=args.omega_on,
+                gamma=args.gamma_on,
+                z=args.z_on,
+                shot=args.shot,
+                max_shot=args.max_shot,
+                adv_inner=args.adv_inner,
+                adv_eps=args.adv_eps,
             )
-            if args.adv_inner:
-                from attack import Adversary
-
-                self.model.adversary = Adversary(self.model, args.adv_inner, args.adv_eps)
             self.step = tf.compat.v1.train.get_or_create_global_step()
         self.xla = args.xla == "on" or (args.xla == "auto" and bool(tf.config.list_physical_devices("GPU")))
         print(quiet.device(tf, args.gpu_id, self.xla))
@@ -541,13 +534,13 @@ class Runner:
     def evaluator(self, n_tasks: int, n_mc: int = 0) -> Evaluator:
         """A function running the inner loop with n_test_mc_samp noise samples (Algorithm 2) and,
         for Bayesian TAML, n_mc posterior draws of the balancing variables (0: posterior means, E10)."""
+        from model import evaluation_graph
+
         a = self.args
         with self.compiled():
-            ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval", max_shot=a.max_shot)
-            if n_mc:  # E10: n_mc posterior draws, each with its own inner loop
-                _, acc = self.model.evaluate(ph, a.n_test_mc_samp, n_mc)
-            else:  # the posterior means (validation's pass; Meta-Dropout's graph as before)
-                _, acc = self.model.meta_batch(ph, a.n_test_mc_samp, sample=False)
+            ph, acc = evaluation_graph(
+                self.model, n_tasks, a.shot, a.query, a.max_shot, a.n_test_mc_samp, n_mc
+            )
 
         def run(sess: Session, batch: dict[str, np.ndarray], seed: np.ndarray) -> np.ndarray:
             feed = {ph[k]: batch[k] for k in ph}
@@ -687,13 +680,14 @@ def already_trained(args: argparse.Namespace, done: int) -> str:
 
 def train(r: Runner) -> None:
     """Meta-train from savedir's newest checkpoint (Algorithm 1), checkpointing as it goes."""
+    from model import training_graph
+
     args, tf, model = r.args, r.tf, r.model
     with r.graph.as_default(), run.building("the meta-training graph"):
         with r.compiled():
-            ph = model.placeholders(args.metabatch, args.shot, args.query, "train", max_shot=args.max_shot)
-            # One noise sample and one posterior draw per task when meta-training (Section 3.1; spec 1.7).
-            out = model.objective(ph, 1)  # loss = cent + kl (Bayesian TAML's KL term, spec E8-E9)
-            fetches = [model.train_op(out["loss"], args.meta_lr, r.step), out["loss"], out["acc"], out["kl"]]
+            ph, fetches = training_graph(
+                model, args.metabatch, args.shot, args.query, args.max_shot, args.meta_lr, r.step
+            )
         validate = r.evaluator(args.metabatch)  # posterior means (spec 1.7)
         balance = Balances(r) if args.max_shot else None
         saver = tf.compat.v1.train.Saver(max_to_keep=None)

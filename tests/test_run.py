@@ -100,3 +100,19 @@ def test_refused_transfer_run_leaves_no_new_folder(tmp_path, capsys):
     assert transfer.main(flags) == 2
     assert "raise --img_size" in capsys.readouterr().err
     assert os.listdir(tmp_path / "src") == []
+
+
+def test_short_transfer_run_writes_its_log_and_shows_progress(tmp_path, capsys):
+    """Fewer steps than --print_every once left no train.log and printed nothing for minutes."""
+    flags = [
+        *("--phase", "tgt", "--data", "digits", "--tgt_split", "test", "--n_per_class", "10"),
+        *("--model", "conv4_4", "--img_size", "16", "--batch_size", "8", "--train_steps", "3"),
+        *("--noise", "none", "--test_samples", "1", "--save_dir", str(tmp_path), "--exp_name", "t"),
+    ]  # --print_every 200 (default)
+    assert transfer.main(flags) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("transfer.py --phase tgt on digits") and "building the target graph" in out
+    assert "3/3" in err and "loss=" in err and "acc=" in err  # the progress bar
+    log = (tmp_path / "tgt" / "t" / "train.log").read_text().splitlines()
+    assert log[0] == "started: 3 steps" and log[1].startswith("step 3 loss ") and " acc " in log[1]
+    assert log[-1].startswith("final test accuracy")
