@@ -2,6 +2,7 @@
 and folders of a refused run, the messages' flags)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,3 +117,17 @@ def test_short_transfer_run_writes_its_log_and_shows_progress(tmp_path, capsys):
     log = (tmp_path / "tgt" / "t" / "train.log").read_text().splitlines()
     assert log[0] == "started: 3 steps" and log[1].startswith("step 3 loss ") and " acc " in log[1]
     assert log[-1].startswith("final test accuracy")
+
+
+def test_meta_train_says_what_it_builds_and_shows_validation(tmp_path, capsys):
+    """The graph built in silence, the final validation sat under the training bar at 19/20, and
+    validation accuracy reached only meta_train.log."""
+    train = ["--mode", "meta_train", "--n_train_iters", "2", "--val_freq", "1", "--n_val_iters", "2"]
+    assert main.main([*TINY, "--savedir", str(tmp_path / "run"), *train]) == 0
+    out, err = capsys.readouterr()
+    assert re.search(r"^building the meta-training graph \.\.\. done in \d+ s$", out, re.M), out
+    shown = re.findall(r"^iter \d val acc .*$", out, re.M)
+    assert shown == re.findall(
+        r"^iter \d val acc .*$", (tmp_path / "run" / "meta_train.log").read_text(), re.M
+    )
+    assert len(shown) == 2 and "validation:" in err  # its own progress bar
