@@ -983,7 +983,7 @@ def export(args: argparse.Namespace) -> None:
     check_writable(args.savedir)
     r = Runner(args, ("test",))
     model, a = r.model, r.model.arch
-    with r.graph.as_default():
+    with r.graph.as_default(), run.building("the export graph"):
         ph, trace, fmaps = export_graph(model, args.n_test_mc_samp, N_PERTURBED, N_FMAP_SAMPLES)
     rng = np.random.default_rng([args.seed, 4])
     split = r.dataset.split("test")

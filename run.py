@@ -745,27 +745,34 @@ def entry(work: Callable[[list[str]], None]) -> int:
     (UsageError, DataError), an OSError (a full disk, a lost mount) or a TensorFlow error; 130 after
     Ctrl-C, with the Stopped message (where it stopped, what was kept). A refused or stopped run's
     new folders are removed if they hold nothing but their lock and settings."""
+    made: list[str] = []
+    code = 2
+    try:
+        code = status(work, made)
+    finally:  # an error of no kind above (a traceback) too
+        if code:
+            for folder in made:
+                discard_unused(folder)
+    return code
+
+
+def status(work: Callable[[list[str]], None], made: list[str]) -> int:
+    """work(made)'s exit status (entry)."""
     from data import DataError
 
-    made: list[str] = []
     try:
         work(made)
         return 0
     except (UsageError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
-        code = 2
     except (Stopped, KeyboardInterrupt) as e:
         print(str(e) or "stopped; re-run the same command to start again", file=sys.stderr)
-        code = STOPPED
+        return STOPPED
     except OSError as e:  # anything the checks did not foresee: a full disk, a lost mount, ...
         print(f"error: {resource(e)}", file=sys.stderr)
-        code = 2
     except Exception as e:
         tf = sys.modules.get("tensorflow")
         if tf is None or not isinstance(e, tf.errors.OpError):
             raise
         print(f"error: TensorFlow: {reason(e)}", file=sys.stderr)
-        code = 2
-    for folder in made:
-        discard_unused(folder)
-    return code
+    return 2

@@ -131,3 +131,20 @@ def test_meta_train_says_what_it_builds_and_shows_validation(tmp_path, capsys):
         r"^iter \d val acc .*$", (tmp_path / "run" / "meta_train.log").read_text(), re.M
     )
     assert len(shown) == 2 and "validation:" in err  # its own progress bar
+
+
+def test_a_run_that_fails_unforeseen_leaves_no_new_folder(tmp_path, monkeypatch):
+    """An error of no known kind (--seed -1 once raised numpy's ValueError in the first step) left
+    config.json and the lock; the traceback stays (a bug to report), the folder goes."""
+
+    def broken(*a, **k):
+        raise ValueError("unforeseen")
+
+    monkeypatch.setattr(transfer, "source_run", broken)
+    flags = [
+        *("--phase", "src", "--data", "digits", "--model", "conv4_4", "--img_size", "16"),
+        *("--batch_size", "8", "--num_split", "2", "--train_steps", "2", "--save_dir", str(tmp_path)),
+    ]
+    with pytest.raises(ValueError, match="unforeseen"):
+        transfer.main(flags)
+    assert os.listdir(tmp_path / "src") == []
