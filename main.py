@@ -2,7 +2,7 @@
 
 Layers, top to bottom: the command line (parse_args); the graph and session (Runner); the training
 loop (meta_train); evaluation (meta_test); export (its graph is model.export_graph). The savedir's
-settings, lock and checkpoints are in savedir.py.
+settings, lock, checkpoints, session, training loop and errors are in run.py.
 """
 
 from __future__ import annotations
@@ -19,29 +19,33 @@ import math
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 import quiet
-from cli import STOPPED
-from data import DataError
+import run
 from data.episodes import SAMPLERS
 from data.files import atomic, file_hash, resource
 from data.prefetch import Prefetcher
-from savedir import (
+from noise import build as build_noise
+from run import (
     Checkpoints,
+    Loop,
+    Stopped,
     UsageError,
     best_steps,
     check_settings,
     check_writable,
-    discard_unused,
+    entry,
+    evaluate,
     locked,
+    log,
     read_config,
-    reason,
+    save_result,
     select_step,
+    write_json,
 )
 
 if TYPE_CHECKING:
@@ -58,10 +62,6 @@ Evaluator = Callable[["Session", Batch, np.ndarray], np.ndarray]  # (session, ba
 XLA_CACHE = os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "metadrop", "xla"
 )
-
-
-class Stopped(Exception):
-    """Ctrl-C: the message says where the run stopped."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,9 +169,6 @@ COUNTS = {
     "attack_steps": 1,
 }
 MAX_SEED = 2**31 - 1
-# Divergence: the meta-training loss against a uniform guess's, ln(way), where every run starts.
-WARN_GROWTH = 100  # a warning, once
-STOP_GROWTH = 10_000  # a stop: logits of thousands; no run was seen to come back from this
 MAX_STEP = 1.0  # --meta_lr (Adam moves each weight by up to meta_lr), --inner_lr (an SGD step)
 
 
@@ -431,13 +428,6 @@ def unwritable(folder: str) -> str | None:
     return None
 
 
-def write_json(path: str, obj: dict) -> None:
-    """Write a JSON file whole or not at all."""
-    with atomic(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-
-
 def ci95(acc: np.ndarray) -> tuple[float, float]:
     """Mean accuracy and 95% confidence half-width over n >= 2 episodes of accuracies in [0, 1], in
     percent (results.ci95; one episode has no interval: ValueError)."""
@@ -455,35 +445,8 @@ def accuracy_line(acc: np.ndarray) -> tuple[float, str]:
     return mean, f"{mean:.2f} +- {ci:.2f}"
 
 
-def save_result(path: str, record: Record, what: str) -> None:
-    """results.write, or UsageError naming the file and saying that `what` was not saved."""
-    from results import write
-
-    try:
-        write(path, record)
-    except OSError as e:
-        raise UsageError(f"could not write {path} ({resource(e)}): {what} was not saved") from e
-
-
-def log(path: str, line: str) -> None:
-    with open(path, "a") as f:
-        f.write(line + "\n")
-
-
 # ---------------------------------------------------------------------------------------------
 # Graph and session
-
-
-def build_noise(name: str, hp: str | dict) -> Perturbation:
-    """The perturbation `name` with --noise_hp (K=V[,K=V] text, or a dict); ValueError if bad."""
-    import noise
-
-    if isinstance(hp, str):
-        items = [item.partition("=") for item in hp.split(",") if item.strip()]
-        if any(not sep for _, sep, _ in items):
-            raise ValueError(f"--noise_hp {hp!r}: write K=V[,K=V], e.g. gamma=0.2")
-        hp = {k.strip(): v.strip() for k, _, v in items}
-    return noise.get(name, **hp)
 
 
 def make_noise(args: argparse.Namespace) -> Perturbation:
@@ -521,8 +484,7 @@ class Runner:
         import tensorflow as tf
 
         import data
-        import taml
-        from model import Arch, Model
+        import model
 
         self.tf, self.args = tf, args
         perturbation = make_noise(args)
@@ -549,27 +511,21 @@ class Runner:
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.compat.v1.set_random_seed(args.seed)
-            arch = Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way)
-            learner = taml.get(
-                omega=args.omega_on,
-                gamma=args.gamma_on,
-                z=args.z_on,
-                max_shot=args.max_shot or args.shot,
-                zero_head=bool(args.max_shot),  # the Bayesian TAML network's zero head (spec Q1)
-            )
-            self.model = Model(
-                arch,
+            self.model = model.build(
+                model.Arch(hw=shape[0], channels=shape[2], filters=filters, way=args.way),
                 perturbation,
                 args.inner_lr,
                 args.n_steps,
                 metasgd=args.metasgd,
                 first_order=args.first_order,
-                learner=learner,
+                omega=args.omega_on,
+                gamma=args.gamma_on,
+                z=args.z_on,
+                shot=args.shot,
+                max_shot=args.max_shot,
+                adv_inner=args.adv_inner,
+                adv_eps=args.adv_eps,
             )
-            if args.adv_inner:
-                from attack import Adversary
-
-                self.model.adversary = Adversary(self.model, args.adv_inner, args.adv_eps)
             self.step = tf.compat.v1.train.get_or_create_global_step()
         self.xla = args.xla == "on" or (args.xla == "auto" and bool(tf.config.list_physical_devices("GPU")))
         print(quiet.device(tf, args.gpu_id, self.xla))
@@ -582,25 +538,18 @@ class Runner:
         return self.tf.xla.experimental.jit_scope() if self.xla else contextlib.nullcontext()
 
     def session(self) -> Session:
-        config = self.tf.compat.v1.ConfigProto()
-        config.gpu_options.allow_growth = True
-        if self.xla or not self.tf.config.list_physical_devices("GPU"):
-            # On a CPU, grappler's rewrites of the second-order graph cost ~25 s at start-up for a
-            # few percent per iteration (bench/RESULTS.md); with XLA, XLA optimises the clusters
-            # itself; on a GPU without XLA they are kept.
-            config.graph_options.rewrite_options.disable_meta_optimizer = True
-        return self.tf.compat.v1.Session(graph=self.graph, config=config)
+        return run.session(self.graph, self.xla)
 
     def evaluator(self, n_tasks: int, n_mc: int = 0) -> Evaluator:
         """A function running the inner loop with n_test_mc_samp noise samples (Algorithm 2) and,
         for Bayesian TAML, n_mc posterior draws of the balancing variables (0: posterior means, E10)."""
+        from model import evaluation_graph
+
         a = self.args
         with self.compiled():
-            ph = self.model.placeholders(n_tasks, a.shot, a.query, "eval", max_shot=a.max_shot, seeded=True)
-            if n_mc:  # E10: n_mc posterior draws, each with its own inner loop
-                _, acc = self.model.evaluate(ph, a.n_test_mc_samp, n_mc)
-            else:  # the posterior means (validation's pass; Meta-Dropout's graph as before)
-                _, acc = self.model.meta_batch(ph, a.n_test_mc_samp, sample=False)
+            ph, acc = evaluation_graph(
+                self.model, n_tasks, a.shot, a.query, a.max_shot, a.n_test_mc_samp, n_mc
+            )
 
         def run(sess: Session, batch: dict[str, np.ndarray], seeds: np.ndarray) -> np.ndarray:
             return sess.run(acc, {ph[k]: {**batch, "seed": seeds}[k] for k in ph})
@@ -723,7 +672,7 @@ def meta_train(args: argparse.Namespace) -> None:
         write_json(
             config_path, {**vars(args), "image_shape": list(r.dataset.shape), "filters": r.dataset.filters}
         )
-        train(r, ckpts)
+        train(r)
 
 
 def already_trained(args: argparse.Namespace, done: int) -> str:
@@ -735,23 +684,20 @@ def already_trained(args: argparse.Namespace, done: int) -> str:
     )
 
 
-def train(r: Runner, ckpts: Checkpoints) -> None:
+def train(r: Runner) -> None:
     """Meta-train from savedir's newest checkpoint (Algorithm 1), checkpointing as it goes."""
-    from tqdm import tqdm
+    from model import training_graph
 
     args, tf, model = r.args, r.tf, r.model
-    with r.graph.as_default():
+    with r.graph.as_default(), run.building("the meta-training graph"):
         with r.compiled():
-            ph = model.placeholders(args.metabatch, args.shot, args.query, "train", max_shot=args.max_shot)
-            # One noise sample and one posterior draw per task when meta-training (Section 3.1; spec 1.7).
-            out = model.objective(ph, 1)  # loss = cent + kl (Bayesian TAML's KL term, spec E8-E9)
-            loss, acc, kl = out["loss"], out["acc"], out["kl"]
-            train_op = model.train_op(loss, args.meta_lr, r.step)
+            ph, fetches = training_graph(
+                model, args.metabatch, args.shot, args.query, args.max_shot, args.meta_lr, r.step
+            )
         validate = r.evaluator(args.metabatch)  # posterior means (spec 1.7)
         balance = Balances(r) if args.max_shot and args.val_split else None
         saver = tf.compat.v1.train.Saver(max_to_keep=None)
         init = tf.compat.v1.global_variables_initializer()
-        writer = tf.compat.v1.summary.FileWriter(args.savedir)
     train_log = os.path.join(args.savedir, "meta_train.log")
     # Several ID datasets take turns, one per meta-batch (spec 2.3, Q15), in the original's order:
     # iteration i (from 1) uses the (i mod n)-th.
@@ -759,127 +705,75 @@ def train(r: Runner, ckpts: Checkpoints) -> None:
     val_sets = [("id", n, r.datasets[n].split("val")) for n in r.ids if "val" in r.datasets[n].splits]
     val_sets += [("ood", n, r.datasets[n].split("val")) for n in r.oods if "val" in r.datasets[n].splits]
 
-    def scalars(step: int, **values: float) -> None:
-        summary = tf.compat.v1.Summary(
-            value=[tf.compat.v1.Summary.Value(tag=k, simple_value=v) for k, v in values.items()]
-        )
-        writer.add_summary(summary, step)
-        writer.flush()
-
     def episodes(it: int) -> Batch:
         """Iteration `it`'s meta-batch and noise seed: the same on resume."""
         rng = np.random.default_rng([args.seed, 0, it])
         batch = episode_batch(args, train_splits[(it + 1) % len(train_splits)], args.metabatch, rng)
         return {**batch, "noise_seed": rng.integers(2**31 - 1, size=2)}
 
-    def validation(step: int) -> None:
+    def validation(step: int) -> run.Lines:
         """Each validation set's accuracy (the same episodes every time: curves compare like with
         like); `val acc` is the ID datasets' pooled accuracy, `val ood acc` the OOD ones' (the
         checkpoint selection rules read them, spec Q7)."""
+        lines: run.Lines = []
         pooled: dict[str, list[np.ndarray]] = {"id": [], "ood": []}
         for i, (role, name, split) in enumerate(val_sets):
             rng = np.random.default_rng([args.seed, 1] if i == 0 else [args.seed, 1, i])
-            accs = evaluate(sess, validate, sampled(split, args, rng), args.n_val_iters, args.seed)
+            desc = f"validation {role}/{name}" if len(val_sets) > 1 else "validation"
+            accs = evaluate(
+                sess, validate, sampled(split, args, rng), args.n_val_iters, args.seed, desc, False
+            )
             pooled[role].append(accs)
             if len(val_sets) > 1:
                 mean, text = accuracy_line(accs)
-                log(train_log, f"iter {step} val {role}/{name} acc {text}")
-                scalars(step, **{f"val_acc/{role}/{name}": mean})
+                lines.append((f"iter {step} val {role}/{name} acc {text}", {f"val_acc/{role}/{name}": mean}))
         for role, label in (("id", "val acc"), ("ood", "val ood acc")):
             if pooled[role]:
                 mean, text = accuracy_line(np.concatenate(pooled[role]))
-                log(train_log, f"iter {step} {label} {text}")
-                scalars(step, **{label.replace(" ", "_"): mean})
+                lines.append((f"iter {step} {label} {text}", {label.replace(" ", "_"): mean}))
         if balance is not None:
             balance.log(sess, step, r.datasets[r.ids[0]].split("val"), train_log)
+        return lines
 
     if not val_sets:
         note = f"{args.dataset} holds no validation split: meta-training without meta-validation"
         log(train_log, note)
         print(f"{note} (meta_test takes the newest checkpoint, --select last)")
+
     with r.session() as sess:
         sess.run(init)
-        latest = ckpts.restore(saver, sess)
-        start = saved = int(sess.run(r.step))
+        loop = Loop(
+            folder=args.savedir,
+            flag="--savedir",
+            log_name="meta_train.log",
+            unit="iteration",
+            label="iter",
+            total=args.n_train_iters,
+            log_every=args.log_freq,
+            save_every=args.save_freq,
+            step=lambda step: step_fn(next(ahead)),
+            validate_every=args.val_freq,
+            validate=validation,
+            # Any-shot runs (whose meta_test selects by validation, spec Q7) also keep the best
+            # under each rule beside the newest (run.best_steps); others the newest only.
+            keep=(lambda: best_steps(train_log)) if args.max_shot else set,
+            chance=math.log(args.way),  # the loss of a uniform guess, where training starts
+            loss_name="meta-training loss",
+            advice="".join(f"{w}. " for w in step_warnings(args)) or "Lower --meta_lr or --inner_lr and ",
+        )
+        start = run.resume(sess, loop, saver, r.step)
         if start >= args.n_train_iters:
             print(already_trained(args, start))
-            writer.close()
             return
-        if latest:
-            ckpt = os.path.relpath(latest, args.savedir)
-            log(train_log, f"resumed from iteration {start} ({ckpt})")
-            print(
-                f"{args.savedir}: resuming from iteration {start} of {args.n_train_iters} ({ckpt}); "
-                "for a new run, stop this one (Ctrl-C) and use another --savedir"
-            )
-        window: list[tuple[float, float, float]] = []
-        chance, warned = math.log(args.way), False  # the loss of a uniform guess, where training starts
-        advice = "".join(f"{w}. " for w in step_warnings(args)) or "Lower --meta_lr or --inner_lr and "
-        bar = tqdm(range(start, args.n_train_iters), initial=start, total=args.n_train_iters)
-        t0 = time.time()
-        try:
-            with Prefetcher(episodes(it) for it in range(start, args.n_train_iters)) as ahead:
-                for it, batch in zip(bar, ahead):
-                    feed = {ph[k]: batch[k] for k in ph}
-                    feed[model.noise_seed] = batch["noise_seed"]
-                    _, l_, a_, k_ = sess.run([train_op, loss, acc, kl], feed)
-                    step = it + 1
-                    if not math.isfinite(l_) or l_ > WARN_GROWTH * chance:
-                        news = (
-                            f"the meta-training loss is {l_:.4g} at iteration {step} "
-                            f"(a uniform guess's: {chance:.2f})"
-                        )
-                        if not math.isfinite(l_) or l_ > STOP_GROWTH * chance:
-                            log(train_log, f"stopped at iteration {step}: {news}")
-                            kept = (
-                                f"its checkpoints up to iteration {saved} are kept"
-                                if saved
-                                else "no checkpoint had been written"
-                            )
-                            raise UsageError(
-                                f"{news}: the run diverged and was stopped ({kept}). {advice}Start again "
-                                "with another --savedir"
-                            )
-                        if not warned:
-                            warned = True
-                            log(train_log, f"warning: {news}")
-                            bar.write(
-                                f"warning: {news}: the run is probably diverging. {advice}Start again with "
-                                "another --savedir",
-                                file=sys.stderr,
-                            )
-                    window.append((float(l_), float(np.mean(a_)), float(k_)))
-                    bar.set_postfix(loss=f"{l_:.3f}", acc=f"{100 * np.mean(a_):.1f}")
-                    if step % args.log_freq == 0:
-                        ml, ma, mk = np.mean(window, axis=0)
-                        window = []
-                        kl_text = f" kl {mk:.4f}" if model.learner.enabled else ""  # part of the loss
-                        log(
-                            train_log,
-                            f"iter {step} loss {ml:.4f} acc {100 * ma:.2f}{kl_text} "
-                            f"({time.time() - t0:.1f}s)",
-                        )
-                        scalars(
-                            step, train_loss=ml, train_acc=100 * ma, **({"train_kl": mk} if kl_text else {})
-                        )
-                    validated = step % args.val_freq == 0 or step == args.n_train_iters
-                    if validated:
-                        validation(step)
-                    # Validated iterations are checkpointed: they are meta_test's --select candidates.
-                    # Any-shot runs (whose meta_test selects by validation, spec Q7) also keep the best
-                    # under each rule beside the newest (savedir.best_steps); others the newest only.
-                    if validated or step % args.save_freq == 0:
-                        ckpts.save(saver, sess, step, keep=best_steps(train_log) if args.max_shot else set())
-                        saved = step
-        except KeyboardInterrupt:
-            bar.close()
-            step = int(sess.run(r.step))  # the iterations that were applied
-            if step > saved:
-                ckpts.save(saver, sess, step)
-            log(train_log, f"stopped at iteration {step}")
-            raise Stopped(f"stopped at iteration {step}; re-run the same command to resume") from None
-        finally:
-            writer.close()
+
+        def step_fn(batch: Batch) -> run.Step:
+            feed = {ph[k]: batch[k] for k in ph}
+            feed[model.noise_seed] = batch["noise_seed"]
+            _, l_, a_, k_ = sess.run(fetches, feed)
+            return float(l_), float(np.mean(a_)), ({"kl": float(k_)} if model.learner.enabled else {})
+
+        with Prefetcher(episodes(it) for it in range(start, args.n_train_iters)) as ahead:
+            run.train(sess, loop, saver, r.step, start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -898,37 +792,6 @@ def from_file(episodes: Batch, metabatch: int) -> Iterator[Batch]:
     for i in range(0, n, metabatch):
         idx = np.arange(i, i + metabatch) % n
         yield {k: v[idx] for k, v in episodes.items()}
-
-
-def evaluate(
-    sess: Session,
-    run: Evaluator,
-    batches: Iterator[Batch],
-    n: int,
-    seed: int,
-    desc: str | None = None,
-) -> np.ndarray:
-    """Accuracies of the first n episodes of `batches` (prepared in the background), the noise of
-    episode i seeded from (seed, i) alone (episode_seeds): the same whatever the meta-batch size; a
-    progress bar when `desc` is given."""
-    from tqdm import tqdm
-
-    accs: list[float] = []
-    with Prefetcher(batches) as ahead, tqdm(total=n, desc=desc, disable=desc is None) as bar:
-        while len(accs) < n:
-            batch = next(ahead)
-            out = run(sess, batch, episode_seeds(seed, len(accs), len(batch["xtr"])))
-            accs.extend(out)
-            bar.update(min(len(out), n - bar.n))
-    return np.array(accs[:n])
-
-
-def episode_seeds(seed: int, first: int, n: int) -> np.ndarray:
-    """The noise seeds [n, 2] of episodes first..first+n-1 (their index in the file or in the sampled
-    sequence), each from (seed, index) alone."""
-    return np.stack(
-        [np.random.default_rng([seed, 3, i]).integers(2**31 - 1, size=2) for i in range(first, first + n)]
-    )
 
 
 def results_name(args: argparse.Namespace, saved: dict, role: str = "id", name: str = "") -> tuple[str, str]:
@@ -1000,11 +863,11 @@ def meta_test(args: argparse.Namespace) -> None:
             f"--select {args.select}: {train_log} has no validation line of a kept checkpoint "
             f"(kept: {', '.join(f'model-{s}' for s in ckpts.steps())}); use --select last"
         )
-    with r.graph.as_default():
+    with r.graph.as_default(), run.building("the meta-test graph"):
         if args.attack:
-            run = r.attack_evaluator(args.metabatch)
+            evaluator = r.attack_evaluator(args.metabatch)
         else:
-            run = r.evaluator(args.metabatch, args.n_mc_samples)
+            evaluator = r.evaluator(args.metabatch, args.n_mc_samples)
     with r.session() as sess:
         latest = r.restore(sess, step)
         iters = int(sess.run(r.step))
@@ -1012,8 +875,18 @@ def meta_test(args: argparse.Namespace) -> None:
         if step is None:  # the newest readable checkpoint: never replace a newer one's result unasked
             for name, *_ in evals:
                 keep_newer(os.path.join(args.savedir, name), iters, latest)
+        written: list[str] = []
         for name, source, role, d, n, batches, evaluated, episodes in evals:
-            accs = evaluate(sess, run, batches, n, args.seed, desc=f"meta_test {d}".strip())
+            try:
+                accs = evaluate(sess, evaluator, batches, n, args.seed, desc=f"meta_test {d}".strip())
+            except KeyboardInterrupt:
+                kept = f"; written before: {', '.join(written)}" if written else ""
+                raise Stopped(
+                    f"stopped while meta-testing on {source}: its result was not written (results are "
+                    f"written whole, at the end; checkpoints are untouched){kept}; re-run the same "
+                    "command to evaluate again"
+                ) from None
+            written.append(name)
             clean = 100.0 * (accs[:, 0] if args.attack else accs)  # %, one per episode
             record = results.meta_test_record(
                 vars(args), saved, clean, role, d or args.dataset, evaluated, episodes, iters, ckpt
@@ -1128,7 +1001,7 @@ def export(args: argparse.Namespace) -> None:
     check_writable(args.savedir)
     r = Runner(args, ("test",))
     model, a = r.model, r.model.arch
-    with r.graph.as_default():
+    with r.graph.as_default(), run.building("the export graph"):
         ph, trace, fmaps = export_graph(model, args.n_test_mc_samp, N_PERTURBED, N_FMAP_SAMPLES)
     rng = np.random.default_rng([args.seed, 4])
     split = r.dataset.split("test")
@@ -1190,34 +1063,17 @@ MODES = {"meta_train": meta_train, "meta_test": meta_test, "export": export}
 
 
 def main(argv: list[str] | None = None) -> int:
-    made = None  # the savedir, when this run is the one creating it
-    try:
+    def work(made: list[str]) -> None:
         cli.ctrl_c_raises()
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
         args = parse_args(argv)
         check_data_roots(args)
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu_id or 0)
-        made = None if os.path.lexists(args.savedir) else args.savedir
+        if not os.path.lexists(args.savedir):  # this run creates it
+            made.append(args.savedir)
         MODES[args.mode](args)
-        return 0
-    except (UsageError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 2
-    except (Stopped, KeyboardInterrupt) as e:
-        print(str(e) or "stopped; re-run the same command to start again", file=sys.stderr)
-        code = STOPPED
-    except OSError as e:  # anything the checks above did not foresee: a full disk, a lost mount, ...
-        print(f"error: {resource(e)}", file=sys.stderr)
-        code = 2
-    except Exception as e:
-        tf = sys.modules.get("tensorflow")
-        if tf is None or not isinstance(e, tf.errors.OpError):
-            raise
-        print(f"error: TensorFlow: {reason(e)}", file=sys.stderr)
-        code = 2
-    if made:
-        discard_unused(made)
-    return code
+
+    return entry(work)
 
 
 if __name__ == "__main__":

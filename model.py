@@ -501,3 +501,63 @@ def export_graph(
     if model.noise.stochastic:
         fmaps.append(model.blocks(ph["xte"], model.theta, n_fmap_samples, stochastic=True))
     return ph, trace, fmaps
+
+
+# ---------------------------------------------------------------------------------------------
+# The graphs of main.py's modes (main.py feeds them)
+
+
+def build(
+    arch: Arch,
+    perturbation: Perturbation,
+    inner_lr: float,
+    n_steps: int,
+    *,
+    metasgd: bool = False,
+    first_order: bool = False,
+    omega: bool = False,
+    gamma: bool = False,
+    z: bool = False,
+    shot: int = 1,
+    max_shot: int | None = None,
+    adv_inner: str | None = None,
+    adv_eps: float | None = None,
+) -> Model:
+    """The network of main.py's flags: MAML, Meta-SGD (metasgd) or Meta-Dropout (perturbation);
+    Bayesian TAML's balancing variables omega, gamma, z (taml.py) for tasks of up to max_shot
+    examples per class (any-shot) or `shot`, with its zero-initialised head (spec Q1) when any-shot;
+    adversarial MAML's inner loop on PGD examples of norm adv_inner and radius adv_eps (attack.py)."""
+    learner = taml.get(omega=omega, gamma=gamma, z=z, max_shot=max_shot or shot, zero_head=bool(max_shot))
+    model = Model(
+        arch, perturbation, inner_lr, n_steps, metasgd=metasgd, first_order=first_order, learner=learner
+    )
+    if adv_inner:
+        from attack import Adversary
+
+        model.adversary = Adversary(model, adv_inner, adv_eps)
+    return model
+
+
+def training_graph(
+    model: Model, n_tasks: int, shot: int, query: int, max_shot: int | None, meta_lr: float, step: tf.Variable
+) -> tuple[dict[str, tf.Tensor], list[tf.Tensor]]:
+    """A meta-batch's placeholders and the fetches of one meta-training iteration (Algorithm 1):
+    [train op, loss, accuracy [n_tasks], KL], one noise sample and one posterior draw per task
+    (Section 3.1; spec 1.7); loss = cross-entropy + KL (Bayesian TAML, spec E8-E9)."""
+    ph = model.placeholders(n_tasks, shot, query, "train", max_shot=max_shot)
+    out = model.objective(ph, 1)
+    return ph, [model.train_op(out["loss"], meta_lr, step), out["loss"], out["acc"], out["kl"]]
+
+
+def evaluation_graph(
+    model: Model, n_tasks: int, shot: int, query: int, max_shot: int | None, n_samp: int, n_mc: int = 0
+) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    """A meta-batch's placeholders and its query accuracies [n_tasks] after the inner loop with
+    n_samp noise samples per step (Algorithm 2) and, for Bayesian TAML, n_mc posterior draws of
+    the balancing variables, each with its own inner loop (0: the posterior means; E10)."""
+    ph = model.placeholders(n_tasks, shot, query, "eval", max_shot=max_shot, seeded=True)
+    if n_mc:
+        _, acc = model.evaluate(ph, n_samp, n_mc)
+    else:  # the posterior means (validation's pass; Meta-Dropout's graph as before)
+        _, acc = model.meta_batch(ph, n_samp, sample=False)
+    return ph, acc

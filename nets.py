@@ -512,6 +512,10 @@ class Target:
             y=tf.one_hot(tr.y, n_classes),
         )
         self.loss = cross_entropy(out.logits, out.y) + tf.add_n([tf.constant(0.0), *out.regs])
+        # the training batch's accuracy against its (possibly mixed) labels' argmax: the progress bar's
+        self.acc = tf.reduce_mean(
+            tf.cast(tf.equal(tf.argmax(out.logits, 1), tf.argmax(out.y, 1)), tf.float32)
+        )
         self.params = list(self.net.theta.values()) + ([] if frozen else list(self.phi_vars.values()))
         self.step = tf.compat.v1.train.get_or_create_global_step()
         opt = tf.compat.v1.train.AdamOptimizer(self.lr)

@@ -670,3 +670,14 @@ def get(name: str, **hp: object) -> Perturbation:
         return cls(**values)
     except ValueError as e:
         raise ValueError(f"{name}: {e}") from None
+
+
+def build(name: str, hp: str | dict) -> Perturbation:
+    """The perturbation `name` with the hyperparameters of --noise_hp: K=V[,K=V] text, or a dict;
+    ValueError if bad."""
+    if isinstance(hp, str):
+        items = [item.partition("=") for item in hp.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in items):
+            raise ValueError(f"--noise_hp {hp!r}: write K=V[,K=V], e.g. gamma=0.2")
+        hp = {k.strip(): v.strip() for k, _, v in items}
+    return get(name, **hp)

@@ -48,16 +48,17 @@ import math
 import os
 import re
 import sys
-import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cli import STOPPED
-from main import Stopped, build_noise, log, write_json
+import run
+from cli import STOPPED  # noqa: F401 (the exit status after Ctrl-C, for callers)
+from noise import build as build_noise
 from phi_io import from_torch, read_npz, write_phi
-from savedir import Checkpoints, UsageError, check_writable, locked
+from run import Checkpoints, UsageError, check_writable, log, write_json
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -421,31 +422,24 @@ def target_data(args: argparse.Namespace) -> tuple[tuple[int, int, int], tuple, 
 # Loops
 
 
-def session(graph: tf.Graph) -> tf.compat.v1.Session:
-    import tensorflow as tf
+FLAG = "--exp_name"  # the flag that names a run's folder, save_dir/<phase>/<exp_name> (messages)
 
-    config = tf.compat.v1.ConfigProto()
-    config.gpu_options.allow_growth = True
-    if not tf.config.list_physical_devices("GPU"):  # grappler's start-up costs more than it saves on a CPU
-        config.graph_options.rewrite_options.disable_meta_optimizer = True
-    return tf.compat.v1.Session(graph=graph, config=config)
+
+def session(graph: tf.Graph) -> tf.compat.v1.Session:
+    return run.session(graph)
 
 
 def check_config(folder: str, args: argparse.Namespace) -> None:
-    """Write folder/config.json, or check a resumed run's settings against it."""
-    from data.files import read_json
+    """Write folder/config.json, or check a resumed run's settings against it (run.check_config)."""
+    run.check_config(folder, vars(args), MATCH[args.phase], ADDED, FLAG)
 
-    path = os.path.join(folder, "config.json")
-    if Checkpoints(folder).steps() and os.path.exists(path):
-        saved = {**ADDED, **read_json(path)}
-        diff = [k for k in MATCH[args.phase] if saved.get(k) != getattr(args, k)]
-        if diff:
-            there = ", ".join(f"{k} {saved.get(k)} there, {getattr(args, k)} now" for k in diff)
-            raise UsageError(
-                f"{folder} was trained with other settings ({there}); use the same flags to resume, "
-                "or another --exp_name"
-            )
-    write_json(path, vars(args))
+
+def open_folder(folder: str, made: list[str]) -> AbstractContextManager:
+    """The run folder, made writable and locked (main()'s `made` lists it if this run creates it)."""
+    if not os.path.lexists(folder):
+        made.append(folder)
+    check_writable(folder, "--save_dir")
+    return run.locked(folder, FLAG, "transfer.py run")
 
 
 def train_loop(
@@ -455,55 +449,46 @@ def train_loop(
     saver_vars: list,
     step_var: tf.Variable,
     init_fn: Callable,
-    step_fn: Callable,
-    every_fn: Callable,
+    step_fn: Callable[[tf.compat.v1.Session, int], run.Step],
+    every_fn: Callable[[tf.compat.v1.Session, int], str] | None,
     final_fn: Callable,
+    chance: float,
 ) -> None:
-    """The shared loop: restore, run step_fn(sess, step) for the remaining steps (1-based), log
-    and checkpoint, stop cleanly on Ctrl-C; final_fn(sess) once all steps are done."""
+    """A run's session: init_fn(sess), restore, run.train with step_fn(sess, step) (1-based),
+    every_fn(sess, step) every --print_every steps (a line for the log and terminal), then
+    final_fn(sess) once all steps are done. `chance`: a uniform guess's loss (divergence)."""
     import tensorflow as tf
 
-    ckpts = Checkpoints(folder)
-    ckpts.clean()
+    Checkpoints(folder).clean()
     with graph.as_default():
         saver = tf.compat.v1.train.Saver(var_list=saver_vars, max_to_keep=None)
         init = tf.compat.v1.global_variables_initializer()
-    train_log = os.path.join(folder, "train.log")
-    with session(graph) as sess:
+    with run.session(graph) as sess:
+        loop = run.Loop(
+            folder=folder,
+            flag=FLAG,
+            log_name="train.log",
+            unit="step",
+            label="step",
+            total=args.train_steps,
+            log_every=args.print_every,
+            save_every=args.save_every,
+            step=lambda step: step_fn(sess, step),
+            validate_every=args.print_every,
+            validate=(lambda step: [(f"step {step} {every_fn(sess, step)}", {})]) if every_fn else None,
+            validate_last=False,  # final_fn tests at the end
+            save_validated=False,
+            chance=chance,
+            advice="Lower --lr and ",
+        )
         sess.run(init)
         init_fn(sess)
-        latest = ckpts.restore(saver, sess)
-        start = saved = int(sess.run(step_var))
-        if latest:
-            log(train_log, f"resumed from step {start}")
-        t0, losses = time.time(), []
-        try:
-            for step in range(start + 1, args.train_steps + 1):
-                loss = step_fn(sess, step)
-                if not math.isfinite(loss):
-                    raise UsageError(
-                        f"the training loss is {loss} at step {step}: the run diverged (checkpoints "
-                        f"up to step {saved} are kept); lower --lr and use another --exp_name"
-                    )
-                losses.append(loss)
-                if step % args.print_every == 0:
-                    line = f"step {step} loss {np.mean(losses):.4f} ({time.time() - t0:.1f}s)"
-                    losses = []
-                    extra = every_fn(sess, step)
-                    log(train_log, line + (f" {extra}" if extra else ""))
-                if step % args.save_every == 0 or step == args.train_steps:
-                    ckpts.save(saver, sess, step)
-                    saved = step
-        except KeyboardInterrupt:
-            step = int(sess.run(step_var))
-            if step > saved:
-                ckpts.save(saver, sess, step)
-            log(train_log, f"stopped at step {step}")
-            raise Stopped(f"stopped at step {step}; re-run the same command to resume") from None
+        start = run.resume(sess, loop, saver, step_var)
+        run.train(sess, loop, saver, step_var, start)
         final_fn(sess)
 
 
-def run_source(args: argparse.Namespace) -> None:
+def run_source(args: argparse.Namespace, made: list[str]) -> None:
     import data
 
     ds = data.load(args.data, args.data_root)
@@ -518,8 +503,7 @@ def run_source(args: argparse.Namespace) -> None:
         )
     for r in range(args.num_run):
         folder = os.path.join(args.save_dir, "src", args.exp_name, f"run_{r}")
-        check_writable(folder)
-        with locked(folder):
+        with open_folder(folder, made):
             check_config(folder, args)
             source_run(args, folder, args.seed * 1000 + r, ds.shape, x, y, tasks)
 
@@ -540,7 +524,7 @@ def source_run(
     from data import as_float
 
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), run.building(f"the source graph of {folder}"):
         tf.compat.v1.set_random_seed(seed)
         try:
             g = nets.Source(
@@ -562,17 +546,17 @@ def source_run(
             fd[i.seed] = np.random.default_rng([seed, which, t, step]).integers(2**31 - 1, size=2)
         return fd
 
-    def step_fn(sess: tf.compat.v1.Session, step: int) -> float:
+    def step_fn(sess: tf.compat.v1.Session, step: int) -> run.Step:
         if g.second_order:  # one run: phi's gradient reads each theta_t before its step
             losses = sess.run([g.phi_op, g.train_losses, bump], {**feed(0, step), **feed(1, step)})[1]
         else:
             _, losses = sess.run([g.theta_op, g.train_losses], feed(0, step))
             sess.run([g.phi_op, bump], feed(1, step))  # at the new theta's (spec 2.3)
-        return float(np.mean(losses))
+        return float(np.mean(losses)), None, {}
 
     def save_phi(sess: tf.compat.v1.Session, step: int) -> str:
         write_phi(os.path.join(folder, f"phi_{step}.npz"), sess.run(g.phi))
-        return ""
+        return f"phi_{step}.npz"
 
     def init_fn(sess: tf.compat.v1.Session) -> None:
         if not os.path.exists(os.path.join(folder, "phi_init.npz")):
@@ -583,7 +567,8 @@ def source_run(
         print(f"{folder}: phi_{args.train_steps}.npz")
 
     variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
-    train_loop(folder, args, graph, variables, step_var, init_fn, step_fn, save_phi, final)
+    chance = float(np.mean([math.log(len(c)) for _, _, c in tasks]))  # a uniform guess's loss
+    train_loop(folder, args, graph, variables, step_var, init_fn, step_fn, save_phi, final, chance)
 
 
 def read_phi(path: str, expected: dict[str, list[int]]) -> dict[str, np.ndarray]:
@@ -667,7 +652,7 @@ def pretrained_convs(ckpt: str, net: Network) -> dict[str, np.ndarray]:
     return values
 
 
-def run_target(args: argparse.Namespace) -> None:
+def run_target(args: argparse.Namespace, made: list[str]) -> None:
     import tensorflow as tf
 
     import nets
@@ -676,7 +661,7 @@ def run_target(args: argparse.Namespace) -> None:
     perturbation = build_noise(args.noise, args.noise_hp)
     shape, train, test, n_classes = target_data(args)
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), run.building(f"the target graph of {folder}"):
         tf.compat.v1.set_random_seed(args.seed)
         try:
             g = nets.Target(args, shape, n_classes, perturbation)
@@ -689,8 +674,7 @@ def run_target(args: argparse.Namespace) -> None:
     if args.fine_tune and not Checkpoints(folder).steps():  # a resumed run restores its own checkpoint
         ckpt = pretrained(args.fine_tune, args.model)
         convs = pretrained_convs(ckpt, g.net)
-    check_writable(folder)
-    with locked(folder):
+    with open_folder(folder, made):
         check_config(folder, args)
         if ckpt:
             log(
@@ -728,7 +712,7 @@ def run_target(args: argparse.Namespace) -> None:
             for var, value in start:
                 sess.run(var.initializer, {var.initial_value: value})
 
-        def step_fn(sess: tf.compat.v1.Session, step: int) -> float:
+        def step_fn(sess: tf.compat.v1.Session, step: int) -> run.Step:
             idx = batch_indices(len(train[1]), args.batch_size, [args.seed, 0], step - 1)
             seed = np.random.default_rng([args.seed, 1, step]).integers(2**31 - 1, size=2)
             fd = {
@@ -738,7 +722,8 @@ def run_target(args: argparse.Namespace) -> None:
                 g.lam: anneal(step, args.train_steps, args.noise_coeff),
                 g.lr: args.lr * lr_factor(step, args.train_steps),
             }
-            return float(sess.run([g.train_op, g.loss], fd)[1])
+            _, loss, acc = sess.run([g.train_op, g.loss, g.acc], fd)
+            return float(loss), float(acc), {}
 
         def every(sess: tf.compat.v1.Session, step: int) -> str:
             acc, nll, _ = test_acc(
@@ -748,7 +733,7 @@ def run_target(args: argparse.Namespace) -> None:
 
             curve = read_json(curve_path) if os.path.exists(curve_path) else []
             curve = [c for c in curve if c["step"] < step] + [{"step": step, "acc": acc, "nll": nll}]
-            write_json_list(curve_path, curve)
+            write_json(curve_path, curve)
             samples = args.eval_samples if perturbation.stochastic else 1
             return f"test acc {acc:.2f} nll {nll:.4f} ({samples} samples)"
 
@@ -768,19 +753,11 @@ def run_target(args: argparse.Namespace) -> None:
             results.write(os.path.join(folder, "results.json"), record)
 
         variables = graph.get_collection(tf.compat.v1.GraphKeys.GLOBAL_VARIABLES)
-        train_loop(folder, args, graph, variables, g.step, init_fn, step_fn, every, final)
+        chance = math.log(n_classes)  # a uniform guess's loss
+        train_loop(folder, args, graph, variables, g.step, init_fn, step_fn, every, final, chance)
 
 
-def write_json_list(path: str, rows: list) -> None:
-    import json
-
-    from data.files import atomic
-
-    with atomic(path) as tmp, open(tmp, "w") as f:
-        json.dump(rows, f, indent=1)
-
-
-def run_select(args: argparse.Namespace) -> None:
+def run_select(args: argparse.Namespace, made: list[str]) -> None:
     """Spec 2.3, Q9: a target run per source run into save_dir/select/<exp_name>/run_<r>, then the
     per-run accuracies (%) and the best run into selection_path(...), written whole or not at all."""
     import results
@@ -801,7 +778,7 @@ def run_select(args: argparse.Namespace) -> None:
         one = argparse.Namespace(**vars(args))
         one.exp_name = os.path.join(args.exp_name, f"run_{r}")
         one.phi = os.path.join(src, f"run_{r}", f"phi_{args.src_steps}.npz")
-        run_target(one)
+        run_target(one, made)
         acc[r] = results.read(os.path.join(args.save_dir, "select", one.exp_name, "results.json")).mean
     best = max(runs, key=lambda r: (acc[r], -r))  # the first of equal accuracies
     path = selection_path(args.save_dir, args.src_name, args.src_steps)
@@ -827,27 +804,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)  # loads modules: Ctrl-C until here is quiet_ctrl_c's one line
     if args.gpus:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpus
-    from data import DataError
-
     cli.ctrl_c_raises()
-    try:
-        RUNS[args.phase](args)
-    except (UsageError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (Stopped, KeyboardInterrupt) as e:
-        print(str(e) or "stopped; re-run the same command to resume", file=sys.stderr)
-        return STOPPED
-    except OSError as e:
-        print(f"error: {e}; check that the disk has space and the paths are writable", file=sys.stderr)
-        return 2
-    except Exception as e:
-        tf = sys.modules.get("tensorflow")
-        if tf is None or not isinstance(e, tf.errors.OpError):
-            raise
-        print(f"error: TensorFlow: {' '.join(e.message.split())[:500]}", file=sys.stderr)
-        return 2
-    return 0
+
+    def work(made: list[str]) -> None:
+        folder = os.path.join(args.save_dir, args.phase, args.exp_name)
+        if args.phase != "tgt" and not os.path.lexists(folder):  # it holds the run folders
+            made.append(folder)
+        print(f"transfer.py --phase {args.phase} on {args.data}, --model {args.model}: {folder}")
+        RUNS[args.phase](args, made)
+
+    return run.entry(work)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def child(noise: str, model: str, batch: int, size: int, steps: int) -> dict:
 
     import nets
     import transfer
-    from main import build_noise
+    from noise import build
 
     flags = ["--phase", "tgt", "--model", model, "--img_size", str(size), "--batch_size", str(batch)]
     flags += ["--noise", noise] + (["--phi_from", "unused.npz"] if noise == "metaperturb" else [])
@@ -38,7 +38,7 @@ def child(noise: str, model: str, batch: int, size: int, steps: int) -> dict:
     graph = tf.Graph()
     with graph.as_default():
         tf.compat.v1.set_random_seed(0)
-        g = nets.Target(args, (size, size, 3), 10, build_noise(noise, {}))
+        g = nets.Target(args, (size, size, 3), 10, build(noise, {}))
         init = tf.compat.v1.global_variables_initializer()
     rng = np.random.default_rng(0)
     fd = {

@@ -24,6 +24,7 @@ import get_data
 import main
 import report
 import results as results_format
+import run as run_module
 from data.episodes import write_file
 from data.files import atomic
 
@@ -745,7 +746,7 @@ def test_relative_savedir_checkpoint_state_and_no_deprecation_warning(tmp_path):
 import os, sys
 sys.path.insert(0, {ROOT!r})
 import tensorflow as tf
-from savedir import Checkpoints
+from run import Checkpoints
 g = tf.Graph()
 with g.as_default():
     tf.compat.v1.get_variable("v", [3])
@@ -771,7 +772,7 @@ def test_divergence_is_named_with_what_was_meant(tmp_path, monkeypatch, capsys, 
     typo. The warning below the stop is seen by lowering its threshold under the first loss."""
     lr = "3e4" if stop else "1e-3"
     if not stop:
-        monkeypatch.setattr(main, "WARN_GROWTH", 1.0)  # the first loss (~2.7) is above ln 5 = 1.61
+        monkeypatch.setattr(run_module, "WARN_GROWTH", 1.0)  # the first loss (~2.7) is above ln 5 = 1.61
     savedir = tmp_path / "s"
     assert code([*TINY, "--savedir", str(savedir), *resume_to(3), "--meta_lr", lr]) == (2 if stop else 0)
     err = capsys.readouterr().err
@@ -869,7 +870,7 @@ def test_resource_names_what_ran_out():
 
 
 def test_tensorflow_errors_show_the_line_that_says_why():
-    from savedir import reason
+    from run import reason
 
     class OpError(Exception):
         message = (

@@ -63,7 +63,7 @@ def test_first_order_flag_reaches_the_model_and_config(tmp_path):
 
 
 def test_resume_with_another_first_order_is_refused(tmp_path):
-    from savedir import UsageError, check_settings
+    from run import UsageError, check_settings
 
     config = {**vars(main.parse_args(["--savedir", str(tmp_path), "--maml"])), "image_shape": [8, 8, 1]}
     (tmp_path / "config.json").write_text(json.dumps(config))

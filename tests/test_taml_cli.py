@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import main
-from savedir import select_step, validation_scores
+from run import select_step, validation_scores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from tiny import check_directional_fd
 
+import cli
 import nets
 import noise
 import transfer
@@ -332,7 +333,7 @@ def test_interrupted_target_run_resumes_to_the_same_result(tmp_path, monkeypatch
 
     flags[flags.index("t")] = "u"
     monkeypatch.setattr(transfer, "batch_indices", interrupt)
-    assert transfer.main(flags) == transfer.STOPPED
+    assert transfer.main(flags) == cli.STOPPED
     folder = os.path.join(tmp_path, "tgt", "u")
     assert not os.path.exists(os.path.join(folder, "results.json"))
     assert "stopped at step 4" in open(os.path.join(folder, "train.log")).read()

@@ -176,26 +176,33 @@ def test_run_sh_select_best_run_and_fine_tuning(tmp_path):
     flags = dict(zip(pre[3::2], pre[4::2]))
     assert flags["--data"] == "tiny_imagenet" and flags["--noise"] == "none"
     assert "--fine_tune" not in run_sh("tgt", "0").stdout.split()  # FINE_TUNE empty: from scratch
-    # A copy with SRC_RUN=best and FINE_TUNE set (the script runs from two folders above its own).
-    text = open(os.path.join(ROOT, "runfiles", "metaperturb", "run.sh")).read()
-    text = text.replace("\nSRC_RUN=0", "\nSRC_RUN=best").replace(
-        "\nFINE_TUNE=", '\nFINE_TUNE="$SAVE_DIR/tgt/$PRETRAIN_NAME"'
-    )
-    (tmp_path / "runfiles" / "metaperturb").mkdir(parents=True)
-    (tmp_path / "runfiles" / "metaperturb" / "run.sh").write_text(text)
-    out = subprocess.run(
-        ["bash", str(tmp_path / "runfiles" / "metaperturb" / "run.sh"), "tgt", "0"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHON": "echo"},
-    ).stdout.split()
+    # SRC_RUN=best and FINE_TUNE from the environment (the file's values are defaults)
+    fine_tune = "checkpoints/tgt/" + dict(zip(pre[3::2], pre[4::2]))["--exp_name"]
+    out = run_sh("tgt", "0", env={"SRC_RUN": "best", "FINE_TUNE": fine_tune}).stdout.split()
     flags = dict(zip(out[3::2], out[4::2]))
-    assert flags["--src_run"] == "best"
-    assert flags["--fine_tune"] == "checkpoints/tgt/" + dict(zip(pre[3::2], pre[4::2]))["--exp_name"]
+    assert flags["--src_run"] == "best" and flags["--fine_tune"] == fine_tune
     assert flags["--exp_name"].endswith("_metaperturb_finetune")
 
 
-@pytest.mark.parametrize("args", [(), ("train",), ("tgt",), ("select",), ("pretrain",)])
+@pytest.mark.parametrize("case", ["src", "select", "pretrain", "tgt"])
+def test_run_sh_runs_on_a_cpu_without_a_gpu_number_and_takes_its_settings_from_the_environment(case):
+    """A GPU number was required (select, pretrain, tgt), and settings meant editing the tracked
+    file; a small target failed for want of a batch-size variable."""
+    out = run_sh(case, env={"BATCH_SIZE": "32", "TGT_DATA": "stl10", "SRC_STEPS": "20"})
+    assert out.returncode == 0, out.stderr
+    argv = out.stdout.split()
+    flags = dict(zip(argv[3::2], argv[4::2]))
+    assert "--gpus" not in argv and flags["--batch_size"] == "32"
+    if case == "tgt":
+        assert flags["--data"] == "stl10"
+    if case != "pretrain":
+        assert flags["--train_steps" if case == "src" else "--src_steps"] == "20"
+    gpu = dict(zip(*[iter(run_sh(case, "1", env={"GPUS": "3"}).stdout.split()[3:])] * 2))
+    assert gpu["--gpus"] == "1"  # the number after the case wins over GPUS
+    assert dict(zip(*[iter(run_sh(case, env={"GPUS": "3"}).stdout.split()[3:])] * 2))["--gpus"] == "3"
+
+
+@pytest.mark.parametrize("args", [(), ("train",), ("tgt0",)])
 def test_run_sh_wrong_argument_exits_2(args):
     out = run_sh(*args)
     assert out.returncode == 2 and ("Wrong Argument" in out.stderr or "usage" in out.stderr)
