@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 from test_transfer import phi_file, tgt_flags
 
+import results
 import transfer
-from data.files import read_json
 
 S = 3  # --test_samples
 
@@ -28,7 +28,7 @@ def test_final_accuracy_and_nll_are_those_of_the_mean_probabilities(tmp_path, mo
     monkeypatch.setattr(tf.compat.v1.Session, "run", run)
     flags = tgt_flags(tmp_path, "--phi_from", phi_file(tmp_path), "--test_samples", str(S))
     assert transfer.main(flags) == 0
-    result = read_json(os.path.join(tmp_path, "tgt", "t", "results.json"))
+    result = results.read(os.path.join(tmp_path, "tgt", "t", "results.json"))
     _, _, (_, labels), k = transfer.target_data(transfer.parse_args(flags))
     batches = -(-len(labels) // transfer.EVAL_BATCH)
     final = calls[-S * batches :]
@@ -38,10 +38,10 @@ def test_final_accuracy_and_nll_are_those_of_the_mean_probabilities(tmp_path, mo
     assert np.abs(each[0] - each[1]).max() > 1e-3  # the samples differ
     mean = each.mean(0)
     rows = np.arange(len(labels))
-    assert result["samples"] == S and result["n_test"] == len(labels)
-    assert result["acc"] == 100.0 * np.mean(mean.argmax(1) == labels)
-    np.testing.assert_allclose(result["nll"], -np.mean(np.log(mean[rows, labels])), rtol=1e-6)
+    assert result.test["mc_samples"] == S and result.n == len(labels)
+    assert result.mean == 100.0 * np.mean(mean.argmax(1) == labels)
+    np.testing.assert_allclose(result.nll, -np.mean(np.log(mean[rows, labels])), rtol=1e-6)
     # the softmax of the mean logits (= of the mean log-probabilities) would give another NLL
     logit_mean = np.log(each).mean(0)
     other = np.exp(logit_mean) / np.exp(logit_mean).sum(1, keepdims=True)
-    assert abs(-np.mean(np.log(other[rows, labels])) - result["nll"]) > 1e-4
+    assert abs(-np.mean(np.log(other[rows, labels])) - result.nll) > 1e-4
