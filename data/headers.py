@@ -20,13 +20,13 @@ def peek(name: str, root: str | None = None) -> tuple[Shape, dict[str, np.ndarra
     (default its data root). A module that knows them without its files (digits: scikit-learn's
     bundled set, whose import alone takes seconds) has peek(); the others are opened as memory maps,
     and a lazily converted split (data.files.Splits) is not converted. DataError naming get_data.py's
-    command if the folder is missing, else as data.load's."""
+    command if the folder is missing or holds no prepared split, else as data.load's."""
     module, view = entry(name)
     known = getattr(module, "peek", None)
     if known is not None:
         return known()
     root = root or default_root(name)
-    if not os.path.isdir(root):
+    if not os.path.isdir(root) or not any(f.endswith(".npy") for f in os.listdir(root)):
         raise DataError(f"{name} is not prepared in {root}: prepare it with: {command(name, root)}")
     ds = load(name, root)
     return ds.shape, split_sizes(ds)
