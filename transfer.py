@@ -317,6 +317,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             )
         elif args.phi_from:  # (--src_name is ignored: run.sh passes it for every regulariser)
             p.error(f"--noise {args.noise} learns no transferred phi: drop --phi_from")
+    if args.exp_name in (".", "..") or os.sep in args.exp_name:
+        p.error(f"--exp_name {args.exp_name}: give a folder name (no {os.sep}), made under --save_dir")
     args.exp_name = args.exp_name or default_name(args)
     return args
 
@@ -345,8 +347,9 @@ def default_name(args: argparse.Namespace) -> str:
 
 def check_data(args: argparse.Namespace) -> None:
     """UsageError if --data cannot be opened or cannot give what the flags ask (check_source,
-    check_target), from the files' headers only (data.headers.peek): before TensorFlow, in about a
-    second, not after the data and the graph are loaded."""
+    check_target), from the files' headers only (data.headers.peek), or --fine_tune names no
+    pre-trained run: before the data and the graph are loaded (and, but for a --fine_tune folder's
+    checkpoint, before TensorFlow), in about a second."""
     from data import DataError
     from data.headers import peek
 
@@ -355,6 +358,9 @@ def check_data(args: argparse.Namespace) -> None:
     except DataError as e:
         raise UsageError(f"--data {args.data}: {e}") from None
     (check_source if args.phase == "src" else check_target)(args, n)
+    folder = os.path.join(args.save_dir, args.phase, args.exp_name)
+    if args.fine_tune and not Checkpoints(folder).steps():  # as run_target: a resumed run needs none
+        pretrained(args.fine_tune, args.model)
 
 
 def check_source(args: argparse.Namespace, n: dict[str, np.ndarray]) -> None:

@@ -119,13 +119,17 @@ def test_out_of_range_names_the_flag_and_its_range():
 
 def test_transfer_seed_is_refused_before_the_data(tmp_path):
     """transfer.py --seed -1 was a numpy traceback after the data had loaded (68 s), leaving a
-    config.json and a lock behind."""
+    config.json and a lock behind; the same kind: --img_size, --exp_name, --fine_tune."""
     tgt = ["--phase", "tgt", "--data", "digits", "--noise", "none", "--tgt_split", "test"]
     cases = [
         ([*tgt, "--seed", "-1"], "--seed must be an integer from 0 to 2147483647, not -1"),
         ([*tgt, "--seed", str(2**31)], "--seed must be an integer from 0"),
         (["--phase", "src", "--data", "digits", "--seed", "-1"], "--seed must be an integer from 0"),
         ([*tgt, "--model", "conv4_4", "--img_size", "8"], "raise --img_size to 16"),
+        # a run folder outside --save_dir (once / itself), and a pre-trained run that is not there
+        ([*tgt, "--exp_name", "/"], "--exp_name /: give a folder name"),
+        ([*tgt, "--exp_name", ".."], "--exp_name ..: give a folder name"),
+        ([*tgt, "--fine_tune", "missing"], "--fine_tune missing: no such run folder or checkpoint"),
     ]
     check_refused("transfer", cases, str(tmp_path))
 
