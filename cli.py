@@ -82,13 +82,14 @@ def out_of_range(
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser whose errors are one line (no usage block), exit status 2, and that reads
-    a '-' followed by a digit as a value (argparse alone reads -1e-3 or -0.1,0.2 as a flag and says
-    "expected one argument"), so each flag's own check names what is wrong with it."""
+    a '-' followed by a digit (or -inf, -nan) as a value (argparse alone reads -1e-3 or -0.1,0.2 as
+    a flag and says "expected one argument"), so each flag's own check names what is wrong with it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # argparse's test of what is a negative number, not a flag (no flag here starts with a digit)
-        self._negative_number_matcher = re.compile(r"^-\.?\d")
+        # argparse's test of what is a negative number, not a flag (no flag here starts with a digit
+        # or is named inf or nan): -1e-3, -.5, and -inf, -nan as Python's float() reads them
+        self._negative_number_matcher = re.compile(r"^-(\.?\d|(inf|infinity|nan)$)", re.IGNORECASE)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (python {self.prog} --help lists the flags)\n")

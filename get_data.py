@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--verbose", action="store_true", help=f"show TensorFlow's C++ log lines ({quiet.VERBOSE_ENV}=1)"
     )
     args = p.parse_args(argv)
+    if args.episodes is not None and not args.episodes.strip():
+        p.error("--episodes is empty: name the .npz file to write")
     given = [f"--{k}" for k in (*EPISODE_FLAGS, "max_shot") if getattr(args, k) is not None]
     if args.episodes is None and given:
         p.error(f"{', '.join(given)}: only with --episodes FILE.npz")

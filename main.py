@@ -175,6 +175,7 @@ COUNTS = {
     "val_freq": (1, cli.MAX_ITERS),
     "n_val_iters": (1, MAX_EPISODES),
     "attack_steps": (1, MAX_EPISODES),
+    "gpu_id": (0, 1023),  # an index (CUDA_VISIBLE_DEVICES): another value would hide every GPU
 }
 WHY_LEAST = {
     "n_test_iters": "a confidence interval needs two episodes",

@@ -241,3 +241,25 @@ def test_peek_matches_the_loaded_dataset(tmp_path, name):
         shutil.rmtree(root)
         with pytest.raises(data.DataError, match="cub is not prepared in .*python get_data.py --dataset cub"):
             peek(name, root)
+
+
+# ---- same kind, found by trying bad values of every flag
+
+
+@pytest.mark.parametrize(
+    "entry, argv, message",
+    [
+        (main, ["--savedir", "s", "--meta_lr", "-inf"], "--meta_lr must be a positive number, not -inf"),
+        (main, ["--savedir", "s", "--inner_lr", "-NaN"], "--inner_lr must be a positive number, not nan"),
+        (transfer, ["--phase", "tgt", "--lr", "-infinity"], "--lr must be a positive number, not -inf"),
+        (transfer, ["--phase", "tgt", "--noise_coeff", "-inf"], "--noise_coeff must be a number >= 0"),
+        (main, ["--savedir", "s", "--gpu_id", "-1"], "--gpu_id must be at least 0"),
+        (get_data, ["--dataset", "digits", "--episodes", ""], "--episodes is empty"),
+    ],
+)
+def test_flag_values_argparse_misread(entry, argv, message, capsys):
+    """-inf and -nan were read as flags ("expected one argument"), --gpu_id -1 hid every GPU, and
+    get_data.py --episodes '' wrote nothing with exit 0."""
+    with pytest.raises(SystemExit) as e:
+        entry.parse_args(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
