@@ -433,6 +433,22 @@ def check_data_sizes(args: argparse.Namespace) -> None:
             )
 
 
+def selected_step(args: argparse.Namespace) -> int | None:
+    """The checkpoint iteration meta_test's --select chooses from meta_train.log (None: the newest
+    readable one, --select last); UsageError if no kept checkpoint has a validation line."""
+    ckpts = Checkpoints(args.savedir)
+    train_log = os.path.join(args.savedir, "meta_train.log")
+    text = open(train_log).read() if os.path.exists(train_log) else ""
+    # --select last: the newest readable checkpoint (an unreadable one falls back to an older one)
+    step = None if args.select == "last" else select_step(text, args.select, ckpts.steps())
+    if step is None and args.select != "last" and ckpts.steps():
+        raise UsageError(
+            f"--select {args.select}: {train_log} has no validation line of a kept checkpoint "
+            f"(kept: {', '.join(f'model-{s}' for s in ckpts.steps())}); use --select last"
+        )
+    return step
+
+
 def check_xla_cache(args: argparse.Namespace) -> None:
     """--xla_cache must be a folder that can be created or written: TensorFlow would only fail at the
     first compilation. The default is dropped with a warning when unusable and XLA is not forced on."""
@@ -978,6 +994,7 @@ def meta_test(args: argparse.Namespace) -> None:
     saved = read_config(args.savedir)
     check_settings(saved, args)
     check_writable(args.savedir)
+    step = selected_step(args)  # before the data and the graph
     # (results file, source, role, dataset, episodes, meta-batches)
     evals: list[tuple[str, str, str, str, int, Iterator[Batch]]] = []
     if args.episodes:
@@ -1005,16 +1022,6 @@ def meta_test(args: argparse.Namespace) -> None:
             )
     if args.attack:
         evals = [(name.replace("results", f"robust_{args.attack}", 1), *rest) for name, *rest in evals]
-    ckpts = Checkpoints(args.savedir)
-    train_log = os.path.join(args.savedir, "meta_train.log")
-    text = open(train_log).read() if os.path.exists(train_log) else ""
-    # --select last: the newest readable checkpoint (an unreadable one falls back to an older one)
-    step = None if args.select == "last" else select_step(text, args.select, ckpts.steps())
-    if step is None and args.select != "last" and ckpts.steps():
-        raise UsageError(
-            f"--select {args.select}: {train_log} has no validation line of a kept checkpoint "
-            f"(kept: {', '.join(f'model-{s}' for s in ckpts.steps())}); use --select last"
-        )
     with r.graph.as_default():
         if args.attack:
             run = r.attack_evaluator(args.metabatch)

@@ -263,3 +263,25 @@ def test_flag_values_argparse_misread(entry, argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         entry.parse_args(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_meta_test_select_without_validation_lines_is_refused_before_tensorflow(tmp_path):
+    """--select id on a savedir whose log has no validation line of a kept checkpoint was refused
+    only after the data and the graph were loaded."""
+    flags = ["--dataset", "digits", "--way", "5", "--max_shot", "5", "--query", "5"]
+    savedir = tmp_path / "run"
+    (savedir / "ckpt").mkdir(parents=True)
+    (savedir / "ckpt" / "model-5.index").write_bytes(b"")
+    config = {
+        **vars(main.parse_args(["--savedir", str(savedir), *flags])),
+        "image_shape": [16, 16, 1],
+        "filters": 32,
+    }
+    (savedir / "config.json").write_text(json.dumps(config))
+    argv = ["--savedir", str(savedir), *flags, "--mode", "meta_test", "--select", "id"]
+    (tmp_path / "cwd").mkdir()
+    check_refused(
+        "main",
+        [(argv, "--select id: ... has no validation line of a kept checkpoint")],
+        str(tmp_path / "cwd"),
+    )
