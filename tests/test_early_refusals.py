@@ -17,6 +17,7 @@ import cli
 import data
 import get_data
 import main
+import plot
 import transfer
 from data.headers import peek
 from tests import standin
@@ -255,11 +256,14 @@ def test_peek_matches_the_loaded_dataset(tmp_path, name):
         (transfer, ["--phase", "tgt", "--noise_coeff", "-inf"], "--noise_coeff must be a number >= 0"),
         (main, ["--savedir", "s", "--gpu_id", "-1"], "--gpu_id must be at least 0"),
         (get_data, ["--dataset", "digits", "--episodes", ""], "--episodes is empty"),
+        (plot, ["--savedir", "s", "--perplexity", "nan"], "--perplexity must be a positive number, not nan"),
+        (plot, ["--savedir", "s", "--tsne_iter", HUGE], "--tsne_iter must be at most 1000000"),
     ],
 )
 def test_flag_values_argparse_misread(entry, argv, message, capsys):
-    """-inf and -nan were read as flags ("expected one argument"), --gpu_id -1 hid every GPU, and
-    get_data.py --episodes '' wrote nothing with exit 0."""
+    """-inf and -nan were read as flags ("expected one argument"), --gpu_id -1 hid every GPU,
+    get_data.py --episodes '' wrote nothing with exit 0, plot.py took a NaN perplexity and any
+    number of t-SNE iterations."""
     with pytest.raises(SystemExit) as e:
         entry.parse_args(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
