@@ -268,10 +268,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     if args.fine_tune is not None and (args.phase != "tgt" or not args.fine_tune):
         p.error("--fine_tune takes the folder (or a checkpoint) of a pre-trained run, with --phase tgt only")
-    if args.phase == "src" and not build_noise(args.noise, {}).transferred:
-        p.error(
-            f"--noise {args.noise}: the source phase meta-learns a transferred perturbation (metaperturb)"
-        )
     try:
         hp = dict(build_noise(args.noise, args.noise_hp).hp())
         if "clipval" in hp:
@@ -279,6 +275,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         perturbation = build_noise(args.noise, hp)
     except ValueError as e:
         p.error(f"--noise: {e}")
+    if args.phase == "src" and not perturbation.transferred:
+        p.error(
+            f"--noise {args.noise}: the source phase meta-learns a transferred perturbation (metaperturb)"
+        )
     args.noise_hp, args.noise_title = perturbation.hp(), perturbation.title
     args.phi = None
     if args.phase == "select":

@@ -258,12 +258,13 @@ def test_peek_matches_the_loaded_dataset(tmp_path, name):
         (get_data, ["--dataset", "digits", "--episodes", ""], "--episodes is empty"),
         (plot, ["--savedir", "s", "--perplexity", "nan"], "--perplexity must be a positive number, not nan"),
         (plot, ["--savedir", "s", "--tsne_iter", HUGE], "--tsne_iter must be at most 1000000"),
+        (transfer, ["--phase", "src", "--noise", "x"], "--noise: unknown perturbation 'x'"),
     ],
 )
-def test_flag_values_argparse_misread(entry, argv, message, capsys):
+def test_flag_values_refused_when_read(entry, argv, message, capsys):
     """-inf and -nan were read as flags ("expected one argument"), --gpu_id -1 hid every GPU,
     get_data.py --episodes '' wrote nothing with exit 0, plot.py took a NaN perplexity and any
-    number of t-SNE iterations."""
+    number of t-SNE iterations, transfer.py --phase src --noise x was a ValueError traceback."""
     with pytest.raises(SystemExit) as e:
         entry.parse_args(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
