@@ -59,15 +59,37 @@ def missing_parent(path: str) -> str | None:
     return f"the folder {parent} does not exist: create it first, or correct the path"
 
 
+MAX_SEED = 2**31 - 1  # the largest seed every consumer takes (TensorFlow's op seeds, numpy's)
+MAX_ITERS = 10**9  # iterations, steps and their frequencies: a bound no run comes near
+
+
+def out_of_range(
+    args: argparse.Namespace, bounds: dict[str, tuple[int, int]], why: dict[str, str]
+) -> str | None:
+    """What is wrong with the first flag of `bounds` (name -> (least, most)) outside its range, None
+    if every one is inside; a flag left at None is not checked. `why` explains a flag's least value.
+    The most keeps a typo from building a graph or allocating arrays no machine holds (a count past
+    2**63 once overflowed while the graph was built)."""
+    for name, (least, most) in bounds.items():
+        value = getattr(args, name)
+        if value is None or least <= value <= most:
+            continue
+        if value < least:
+            return f"--{name} must be at least {least}" + (f" ({why[name]})" if name in why else "")
+        return f"--{name} must be at most {most}, not {value}"
+    return None
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser whose errors are one line (no usage block), exit status 2, and that reads
-    a '-' followed by a digit as a value (argparse alone reads -1e-3 or -0.1,0.2 as a flag and says
-    "expected one argument"), so each flag's own check names what is wrong with it."""
+    a '-' followed by a digit (or -inf, -nan) as a value (argparse alone reads -1e-3 or -0.1,0.2 as
+    a flag and says "expected one argument"), so each flag's own check names what is wrong with it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # argparse's test of what is a negative number, not a flag (no flag here starts with a digit)
-        self._negative_number_matcher = re.compile(r"^-\.?\d")
+        # argparse's test of what is a negative number, not a flag (no flag here starts with a digit
+        # or is named inf or nan): -1e-3, -.5, and -inf, -nan as Python's float() reads them
+        self._negative_number_matcher = re.compile(r"^-(\.?\d|(inf|infinity|nan)$)", re.IGNORECASE)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (python {self.prog} --help lists the flags)\n")

@@ -32,6 +32,10 @@ import sys
 import quiet
 
 EPISODE_FLAGS = {"split": "test", "way": 20, "shot": 1, "query": 15, "n_episodes": 1000, "seed": 0}
+# (least, most) of the episode counts (cli.out_of_range; docs/failures.md#counts): a file is built
+# in memory; the split's sizes bound way, shot, max_shot and query further (data.episodes.check)
+MAX_SIZE = 10**5
+EPISODE_COUNTS = {k: (1, MAX_SIZE) for k in ("way", "shot", "query", "max_shot")} | {"n_episodes": (1, 10**6)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--verbose", action="store_true", help=f"show TensorFlow's C++ log lines ({quiet.VERBOSE_ENV}=1)"
     )
     args = p.parse_args(argv)
+    if args.episodes is not None and not args.episodes.strip():
+        p.error("--episodes is empty: name the .npz file to write")
     given = [f"--{k}" for k in (*EPISODE_FLAGS, "max_shot") if getattr(args, k) is not None]
     if args.episodes is None and given:
         p.error(f"{', '.join(given)}: only with --episodes FILE.npz")
@@ -78,11 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for k, default in EPISODE_FLAGS.items():
         if getattr(args, k) is None:
             setattr(args, k, default)
-    for k in ("way", "shot", "query", "n_episodes", "max_shot"):
-        if getattr(args, k) is not None and getattr(args, k) < 1:
-            p.error(f"--{k} must be at least 1")
-    if args.seed < 0:
-        p.error(f"--seed must be at least 0, not {args.seed}")
+    wrong = cli.out_of_range(args, EPISODE_COUNTS, {})
+    if wrong:
+        p.error(wrong)
+    if not 0 <= args.seed <= cli.MAX_SEED:
+        p.error(f"--seed must be an integer from 0 to {cli.MAX_SEED}, not {args.seed}")
     # The data root itself is created, not the folder that holds it (nor --episodes' folder).
     for flag in ("data_root", "episodes"):
         path = getattr(args, flag)

@@ -153,42 +153,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# Flags whose value is a count: at least 1 (at least 2 for a 95% interval over episodes).
+# Flags whose value is a count: (least, most) (cli.out_of_range; docs/failures.md#counts). The most
+# of the graph's counts is far above any run of the papers (5-10 inner steps, 10 posterior draws),
+# each of which is a copy of the network in the graph (or a draw in memory); the data's sizes bound
+# way, shot and query further (check_data_sizes).
+MAX_GRAPH = 1000  # --n_steps, --n_test_mc_samp, --n_mc_samples, --metabatch
+MAX_EPISODES = 10**7  # meta-test and validation episodes
+MAX_SIZE = 10**5  # --way, --shot, --query, --max_shot: no dataset has classes (or examples) this many
 COUNTS = {
-    "save_freq": 1,
-    "n_train_iters": 1,
-    "n_test_iters": 2,
-    "way": 1,
-    "shot": 1,
-    "query": 1,
-    "metabatch": 1,
-    "n_test_mc_samp": 1,
-    "log_freq": 1,
-    "val_freq": 1,
-    "n_val_iters": 1,
-    "attack_steps": 1,
+    "save_freq": (1, cli.MAX_ITERS),
+    "n_train_iters": (1, cli.MAX_ITERS),
+    "n_test_iters": (2, MAX_EPISODES),
+    "way": (1, MAX_SIZE),
+    "shot": (1, MAX_SIZE),
+    "query": (1, MAX_SIZE),
+    "max_shot": (1, MAX_SIZE),
+    "metabatch": (1, MAX_GRAPH),
+    "n_steps": (1, MAX_GRAPH),
+    "n_test_mc_samp": (1, MAX_GRAPH),
+    "n_mc_samples": (0, MAX_GRAPH),
+    "log_freq": (1, cli.MAX_ITERS),
+    "val_freq": (1, cli.MAX_ITERS),
+    "n_val_iters": (1, MAX_EPISODES),
+    "attack_steps": (1, MAX_EPISODES),
+    "gpu_id": (0, 1023),  # an index (CUDA_VISIBLE_DEVICES): another value would hide every GPU
 }
-MAX_SEED = 2**31 - 1
+WHY_LEAST = {
+    "n_test_iters": "a confidence interval needs two episodes",
+    # Without an inner step there is no adaptation, and Meta-dropout's noise (which acts only in
+    # the inner loop, Algorithm 1) would have nothing to perturb: refused for every model alike.
+    "n_steps": "the inner loop needs a step",
+    "n_mc_samples": "0: the posterior means",
+}
 MAX_STEP = 1.0  # --meta_lr (Adam moves each weight by up to meta_lr), --inner_lr (an SGD step)
 
 
 def check_flags(args: argparse.Namespace) -> None:
     """Every flag's value, alone and with the others, without TensorFlow and before anything is
     written; fills in the perturbation's hyperparameters. UsageError saying what to do."""
-    check_taml_flags(args)  # first: it fills in the Bayesian TAML defaults (--inner_lr, --noise)
-    for name, least in COUNTS.items():
-        if getattr(args, name) < least:
-            why = " (a confidence interval needs two episodes)" if least == 2 else ""
-            raise UsageError(f"--{name} must be at least {least}{why}")
-    if args.n_steps < 1:
-        # Without an inner step there is no adaptation, and Meta-dropout's noise (which acts only in
-        # the inner loop, Algorithm 1) would have nothing to perturb: refused for every model alike.
-        raise UsageError("--n_steps must be at least 1 (the inner loop needs a step)")
+    wrong = cli.out_of_range(args, COUNTS, WHY_LEAST)
+    if wrong:
+        raise UsageError(wrong)
+    check_taml_flags(args)  # next: it fills in the Bayesian TAML defaults (--inner_lr, --noise)
     for name in ("meta_lr", "inner_lr"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             raise UsageError(f"--{name} must be a positive number, not {getattr(args, name)}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise UsageError(f"--seed must be an integer from 0 to {MAX_SEED}, not {args.seed}")
+    if not 0 <= args.seed <= cli.MAX_SEED:
+        raise UsageError(f"--seed must be an integer from 0 to {cli.MAX_SEED}, not {args.seed}")
     if args.episodes is not None and args.mode != "meta_test":
         raise UsageError(f"--episodes is for --mode meta_test only (not {args.mode})")
     if args.savedir is None:
@@ -341,10 +352,6 @@ def check_taml_flags(args: argparse.Namespace) -> None:
     if len(ids) > 1 and args.data_root is not None:
         raise UsageError("--data_root is one dataset's folder: give a single --id_dataset with it")
     args.dataset, args.ood_dataset = ",".join(ids), ",".join(oods) or None
-    if args.max_shot is not None and args.max_shot < 1:
-        raise UsageError("--max_shot must be at least 1")
-    if args.n_mc_samples < 0:
-        raise UsageError("--n_mc_samples must be at least 0 (0: the posterior means)")
     # Whether the ID datasets hold out classes for meta-validation (config.json; omniglot does not).
     args.val_split = all(has_val(n) for n in ids)
     if args.select is None:
@@ -395,6 +402,57 @@ def check_data_roots(args: argparse.Namespace) -> None:
         else:  # --data_root is the single ID dataset's; the others are found under $METADROP_DATA
             also = f" (or set ${data.DATA_ENV} to the folder that holds {os.path.basename(root)})"
         raise UsageError(f"{where} does not exist: prepare {name} there with: {command(name, root)}{also}")
+    check_data_sizes(args)
+
+
+SPLITS_OF = {
+    "meta_train": ("train", "val"),
+    "meta_test": ("test",),
+    "export": ("test",),
+}  # what each mode reads
+
+
+def check_data_sizes(args: argparse.Namespace) -> None:
+    """UsageError if a dataset cannot be opened or cannot hold an episode of these flags (--way,
+    --shot/--max_shot, --query against its classes), or the datasets' image shapes differ, from the
+    files' headers only (data.headers.peek): before TensorFlow, in about a second, not after the data
+    and the graph are loaded. The Runner checks the loaded splits again."""
+    from data import DataError
+    from data.headers import peek
+
+    ids = dataset_names(args.dataset)
+    shapes = {}
+    for i, name in enumerate(ids + dataset_names(args.ood_dataset)):
+        flag = "--dataset" if i < len(ids) else "--ood_dataset"
+        try:
+            shapes[name], n = peek(name, args.data_root if i == 0 else None)
+        except DataError as e:
+            raise UsageError(f"{flag} {name}: {e}") from None
+        for s in SPLITS_OF[args.mode]:
+            if i < len(ids) or s in n:  # OOD datasets may lack a validation split
+                check_split(args, n[s], f"{name} {s}")
+    for name, shape in shapes.items():
+        if shape != shapes[ids[0]]:
+            raise UsageError(
+                f"{name} has {'x'.join(map(str, shape))} images, {ids[0]} "
+                f"{'x'.join(map(str, shapes[ids[0]]))}: one network needs one image shape"
+            )
+
+
+def selected_step(args: argparse.Namespace) -> int | None:
+    """The checkpoint iteration meta_test's --select chooses from meta_train.log (None: the newest
+    readable one, --select last); UsageError if no kept checkpoint has a validation line."""
+    ckpts = Checkpoints(args.savedir)
+    train_log = os.path.join(args.savedir, "meta_train.log")
+    text = open(train_log).read() if os.path.exists(train_log) else ""
+    # --select last: the newest readable checkpoint (an unreadable one falls back to an older one)
+    step = None if args.select == "last" else select_step(text, args.select, ckpts.steps())
+    if step is None and args.select != "last" and ckpts.steps():
+        raise UsageError(
+            f"--select {args.select}: {train_log} has no validation line of a kept checkpoint "
+            f"(kept: {', '.join(f'model-{s}' for s in ckpts.steps())}); use --select last"
+        )
+    return step
 
 
 def check_xla_cache(args: argparse.Namespace) -> None:
@@ -457,14 +515,15 @@ def make_noise(args: argparse.Namespace) -> Perturbation:
         raise UsageError(f"--noise: {e}") from e
 
 
-def check_split(args: argparse.Namespace, split: Split, name: str) -> None:
-    """DataError unless the split holds an episode of this run (fixed-shot or any-shot)."""
+def check_split(args: argparse.Namespace, n: np.ndarray, name: str) -> None:
+    """DataError unless a split of n [classes] examples per class holds an episode of this run
+    (fixed-shot or any-shot)."""
     from data.episodes import check, check_anyshot
 
     if args.max_shot:
-        check_anyshot(split, args.way, args.max_shot, args.query, name=name)
+        check_anyshot(n, args.way, args.max_shot, args.query, name=name)
     else:
-        check(split, args.way, args.shot, args.query, name=name)
+        check(n, args.way, args.shot, args.query, name=name)
 
 
 def episode_batch(args: argparse.Namespace, split: Split, n_tasks: int, rng: np.random.Generator) -> Batch:
@@ -503,7 +562,7 @@ class Runner:
                 for s in splits:
                     # OOD datasets may lack a training split, any dataset a validation split
                     if (name in self.ids and s != "val") or s in d.splits:
-                        check_split(args, d.split(s), f"{name} {s}")
+                        check_split(args, data.sizes(d.split(s)), f"{name} {s}")
             shape, filters = self.dataset.shape, self.dataset.filters
         else:
             assert saved is not None
@@ -819,6 +878,7 @@ def meta_test(args: argparse.Namespace) -> None:
     check_writable(args.savedir)
     import results
 
+    step = selected_step(args)  # before the data and the graph
     # (results file, source, role, dataset, episodes, meta-batches, what was evaluated, its identity)
     evals: list[tuple[str, str, str, str, int, Iterator[Batch], str, dict]] = []
     if args.episodes:
@@ -853,16 +913,6 @@ def meta_test(args: argparse.Namespace) -> None:
             )
     if args.attack:
         evals = [(name.replace("results", f"robust_{args.attack}", 1), *rest) for name, *rest in evals]
-    ckpts = Checkpoints(args.savedir)
-    train_log = os.path.join(args.savedir, "meta_train.log")
-    text = open(train_log).read() if os.path.exists(train_log) else ""
-    # --select last: the newest readable checkpoint (an unreadable one falls back to an older one)
-    step = None if args.select == "last" else select_step(text, args.select, ckpts.steps())
-    if step is None and args.select != "last" and ckpts.steps():
-        raise UsageError(
-            f"--select {args.select}: {train_log} has no validation line of a kept checkpoint "
-            f"(kept: {', '.join(f'model-{s}' for s in ckpts.steps())}); use --select last"
-        )
     with r.graph.as_default(), run.building("the meta-test graph"):
         if args.attack:
             evaluator = r.attack_evaluator(args.metabatch)

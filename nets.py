@@ -127,8 +127,9 @@ class Network:
         shape: tuple[int, int, int],
         n_classes: int,
         noise: Perturbation,
-        dtype: tf.DType = tf.float32,
+        dtype: object = None,
     ) -> None:
+        dtype = dtype or tf.float32  # not a default value: importing nets leaves TensorFlow unloaded
         self.arch, self.shape, self.noise, self.dtype = arch, shape, noise, dtype
         self.theta: Params = {}
         self.bn_stats: dict[str, Params] = {}

@@ -45,6 +45,7 @@ if __name__ == "__main__":
 
 import argparse
 import json
+import math
 import os
 import sys
 import zipfile
@@ -419,6 +420,11 @@ def plot_balance(savedir: str) -> str:
     return path
 
 
+# (least, most) of the count flags (cli.out_of_range; docs/failures.md#counts)
+COUNTS = {"tsne_iter": (250, 10**6), "tasks": (1, 10**7), "layer": (1, 1000)}
+WHY_LEAST = {"tsne_iter": "scikit-learn's minimum", "layer": "the first conv block"}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = p.add_mutually_exclusive_group(required=True)
@@ -436,14 +442,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--verbose", action="store_true", help=f"show TensorFlow's C++ log lines ({quiet.VERBOSE_ENV}=1)"
     )
     args = p.parse_args(argv)
-    if args.tsne_iter < 250:
-        p.error("--tsne_iter must be at least 250 (scikit-learn's minimum)")
-    if args.perplexity <= 0:
-        p.error("--perplexity must be positive")
-    if args.tasks is not None and args.tasks < 1:
-        p.error("--tasks must be at least 1")
-    if args.layer < 1:
-        p.error("--layer must be at least 1 (the first conv block)")
+    wrong = cli.out_of_range(args, COUNTS, WHY_LEAST)
+    if wrong:
+        p.error(wrong)
+    if not (math.isfinite(args.perplexity) and args.perplexity > 0):
+        p.error(f"--perplexity must be a positive number, not {args.perplexity}")
     if any(c < 0 for c in args.channels):
         p.error("--channels must be at least 0")
     return args

@@ -118,6 +118,30 @@ ADDED = {"second_order": False}  # settings newer than some config.json files: t
 # ---------------------------------------------------------------------------------------------
 # Command line
 
+# Flags whose value is a count: (least, most) (cli.out_of_range; docs/failures.md#counts); the
+# data's sizes bound --batch_size, --num_split and --n_per_class further (check_data).
+MAX_RUNS = 1000  # --num_run, --num_split: each source task is a network in the graph
+MAX_SAMPLES = 10_000  # --eval_samples, --test_samples: noise samples of one test
+MAX_BATCH = 10**5  # --batch_size, --n_per_class: images
+MAX_IMG = 1024  # --img_size: the side of the images in the graph
+COUNTS = {
+    "batch_size": (2, MAX_BATCH),
+    "train_steps": (1, cli.MAX_ITERS),
+    "img_size": (1, MAX_IMG),
+    "num_run": (1, MAX_RUNS),
+    "num_split": (1, MAX_RUNS),
+    "n_per_class": (0, MAX_BATCH),
+    "src_steps": (1, cli.MAX_ITERS),
+    "print_every": (1, cli.MAX_ITERS),
+    "save_every": (1, cli.MAX_ITERS),
+    "eval_samples": (1, MAX_SAMPLES),
+    "test_samples": (1, MAX_SAMPLES),
+}
+WHY_LEAST = {
+    "batch_size": "batch norm and MetaPerturb's scale need a batch",
+    "n_per_class": "0: all of the train split",
+}
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = cli.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -218,23 +242,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.train_steps is None:
         args.train_steps = DEFAULT_STEPS[args.phase]
     args.data = args.data or DEFAULT_DATA[args.phase]
-    for name in (
-        "batch_size",
-        "train_steps",
-        "img_size",
-        "num_run",
-        "num_split",
-        "print_every",
-        "save_every",
-        "eval_samples",
-        "test_samples",
-    ):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be at least 1")
-    if args.n_per_class < 0:
-        p.error("--n_per_class must be at least 0")
-    if args.batch_size < 2:
-        p.error("--batch_size must be at least 2 (batch norm and MetaPerturb's scale need a batch)")
+    wrong = cli.out_of_range(args, COUNTS, WHY_LEAST)
+    if wrong:
+        p.error(wrong)
+    if not 0 <= args.seed <= cli.MAX_SEED:
+        p.error(f"--seed must be an integer from 0 to {cli.MAX_SEED}, not {args.seed}")
     for name in ("lr", "clipval"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             p.error(f"--{name} must be a positive number, not {getattr(args, name)}")
@@ -247,15 +259,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         from nets import architecture
 
-        architecture(args.model)
+        arch = architecture(args.model)
     except ValueError as e:
         p.error(f"--model: {e}")
+    least = 2 ** sum(getattr(arch, "pools", ()))  # each max-pool of a plain network halves the side
+    if args.img_size < least:
+        p.error(
+            f"--model {args.model}: {args.img_size}x{args.img_size} inputs vanish after its max-pools; "
+            f"raise --img_size to {least} or more"
+        )
     if args.fine_tune is not None and (args.phase != "tgt" or not args.fine_tune):
         p.error("--fine_tune takes the folder (or a checkpoint) of a pre-trained run, with --phase tgt only")
-    if args.phase == "src" and not build_noise(args.noise, {}).transferred:
-        p.error(
-            f"--noise {args.noise}: the source phase meta-learns a transferred perturbation (metaperturb)"
-        )
     try:
         hp = dict(build_noise(args.noise, args.noise_hp).hp())
         if "clipval" in hp:
@@ -263,6 +277,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         perturbation = build_noise(args.noise, hp)
     except ValueError as e:
         p.error(f"--noise: {e}")
+    if args.phase == "src" and not perturbation.transferred:
+        p.error(
+            f"--noise {args.noise}: the source phase meta-learns a transferred perturbation (metaperturb)"
+        )
     args.noise_hp, args.noise_title = perturbation.hp(), perturbation.title
     args.phi = None
     if args.phase == "select":
@@ -301,6 +319,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             )
         elif args.phi_from:  # (--src_name is ignored: run.sh passes it for every regulariser)
             p.error(f"--noise {args.noise} learns no transferred phi: drop --phi_from")
+    if args.exp_name in (".", "..") or os.sep in args.exp_name:
+        p.error(f"--exp_name {args.exp_name}: give a folder name (no {os.sep}), made under --save_dir")
     args.exp_name = args.exp_name or default_name(args)
     return args
 
@@ -325,6 +345,64 @@ def default_name(args: argparse.Namespace) -> str:
         return f"{args.src_name}_{args.src_steps}_{args.data}_{args.model}_seed{args.seed}"
     fine_tuned = "_finetune" if args.fine_tune else ""
     return f"{args.data}_{args.model}_{args.noise}{fine_tuned}_seed{args.seed}"
+
+
+def check_data(args: argparse.Namespace) -> None:
+    """UsageError if --data cannot be opened or cannot give what the flags ask (check_source,
+    check_target), from the files' headers only (data.headers.peek), or --fine_tune names no
+    pre-trained run: before the data and the graph are loaded (and, but for a --fine_tune folder's
+    checkpoint, before TensorFlow), in about a second."""
+    from data import DataError
+    from data.headers import peek
+
+    try:
+        _, n = peek(args.data, args.data_root)
+    except DataError as e:
+        raise UsageError(f"--data {args.data}: {e}") from None
+    (check_source if args.phase == "src" else check_target)(args, n)
+    folder = os.path.join(args.save_dir, args.phase, args.exp_name)
+    if args.fine_tune and not Checkpoints(folder).steps():  # as run_target: a resumed run needs none
+        pretrained(args.fine_tune, args.model)
+
+
+def check_source(args: argparse.Namespace, n: dict[str, np.ndarray]) -> None:
+    """UsageError unless the source data (split -> [classes] examples per class) make --num_split
+    tasks of at least --batch_size training and validation images each (source_tasks)."""
+    if "train" not in n:
+        raise UsageError(f"{args.data} has no train split to make source tasks from")
+    labels = np.repeat(np.arange(len(n["train"])), n["train"])
+    tasks = source_tasks(labels, args.num_split, args.split_scheme, args.seed)
+    small = min(min(len(a), len(b)) for a, b, _ in tasks)
+    if small < args.batch_size:
+        raise UsageError(
+            f"a source task has {small} training images, fewer than --batch_size {args.batch_size}"
+        )
+
+
+def check_target(args: argparse.Namespace, n: dict[str, np.ndarray]) -> None:
+    """UsageError unless the target data (split -> [classes] examples per class) give the splits
+    target_data takes, a test image of every class, and at least --batch_size training images."""
+    if args.tgt_split is not None:
+        if args.tgt_split not in n:
+            raise UsageError(f"--tgt_split {args.tgt_split}: {args.data} has splits {', '.join(n)}")
+        sizes = n[args.tgt_split]
+        per = args.n_per_class or int(sizes.min()) // 2
+        if per >= sizes.min():
+            raise UsageError(
+                f"--n_per_class {per} leaves a class of {args.tgt_split} without test images: "
+                f"give at most {int(sizes.min()) - 1}"
+            )
+        train = int(np.minimum(sizes, per).sum())
+    else:
+        test_split = args.val_split if args.phase == "select" else "test"
+        missing = [s for s in ("train", test_split) if s not in n]
+        if missing:
+            raise UsageError(f"{args.data} has no {' or '.join(missing)} split; name one with --tgt_split")
+        train = int(np.minimum(n["train"], args.n_per_class or n["train"].max()).sum())
+    if train < args.batch_size:
+        raise UsageError(
+            f"the target training set has {train} images, fewer than --batch_size {args.batch_size}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,37 +462,24 @@ def target_data(args: argparse.Namespace) -> tuple[tuple[int, int, int], tuple, 
     """(image shape, (train images, labels), (test images, labels), classes) of the target; the
     test images of --phase select are its --val_split."""
     import data
+    from data.headers import split_sizes
 
     ds = data.load(args.data, args.data_root)
+    check_target(args, split_sizes(ds))
     if args.tgt_split is not None:
-        if args.tgt_split not in ds.splits:
-            raise UsageError(f"--tgt_split {args.tgt_split}: {args.data} has splits {', '.join(ds.splits)}")
         x, y = data.labelled(ds.split(args.tgt_split))
         n = args.n_per_class or int(data.sizes(ds.split(args.tgt_split)).min()) // 2
         first = np.concatenate([np.flatnonzero(y == c)[:n] for c in np.unique(y)])
         rest = np.setdiff1d(np.arange(len(y)), first)
-        if np.any(np.bincount(y[rest], minlength=y.max() + 1) == 0):
-            most = int(data.sizes(ds.split(args.tgt_split)).min()) - 1
-            raise UsageError(
-                f"--n_per_class {n} leaves a class of {args.tgt_split} without test images: "
-                f"give at most {most}"
-            )
         train, test = (x[first], y[first]), (x[rest], y[rest])
     else:
         test_split = args.val_split if args.phase == "select" else "test"
-        missing = [s for s in ("train", test_split) if s not in ds.splits]
-        if missing:
-            raise UsageError(f"{args.data} has no {' or '.join(missing)} split; name one with --tgt_split")
         train, test = data.labelled(ds.split("train")), data.labelled(ds.split(test_split))
         if args.n_per_class:
             keep = np.concatenate(
                 [np.flatnonzero(train[1] == c)[: args.n_per_class] for c in np.unique(train[1])]
             )
             train = (train[0][keep], train[1][keep])
-    if len(train[1]) < args.batch_size:
-        raise UsageError(
-            f"the target training set has {len(train[1])} images, fewer than --batch_size {args.batch_size}"
-        )
     return ds.shape, train, test, int(max(train[1].max(), test[1].max()) + 1)
 
 
@@ -490,17 +555,12 @@ def train_loop(
 
 def run_source(args: argparse.Namespace, made: list[str]) -> None:
     import data
+    from data.headers import split_sizes
 
     ds = data.load(args.data, args.data_root)
-    if "train" not in ds.splits:
-        raise UsageError(f"{args.data} has no train split to make source tasks from")
+    check_source(args, split_sizes(ds))
     x, y = data.labelled(ds.split("train"))
     tasks = source_tasks(y, args.num_split, args.split_scheme, args.seed)
-    small = min(min(len(a), len(b)) for a, b, _ in tasks)
-    if small < args.batch_size:
-        raise UsageError(
-            f"a source task has {small} training images, fewer than --batch_size {args.batch_size}"
-        )
     for r in range(args.num_run):
         folder = os.path.join(args.save_dir, "src", args.exp_name, f"run_{r}")
         with open_folder(folder, made):
@@ -807,6 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     cli.ctrl_c_raises()
 
     def work(made: list[str]) -> None:
+        check_data(args)  # what the data cannot give, from their headers, before TensorFlow
         folder = os.path.join(args.save_dir, args.phase, args.exp_name)
         if args.phase != "tgt" and not os.path.lexists(folder):  # it holds the run folders
             made.append(folder)

@@ -13,6 +13,13 @@ import numpy as np
 from data import Dataset
 
 DIGITS = {"train": (0, 1, 2, 3, 4), "val": (5, 7), "test": (6, 8, 9)}
+SHAPE = (16, 16, 1)
+PER_CLASS = 174  # the fewest images of one digit in scikit-learn's set (of the 8)
+
+
+def peek() -> tuple[tuple[int, int, int], dict[str, np.ndarray]]:
+    """(image shape, split -> examples per class) without scikit-learn (data.headers.peek)."""
+    return SHAPE, {s: np.full(4 * len(d), PER_CLASS) for s, d in DIGITS.items()}
 
 
 def load(root: str) -> Dataset:
@@ -21,12 +28,11 @@ def load(root: str) -> Dataset:
     bunch = load_digits()
     images = bunch.images.astype(np.float32) / 16.0  # [n, 8, 8] in [0, 1]
     images = images.repeat(2, axis=1).repeat(2, axis=2)  # 16x16
-    per_class = min(np.sum(bunch.target == d) for d in range(10))
     splits = {}
     for name, digits in DIGITS.items():
         classes = []
         for d in digits:
-            imgs = images[bunch.target == d][:per_class]
-            classes += [np.rot90(imgs, k, axes=(1, 2)).reshape(per_class, -1) for k in range(4)]
+            imgs = images[bunch.target == d][:PER_CLASS]
+            classes += [np.rot90(imgs, k, axes=(1, 2)).reshape(PER_CLASS, -1) for k in range(4)]
         splits[name] = np.stack(classes)
-    return Dataset("digits", (16, 16, 1), filters=32, splits=splits)
+    return Dataset("digits", SHAPE, filters=32, splits=splits)

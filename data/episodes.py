@@ -16,16 +16,16 @@ from data.files import atomic, not_format
 Episode = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def check(split: Split, way: int, shot: int, query: int, name: str = "split") -> None:
-    """A clear DataError if the split cannot hold one episode (for a Ragged split: every class)."""
-    n = sizes(split)
+def check(n: np.ndarray, way: int, shot: int, query: int, name: str = "split") -> None:
+    """A clear DataError if a split of n [classes] examples per class (data.sizes, or the files'
+    headers: data.headers.peek) cannot hold one episode (every class must)."""
     if way > len(n):
         raise DataError(f"--way {way} is larger than the {len(n)} classes of the {name} split")
     if shot + query > n.min():
         raise DataError(
             f"--shot {shot} + --query {query} = {shot + query} is larger than the "
             f"{int(n.min())} examples per class of the {name} split"
-            + ("" if isinstance(split, np.ndarray) else " (its smallest class)")
+            + ("" if n.min() == n.max() else " (its smallest class)")
         )
 
 
@@ -91,10 +91,12 @@ def sample_batch(
 IMBALANCE = ("class", "task")  # the coin's sides; `sample_anyshot(..., imbalance=...)` forces one
 
 
-def check_anyshot(split: Split, way: int, max_shot: int, query: int, name: str = "split") -> None:
-    """A clear DataError if the split cannot hold one any-shot episode: `way` classes, each with at
-    least query + 1 examples (a smaller class could not give a support example after capping)."""
-    n = sizes(split)
+def check_anyshot(n: np.ndarray, way: int, max_shot: int, query: int, name: str = "split") -> None:
+    """A clear DataError if a split of n [classes] examples per class cannot hold one any-shot
+    episode: `way` classes, each with at least query + 1 examples (a smaller class could not give a
+    support example after capping), and max_shot no larger than the largest class (every support set
+    is padded to way * max_shot rows; max_shot also normalises the set sizes, so a shot above the
+    capped ones may be meant)."""
     if way > len(n):
         raise DataError(f"--way {way} is larger than the {len(n)} classes of the {name} split")
     small = int(np.sum(n < query + 1))
@@ -103,8 +105,12 @@ def check_anyshot(split: Split, way: int, max_shot: int, query: int, name: str =
             f"{small} classes of the {name} split have fewer than --query {query} + 1 examples "
             f"(smallest: {int(n.min())}): lower --query"
         )
-    if max_shot < 1:
-        raise DataError(f"--max_shot must be at least 1, not {max_shot}")
+    if not 1 <= max_shot <= n.max():
+        raise DataError(
+            f"--max_shot {max_shot}: give 1 to {int(n.max())}, the largest class of the {name} split "
+            f"(a support set holds at most its class's size - --query; each task is padded to "
+            f"--way x --max_shot rows)"
+        )
 
 
 def sample_anyshot(
@@ -226,9 +232,9 @@ def write_file(
     episodes (sample_anyshot, `shot` unused) when max_shot is given."""
     name = " ".join(str(meta[k]) for k in ("dataset", "split") if k in meta)
     if max_shot is None:
-        check(split, way, shot, query, name=name)
+        check(sizes(split), way, shot, query, name=name)
     else:
-        check_anyshot(split, way, max_shot, query, name=name)
+        check_anyshot(sizes(split), way, max_shot, query, name=name)
     rng = np.random.default_rng(seed)
     rows = way * ((shot if max_shot is None else max_shot) + query)
     dim = split.shape[2] if isinstance(split, np.ndarray) else split.images.shape[1]

@@ -482,6 +482,10 @@ class Splits(Mapping[str, Any]):
                 self._done[split] = r
         return self._done[split]
 
+    def sizes(self, split: str) -> np.ndarray:
+        """[classes] examples per class of a split, without converting it (data.headers)."""
+        return self._raw[split].sizes
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._raw)
 

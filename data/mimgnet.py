@@ -15,12 +15,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator, Mapping
 
 import numpy as np
 
-from data import DataError, Dataset
-from data.files import ArraysOnly, command, fetch, open_split, raise_resource, ready, write_npy
+from data import DataError, Dataset, Ragged
+from data.files import ArraysOnly, Splits, command, fetch, open_split, raise_resource, ready, write_npy
 
 BASE_URL = "https://zenodo.org/records/7978538/files"
 URL_ENV = "METADROP_MIMGNET_URL"  # overrides BASE_URL (a mirror, or a test server)
@@ -97,27 +96,13 @@ def prepare(root: str, source: str | None) -> None:
         print(f"{npy}: ready")
 
 
-class _Splits(Mapping[str, np.ndarray]):
-    """uint8 splits made float32 in [0, 1] on first use, then kept."""
-
-    def __init__(self, raw: dict[str, np.ndarray]) -> None:
-        self._raw, self._done = raw, {}
-
-    def __getitem__(self, split: str) -> np.ndarray:
-        if split not in self._done:
-            x = self._raw[split].astype(np.float32)
-            x /= 255
-            self._done[split] = x
-        return self._done[split]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
-
-    def __len__(self) -> int:
-        return len(self._raw)
-
-
 def load(root: str) -> Dataset:
     retry = command("mimgnet", root)
-    raw = {s: _open(root, s, retry) for s in CLASSES}
-    return Dataset("mimgnet", SHAPE, FILTERS, _Splits(raw))
+    raw = {s: _open(root, s, retry) for s in CLASSES}  # [classes, examples, D] each: even classes
+    offsets = {s: np.arange(len(a) + 1, dtype=np.int64) * a.shape[1] for s, a in raw.items()}
+    return Dataset(
+        "mimgnet",
+        SHAPE,
+        FILTERS,
+        Splits({s: Ragged(a.reshape(-1, a.shape[2]), offsets[s]) for s, a in raw.items()}),
+    )

@@ -125,12 +125,15 @@ def test_uint8_ragged_split_gives_floats_in_unit_range():
 
 
 def test_check_anyshot_names_what_is_wrong():
-    split = labelled_ragged([5, 9, 3])
-    check_anyshot(split, 2, 10, 2)
+    n = data.sizes(labelled_ragged([5, 9, 3]))
+    check_anyshot(n, 2, 9, 2)
     with pytest.raises(data.DataError, match="--way 4 is larger than the 3 classes"):
-        check_anyshot(split, 4, 10, 2)
+        check_anyshot(n, 4, 9, 2)
     with pytest.raises(data.DataError, match="fewer than --query 3 \\+ 1 examples"):
-        check_anyshot(split, 2, 10, 3)
+        check_anyshot(n, 2, 9, 3)
+    # a support set is padded to way * max_shot rows: no larger than the largest class (issue #27)
+    with pytest.raises(data.DataError, match="--max_shot 10: give 1 to 9, the largest class"):
+        check_anyshot(n, 2, 10, 2)
 
 
 def test_anyshot_episode_file_round_trip(tmp_path):

@@ -39,7 +39,7 @@ def test_sample_batch_stacks_tasks():
 
 
 def test_check_rejects_impossible_episodes():
-    split = labelled_split(n_classes=7, n_examples=9)
+    split = data.sizes(labelled_split(n_classes=7, n_examples=9))
     check(split, way=7, shot=4, query=5)
     with pytest.raises(data.DataError, match="--way 8 is larger than the 7 classes"):
         check(split, way=8, shot=1, query=1)

@@ -378,6 +378,7 @@ def test_resume_with_other_train_steps_is_refused(tmp_path):
         ([], "is transferred: give --phi_from"),
         (["--noise", "none", "--phi_from", "x.npz"], "learns no transferred phi"),
         (["--augment", "rotate"], "invalid choice"),
+        (["--noise", "none", "--img_size", "8"], "raise --img_size to 16"),
     ],
 )
 def test_bad_flags_exit_2(tmp_path, capsys, extra, message):
@@ -408,7 +409,6 @@ def test_bad_source_flags_exit_2(capsys, extra, message):
         (["--noise", "none", "--tgt_split", "nope"], "--tgt_split nope"),
         (["--noise", "none", "--batch_size", "500"], "fewer than --batch_size"),
         (["--noise", "none", "--data", "nodata"], "unknown dataset"),
-        (["--noise", "none", "--img_size", "8"], "raise --img_size"),
     ],
 )
 def test_bad_input_exits_2_without_writing_results(tmp_path, capsys, extra, message):
