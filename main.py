@@ -429,8 +429,8 @@ def check_data_sizes(args: argparse.Namespace) -> None:
         except DataError as e:
             raise UsageError(f"{flag} {name}: {e}") from None
         for s in SPLITS_OF[args.mode]:
-            if i < len(ids) or s in n:  # OOD datasets may lack a validation split
-                check_split(args, n[s], f"{name} {s}")
+            if (i < len(ids) and s != "val") or s in n:  # OOD datasets may lack a training split,
+                check_split(args, n[s], f"{name} {s}")  # any dataset a validation split
     for name, shape in shapes.items():
         if shape != shapes[ids[0]]:
             raise UsageError(

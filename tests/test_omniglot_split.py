@@ -128,7 +128,7 @@ def test_a_run_trained_on_the_held_out_split_is_not_resumed_on_all_classes(root,
     assert "val_split: classes held out for meta-validation there, no validation split now" in err, err
     assert sorted(os.listdir(savedir / "ckpt")) == ["model-10.index"]  # nothing lost
     # the settings check of the held-out view accepts such a config (val_split defaults to held out)
-    from savedir import check_settings, read_config
+    from run import check_settings, read_config
 
     config = read_config(str(savedir))
     args = main.parse_args(
@@ -138,7 +138,12 @@ def test_a_run_trained_on_the_held_out_split_is_not_resumed_on_all_classes(root,
 
 
 def test_report_shows_whether_classes_were_held_out():
+    import dataclasses
+
+    from test_results import full_record
+
     import report
 
-    assert "val_split=False" in report.settings_text({"val_split": False}, {})
-    assert "val_split=True" in report.settings_text({"val_split": True}, {})
+    for held_out in (False, True):
+        r = dataclasses.replace(full_record(), settings={"val_split": held_out})
+        assert f"val_split={held_out}" in report.settings_text(r)

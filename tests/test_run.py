@@ -91,11 +91,18 @@ def test_transfer_messages_name_its_own_flags(tmp_path):
         transfer.open_folder(str(tmp_path / "file" / "run"), [])
 
 
-def test_refused_transfer_run_leaves_no_new_folder(tmp_path, capsys):
-    """A source run refused once its folder was made (here: images that vanish in the network)
-    left config.json and the lock behind."""
+def test_refused_transfer_run_leaves_no_new_folder(tmp_path, capsys, monkeypatch):
+    """A source run refused once its folder was made (here: images that vanish in the network, a
+    refusal that the flags' checks now make earlier, so the network says it) left config.json and the
+    lock behind."""
+    import nets
+
+    def vanish(*args, **kwargs):
+        raise ValueError("8x8 inputs vanish after the max-pools of this model")
+
+    monkeypatch.setattr(nets, "Source", vanish)
     flags = [
-        *("--phase", "src", "--data", "digits", "--model", "conv4_4", "--img_size", "8"),
+        *("--phase", "src", "--data", "digits", "--model", "conv4_4", "--img_size", "16"),
         *("--batch_size", "8", "--num_split", "2", "--train_steps", "2", "--save_dir", str(tmp_path)),
     ]
     assert transfer.main(flags) == 2
