@@ -101,8 +101,8 @@ def test_phi_step_is_adam_on_the_mean_task_gradient():
     for j, (v0, v1) in enumerate(zip(p0, p1)):
         grad = (grads[0][j] + grads[1][j]) / 2 + nets.WEIGHT_DECAY * v0
         m, v = 0.1 * grad, 0.001 * grad**2
-        lr_t = 1e-2 * np.sqrt(1 - 0.999) / (1 - 0.9)
-        np.testing.assert_allclose(v1, v0 - lr_t * m / (np.sqrt(v) + 1e-8), rtol=1e-7, atol=1e-7)
+        # torch.optim.Adam's first step: eps added to sqrt(v / (1 - b2)), not to sqrt(v)
+        np.testing.assert_allclose(v1, v0 - 1e-2 * (m / 0.1) / (np.sqrt(v / 0.001) + 1e-8), rtol=1e-12)
         assert np.abs(v1 - v0).max() > 5e-3  # an Adam step of ~lr
 
 
@@ -122,15 +122,17 @@ def test_phi_gradient_matches_finite_differences():
 
 
 def second_order_setup(sess, g, scale=0.03) -> dict:
-    """Random phi and Adam moments of every theta_t (v ~ scale^2: Adam's step is smooth in the
-    gradient, and steep enough for theta_t's dependence on phi to show); the feed of one step."""
+    """Random phi and Adam moments of every theta_t, 4 steps taken (v ~ scale^2: Adam's step is
+    smooth in the gradient, and steep enough for theta_t's dependence on phi to show); the feed of
+    one step."""
     rng = np.random.default_rng(4)
     values = {p: 0.3 * rng.standard_normal(p.shape.as_list()) for p in g.phi.values()}
-    for opt, net in zip(g.theta_adams, g.nets):
-        for p in net.theta.values():
+    for opt in g.theta_adams:
+        values[opt.t] = 4.0
+        for p, m, v in zip(opt.params, opt.m, opt.v):
             shape = p.shape.as_list()
-            values[opt.get_slot(p, "m")] = 0.1 * scale * rng.standard_normal(shape)
-            values[opt.get_slot(p, "v")] = scale**2 * rng.uniform(0.5, 1.5, shape)
+            values[m] = 0.1 * scale * rng.standard_normal(shape)
+            values[v] = scale**2 * rng.uniform(0.5, 1.5, shape)
     sess.run([v.assign(x) for v, x in values.items()])
     return {**source_feed(g, 0), **source_feed(g, 1)}
 
@@ -197,8 +199,8 @@ def one_source_step(second_order: bool, n_tasks: int) -> dict:
 
 @pytest.mark.parametrize("n_tasks", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_second_order_takes_the_same_theta_step(n_tasks):
-    # The theta step actually applied is the first-order path's (the same Adam op on the same
-    # gradient), the running statistics are updated alike, the validation pass reads them after the
+    # The theta step actually applied is the first-order path's (nets.adam on the same gradient),
+    # the running statistics are updated alike, the validation pass reads them after the
     # training pass's updates, and theta_t' is the value Adam gives theta_t; only phi's step differs.
     first, second = one_source_step(False, n_tasks), one_source_step(True, n_tasks)
     flat = tf.nest.flatten
