@@ -89,6 +89,7 @@ MATCH = {
         "noise_hp",
         "seed",
         "second_order",
+        "pipeline_version",
     ),
     "tgt": (
         "data",
@@ -107,10 +108,11 @@ MATCH = {
         "phi",
         "fine_tune",
         "seed",
+        "pipeline_version",
     ),
 }
 MATCH["select"] = (*MATCH["tgt"], "val_split")  # one target run per source run
-ADDED = {"second_order": False}  # settings newer than some config.json files: their value there
+ADDED = {"second_order": False, "pipeline_version": 1}  # settings newer than some config.json files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,6 +302,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         elif args.phi_from:  # (--src_name is ignored: run.sh passes it for every regulariser)
             p.error(f"--noise {args.noise} learns no transferred phi: drop --phi_from")
     args.exp_name = args.exp_name or default_name(args)
+    from nets import PIPELINE_VERSION
+
+    args.pipeline_version = PIPELINE_VERSION  # config.json: a run of another version does not resume
     return args
 
 

@@ -363,6 +363,26 @@ def test_resume_with_other_train_steps_is_refused(tmp_path):
     assert read_json(str(folder / "config.json"))["train_steps"] == 6  # not rewritten
 
 
+def test_run_of_an_older_pipeline_is_refused(tmp_path, capsys):
+    # A run written before config.json had pipeline_version (other conv padding, crops, resizing and
+    # Adam variables) is refused in one line, exit 2, its checkpoints and config.json untouched.
+    flags = tgt_flags(tmp_path, "--noise", "none")
+    assert transfer.main(flags) == 0
+    folder = tmp_path / "tgt" / "t"
+    config = read_json(str(folder / "config.json"))
+    assert config["pipeline_version"] == nets.PIPELINE_VERSION
+    del config["pipeline_version"]
+    transfer.write_json(str(folder / "config.json"), config)
+    before = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert transfer.main(flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"pipeline_version 1 there, {nets.PIPELINE_VERSION} now" in err
+    after = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
