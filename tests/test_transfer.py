@@ -316,6 +316,8 @@ def test_target_phi_is_frozen(tmp_path):
                 fd = {g.train_in.x: train[0][:8], g.train_in.y: train[1][:8], g.train_in.seed: [step, 0]}
                 sess.run(g.train_op, {**fd, g.lam: 1.0, g.lr: 1e-2})
             phi1, theta1 = sess.run([g.phi_vars, g.net.theta])
+            assert sess.run(g.adam.t) == sess.run(g.step) == 3  # Adam's step count t, the run's step
+            assert list(map(id, g.adam.params)) == list(map(id, g.params))  # theta: no Adam holds phi
     assert all(np.array_equal(phi0[k], phi1[k]) for k in phi0)
     assert all(not np.array_equal(theta0[k], theta1[k]) for k in theta0)
 
