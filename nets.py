@@ -434,7 +434,8 @@ class Adam:
         """The values after one step on grads (one per parameter, in order)."""
         t = self.t + 1
         new = [adam(p, m, v, g, t, lr) for p, m, v, g in zip(self.params, self.m, self.v, grads)]
-        return AdamStep(*([n[i] for n in new] for i in range(3)), t)  # type: ignore[arg-type]
+        params, m, v = (list(values) for values in zip(*new))
+        return AdamStep(params, m, v, t)
 
     def assign(self, new: AdamStep) -> tf.Operation:
         """Op: the variables take the values of `new`."""
