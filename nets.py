@@ -27,9 +27,12 @@ from noise import Draw, Params, Perturbation, Site
 
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
-PAD = 4  # random-crop padding (spec 2.3)
 WEIGHT_DECAY = 5e-4  # L2 added to every gradient, as torch.optim.Adam(weight_decay=5e-4)
-ADAM = {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8}  # source Adams (TensorFlow's and torch's defaults)
+BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, as the original uses them
+# The networks, inputs and optimiser of the transfer protocol as the original's (docs/metaperturb.md):
+# version 2 pads the ResNets' convs as PyTorch, the random crops as its dataloader, resizes as PIL and
+# steps as torch.optim.Adam. transfer.py records it in config.json; runs of another version do not resume.
+PIPELINE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ class Network:
                 if reg is not None:
                     out.regs.append(reg)
             else:
-                f = tf.nn.conv2d(h, w, strides=stride, padding="SAME")
+                f = conv3x3(h, w, stride)
                 f = f if b is None else tf.nn.bias_add(f, b)
             return self._bn(name, f, t, training, out.updates)
 
@@ -279,6 +282,14 @@ class Network:
         return tf.nn.batch_normalization(f, mean, var, beta, gamma, BN_EPS)
 
 
+def conv3x3(h: tf.Tensor, w: tf.Tensor, stride: int) -> tf.Tensor:
+    """h [N, H, W, Cin] convolved with w [3, 3, Cin, Cout] at `stride`, zero-padded by one pixel on
+    every side (PyTorch's padding=1): [N, floor((H - 1) / stride) + 1, ..., Cout]. At stride 2 the
+    output's pixel i is centred on input pixel 2i, where the option-A shortcut samples (TensorFlow's
+    "SAME" would pad an even side 0 before and 1 after and centre it on 2i + 1)."""
+    return tf.nn.conv2d(tf.pad(h, [[0, 0], [1, 1], [1, 1], [0, 0]]), w, strides=stride, padding="VALID")
+
+
 def shortcut(h: tf.Tensor, cout: int, stride: int) -> tf.Tensor:
     """Option A: identity, or every stride-th pixel with the new channels zero-padded on both sides."""
     cin = h.shape[-1]
@@ -316,42 +327,49 @@ def inputs(dim: int, name: str) -> Inputs:
     )
 
 
+def crop_padding(size: int) -> int:
+    """Pixels of black around a size x size image before its random crop (the original's
+    dataloader, spec 2.4): 4 at 32 px, 8 at every other size."""
+    return 4 if size == 32 else 8
+
+
 def images(
     x: tf.Tensor, shape: tuple[int, int, int], size: int, augment: str, seed: tf.Tensor | None
 ) -> tf.Tensor:
-    """[N, D] in [0, 1] -> [N, size, size, C] in [-1, 1] (mean 0.5, std 0.5 per channel), resized
-    in the graph; with a seed, random 4-px-padded crops (and horizontal flips) per image."""
+    """[N, D] in [0, 1] -> [N, size, size, C] in [-1, 1], as the original's torchvision pipeline:
+    resized (bilinear with antialiasing, within PIL's uint8 rounding of its bilinear, bench/resize.py);
+    with a seed, a random crop of the image padded with crop_padding(size) black pixels (and a
+    horizontal flip, `crop_flip`) per image; then normalised, (x - 0.5) / 0.5, so padding is -1."""
 
     h = tf.reshape(x, [-1, *shape])
     if shape[0] != size or shape[1] != size:
-        h = tf.image.resize(h, [size, size])
-    h = (h - 0.5) / 0.5
-    if seed is None or augment == "none":
-        return h
-    n = tf.shape(h)[0]
-    padded = tf.pad(h, [[0, 0], [PAD, PAD], [PAD, PAD], [0, 0]])
-    full = size + 2 * PAD - 1
-    off = tf.cast(
-        tf.random.stateless_uniform(
-            tf.stack([n, 2]),
-            tf.random.experimental.stateless_fold_in(seed, 1),
-            minval=0,
-            maxval=2 * PAD + 1,
-            dtype=tf.int32,
-        ),
-        tf.float32,
-    )
-    boxes = tf.concat([off, off + size - 1], axis=1) / full  # (y1, x1, y2, x2): pixel-exact crops
-    h = tf.image.crop_and_resize(padded, boxes, tf.range(n), [size, size], method="nearest")
-    if augment == "crop_flip":
-        flip = (
-            tf.random.stateless_uniform(
-                tf.stack([n, 1, 1, 1]), tf.random.experimental.stateless_fold_in(seed, 2)
+        h = tf.image.resize(h, [size, size], antialias=True)
+    if seed is not None and augment != "none":
+        h = random_crop(h, size, crop_padding(size), seed)
+        if augment == "crop_flip":
+            flip = tf.random.stateless_uniform(
+                tf.stack([tf.shape(h)[0], 1, 1, 1]), tf.random.experimental.stateless_fold_in(seed, 2)
             )
-            < 0.5
-        )
-        h = tf.where(flip, tf.reverse(h, axis=[2]), h)
-    return h
+            h = tf.where(flip < 0.5, tf.reverse(h, axis=[2]), h)
+    return (h - 0.5) / 0.5
+
+
+def random_crop(h: tf.Tensor, size: int, pad: int, seed: tf.Tensor) -> tf.Tensor:
+    """Per image of h [N, size, size, C], the size x size window at offsets drawn uniformly from
+    0..2 pad (rows and columns) of the image zero-padded by `pad` on every side."""
+    n = tf.shape(h)[0]
+    padded = tf.pad(h, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    full = size + 2 * pad - 1
+    off = tf.random.stateless_uniform(
+        tf.stack([n, 2]),
+        tf.random.experimental.stateless_fold_in(seed, 1),
+        minval=0,
+        maxval=2 * pad + 1,
+        dtype=tf.int32,
+    )
+    off = tf.cast(off, tf.float32)
+    boxes = tf.concat([off, off + size - 1], axis=1) / full  # (y1, x1, y2, x2): pixel-exact crops
+    return tf.image.crop_and_resize(padded, boxes, tf.range(n), [size, size], method="nearest")
 
 
 def make_draw(seed: tf.Tensor, dtype: object = None) -> object:
@@ -360,36 +378,75 @@ def make_draw(seed: tf.Tensor, dtype: object = None) -> object:
     return Draw(tf.random.experimental.stateless_fold_in(seed, 3), itertools.count(1), 1, dtype or tf.float32)
 
 
-def decayed(grads: list[tf.Tensor | None], params: list[tf.Variable]) -> list[tuple[tf.Tensor, tf.Variable]]:
-    """(grad + weight decay * param, param) for the parameters the loss reaches."""
-    return [(g + WEIGHT_DECAY * p, p) for g, p in zip(grads, params) if g is not None]
+def decayed(
+    grads: list[tf.Tensor | None], params: list[tf.Variable]
+) -> tuple[list[tf.Tensor], list[tf.Variable]]:
+    """grad + weight decay * param, and param, for the parameters the loss reaches (torch.optim.Adam's
+    weight_decay: L2 added to the gradient)."""
+    reached = [(g + WEIGHT_DECAY * p, p) for g, p in zip(grads, params) if g is not None]
+    return [g for g, _ in reached], [p for _, p in reached]
 
 
-def adam_step(
-    opt: tf.compat.v1.train.AdamOptimizer, grads: list[tuple[tf.Tensor, tf.Variable]], lr: tf.Tensor
-) -> list[tf.Tensor]:
-    """The values opt.apply_gradients(grads) gives the variables, as tensors differentiable in the
-    gradients (Adam, Kingma & Ba 2015, Alg. 1, in the form of TensorFlow's ApplyAdam kernel):
-    m' = m + (g - m)(1 - b1), v' = v + (g^2 - v)(1 - b2),
-    var' = var - lr sqrt(1 - b2^t) / (1 - b1^t) m' / (sqrt(v') + eps); m, v and b^t are constants.
-    Creates opt's slots (its `_create_slots`, as apply_gradients does first)."""
+def adam(
+    p: tf.Tensor, m: tf.Tensor, v: tf.Tensor, g: tf.Tensor, t: tf.Tensor, lr: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """torch.optim.Adam's step t (counted from 1) of parameter p with moments m, v on gradient g
+    (Kingma & Ba 2015, Alg. 1, with eps added to sqrt(v_hat) as PyTorch does; TensorFlow's Adam adds
+    it to sqrt(v), eps / sqrt(1 - b2^t) in these terms): m' = b1 m + (1 - b1) g,
+    v' = b2 v + (1 - b2) g^2, p' = p - lr / (1 - b1^t) m' / (sqrt(v') / sqrt(1 - b2^t) + eps).
+    Returns (p', m', v'), tensors differentiable in g (and p) of p's dtype; the bias corrections
+    in float64, as PyTorch's Python floats."""
+    (b1, b2), dtype = BETAS, p.dtype
+    t64 = tf.cast(t, tf.float64)
+    c1, c2 = (tf.cast(1 - tf.pow(tf.constant(b, tf.float64), t64), dtype) for b in (b1, b2))
+    m1 = b1 * m + (1 - b1) * g
+    v1 = b2 * v + (1 - b2) * tf.square(g)
+    # sqrt(v') with a finite derivative at v' = 0 (g = v = 0; that of the step is then lr / (c1 eps))
+    sqrt_v1 = tf.where(v1 > 0, tf.sqrt(tf.where(v1 > 0, v1, tf.ones_like(v1))), tf.zeros_like(v1))
+    return p - tf.cast(lr, dtype) / c1 * m1 / (sqrt_v1 / tf.sqrt(c2) + EPS), m1, v1
 
-    with tf.init_scope():
-        opt._create_slots([v for _, v in grads])
-    # as apply_gradients passes them: float32 hyperparameters and powers b^t cast to theta's dtype
-    dtype = grads[0][0].dtype
-    b1, b2, eps = (tf.cast(tf.constant(ADAM[k], tf.float32), dtype) for k in ("beta1", "beta2", "epsilon"))
-    b1_t, b2_t = (tf.cast(p, dtype) for p in opt._get_beta_accumulators())
-    alpha = tf.cast(lr, dtype) * tf.sqrt(1 - b2_t) / (1 - b1_t)
-    out = []
-    for g, var in grads:
-        m, v = opt.get_slot(var, "m"), opt.get_slot(var, "v")
-        m1 = m + (g - m) * (1 - b1)
-        v1 = v + (tf.square(g) - v) * (1 - b2)
-        # sqrt(v') with a finite derivative at v' = 0 (g = v = 0; that of the step is then alpha / eps)
-        sqrt_v1 = tf.where(v1 > 0, tf.sqrt(tf.where(v1 > 0, v1, tf.ones_like(v1))), tf.zeros_like(v1))
-        out.append(var - m1 * alpha / (sqrt_v1 + eps))
-    return out
+
+@dataclass
+class AdamStep:
+    """One Adam step's new values: parameters, moments and step count."""
+
+    params: list[tf.Tensor]
+    m: list[tf.Tensor]
+    v: list[tf.Tensor]
+    t: tf.Tensor
+
+
+class Adam:
+    """torch.optim.Adam over `params` (their gradients with weight decay added: `decayed`): moments
+    m, v per parameter and the step count t, variables in variable scope `name`. `step` gives the
+    step's values as tensors (differentiable: the second-order source step); `assign` applies them,
+    `apply` both: the applied and the differentiated step are one computation (`adam`)."""
+
+    def __init__(self, params: list[tf.Variable], name: str) -> None:
+        self.params = params
+        with tf.compat.v1.variable_scope(name):
+            self.t = const("t", [], 0.0, params[0].dtype, trainable=False)
+            self.m, self.v = (
+                [const(f"{p.op.name}/{k}", p.shape.as_list(), 0.0, p.dtype, trainable=False) for p in params]
+                for k in ("m", "v")
+            )
+
+    def step(self, grads: list[tf.Tensor], lr: tf.Tensor) -> AdamStep:
+        """The values after one step on grads (one per parameter, in order)."""
+        t = self.t + 1
+        new = [adam(p, m, v, g, t, lr) for p, m, v, g in zip(self.params, self.m, self.v, grads)]
+        params, m, v = (list(values) for values in zip(*new))
+        return AdamStep(params, m, v, t)
+
+    def assign(self, new: AdamStep) -> tf.Operation:
+        """Op: the variables take the values of `new`."""
+        targets = [*self.params, *self.m, *self.v, self.t]
+        values = [*new.params, *new.m, *new.v, new.t]
+        return tf.group(*[var.assign(x) for var, x in zip(targets, values)])
+
+    def apply(self, grads: list[tf.Tensor], lr: tf.Tensor) -> tf.Operation:
+        """Op: one step on grads (one per parameter, in order)."""
+        return self.assign(self.step(grads, lr))
 
 
 def cross_entropy(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -401,7 +458,7 @@ class Source:
     """The joint meta-training graph of T tasks (spec 2.3): per task a network, its Adam and two
     inputs (training and validation batch); phi shared, one Adam. First order: run theta_op (training
     feeds), then phi_op (validation feeds). Second order (args.second_order, Q5): phi_op alone, both
-    feeds: phi's gradient through theta_t' = theta_next (adam_step), then the same theta steps."""
+    feeds: phi's gradient through theta_t' = theta_next (Adam.step), then theta_t takes that step."""
 
     def __init__(
         self,
@@ -426,28 +483,28 @@ class Source:
         self.second_order = args.second_order
         self.theta_ops, self.val_losses, self.train_losses = [], [], []
         self.theta_next: list[Params] = []  # second order: each theta_t' as a function of phi
-        self.theta_adams: list[tf.compat.v1.train.AdamOptimizer] = []
-        steps = []  # second order: per task (Adam, gradients, train updates), applied after phi's gradient
+        self.theta_adams: list[Adam] = []
+        steps = []  # second order: per task (Adam, its step, train updates), applied after phi's gradient
         for t, (net, tr, va) in enumerate(zip(self.nets, self.train_in, self.val_in)):
             out = net.forward(
                 self.image(tr, shape, size, args.augment, dtype), self.phi, True, make_draw(tr.seed, dtype)
             )
             loss = cross_entropy(out.logits, tf.one_hot(tr.y, net.n_classes, dtype=dtype))
-            params = list(net.theta.values())
-            opt = tf.compat.v1.train.AdamOptimizer(self.lr, name=f"adam{t}", **ADAM)
+            theta_vars = list(net.theta.values())
+            grads, params = decayed(tf.gradients(loss, theta_vars), theta_vars)
+            opt = Adam(params, f"adam{t}")
             self.theta_adams.append(opt)
             theta, after = None, []  # first order: the validation pass at the variables theta_t
             if self.second_order:  # at theta_t'(phi), after the training pass's updates
-                grads = decayed(tf.gradients(loss, params), params)
+                step = opt.step(grads, self.lr)
                 key = {id(p): k for k, p in net.theta.items()}
-                stepped = zip(grads, adam_step(opt, grads, self.lr))
-                theta = {**net.theta, **{key[id(p)]: new for (_, p), new in stepped}}
+                theta = {**net.theta, **{key[id(p)]: new for p, new in zip(params, step.params)}}
                 after = out.updates
                 self.theta_next.append(theta)
-                steps.append((opt, grads, out.updates))
+                steps.append((opt, step, out.updates))
             else:
                 with tf.control_dependencies(out.updates):
-                    self.theta_ops.append(opt.apply_gradients(decayed(tf.gradients(loss, params), params)))
+                    self.theta_ops.append(opt.apply(grads, self.lr))
             self.train_losses.append(loss)
             # phi's step: BN in evaluation mode, the scale in training mode (spec 1.4, Q3), the new theta_t.
             with tf.control_dependencies(after):
@@ -466,13 +523,15 @@ class Source:
         per_task = [tf.gradients(loss, phi) for loss, _ in self.val_losses]
         self.phi_grads = [tf.add_n(gs) / len(per_task) for gs in zip(*per_task)]  # first or second order (Q5)
         val_updates = [u for _, ups in self.val_losses for u in ups]
-        # Second order: the real theta steps wait for phi's gradient (it reads theta_t and Adam's state).
-        for opt, grads, ups in steps:
+        # Second order: theta_t takes the step theta_t' once phi's gradient (which reads theta_t and
+        # Adam's state) is computed.
+        for opt, step, ups in steps:
             with tf.control_dependencies([*self.phi_grads, *val_updates, *ups]):
-                self.theta_ops.append(opt.apply_gradients(grads))
-        opt = tf.compat.v1.train.AdamOptimizer(self.lr, name="adam_phi", **ADAM)
+                self.theta_ops.append(opt.assign(step))
+        grads, phi = decayed(self.phi_grads, phi)
+        self.phi_adam = Adam(phi, "adam_phi")
         with tf.control_dependencies(val_updates + (self.theta_ops if steps else [])):
-            self.phi_op = opt.apply_gradients(decayed(self.phi_grads, phi))
+            self.phi_op = self.phi_adam.apply(grads, self.lr)
         self.theta_op = tf.group(self.theta_ops)
 
     @staticmethod
@@ -519,11 +578,12 @@ class Target:
         )
         self.params = list(self.net.theta.values()) + ([] if frozen else list(self.phi_vars.values()))
         self.step = tf.compat.v1.train.get_or_create_global_step()
-        opt = tf.compat.v1.train.AdamOptimizer(self.lr)
+        grads, params = decayed(tf.gradients(self.loss, self.params), self.params)
+        self.adam = Adam(params, "adam")
         with tf.control_dependencies(out.updates):
-            self.train_op = opt.apply_gradients(
-                decayed(tf.gradients(self.loss, self.params), self.params), global_step=self.step
-            )
+            update = self.adam.apply(grads, self.lr)
+        with tf.control_dependencies([update]):
+            self.train_op = self.step.assign_add(1)
         te = self.test_in
         stochastic = make_draw(te.seed) if perturbation.stochastic else None
         test = self.net.forward(images(te.x, shape, size, "none", None), phi, False, stochastic, self.lam)

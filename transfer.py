@@ -91,6 +91,7 @@ MATCH = {
         "noise_hp",
         "seed",
         "second_order",
+        "pipeline_version",
     ),
     "tgt": (
         "data",
@@ -109,10 +110,11 @@ MATCH = {
         "phi",
         "fine_tune",
         "seed",
+        "pipeline_version",
     ),
 }
 MATCH["select"] = (*MATCH["tgt"], "val_split")  # one target run per source run
-ADDED = {"second_order": False}  # settings newer than some config.json files: their value there
+ADDED = {"second_order": False, "pipeline_version": 1}  # settings newer than some config.json files
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,6 +324,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.exp_name in (".", "..") or os.sep in args.exp_name:
         p.error(f"--exp_name {args.exp_name}: give a folder name (no {os.sep}), made under --save_dir")
     args.exp_name = args.exp_name or default_name(args)
+    from nets import PIPELINE_VERSION
+
+    args.pipeline_version = PIPELINE_VERSION  # config.json: a run of another version does not resume
     return args
 
 

@@ -160,3 +160,151 @@ def test_mc_prediction_averages_probabilities():
     assert p.argmax() == 1  # two of three samples are confident in class 1
     assert logits.mean(0).argmax() == 0  # averaging logits would pick the one large logit
     np.testing.assert_allclose(one, soft[1], rtol=1e-12)
+
+
+def conv_loops(x: np.ndarray, w: np.ndarray, stride: int) -> np.ndarray:
+    """PyTorch's Conv2d(padding=1, stride) with explicit loops: x [N, H, W, Cin], w [3, 3, Cin, Cout]."""
+    n, height, width, _ = x.shape
+    padded = np.zeros((n, height + 2, width + 2, x.shape[3]))
+    padded[:, 1:-1, 1:-1] = x
+    rows, cols = (height - 1) // stride + 1, (width - 1) // stride + 1
+    out = np.zeros((n, rows, cols, w.shape[3]))
+    for i in range(rows):
+        for j in range(cols):
+            for a in range(3):
+                for b in range(3):
+                    out[:, i, j] += padded[:, i * stride + a, j * stride + b] @ w[a, b]
+    return out
+
+
+@pytest.mark.parametrize("side", [8, 7])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv3x3_pads_one_pixel_on_every_side(side, stride):
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal([2, side, side, 3]), rng.standard_normal([3, 3, 3, 4])
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        out = sess.run(nets.conv3x3(tf.constant(x), tf.constant(w), stride))
+    np.testing.assert_allclose(out, conv_loops(x, w, stride), rtol=1e-12, atol=1e-12)
+
+
+def resnet_numpy(x: np.ndarray, theta: dict, stats: dict, n: int) -> np.ndarray:
+    """The original's CIFAR ResNet-(6n+2) in evaluation mode, in numpy: convs padded 1 on every
+    side (conv_loops), option-A shortcuts x[:, ::2, ::2] with the new channels zero on both sides."""
+
+    def bn(name, f):
+        s = stats[name]
+        normal = (f - s["mean"]) / np.sqrt(s["var"] + nets.BN_EPS)
+        return normal * theta[f"{name}_gamma"] + theta[f"{name}_beta"]
+
+    def relu(f):
+        return np.maximum(f, 0)
+
+    h = relu(bn("stem", conv_loops(x, theta["stem_w"], 1)))
+    j = 0
+    for cout, stride in ((16, 1), (32, 2), (64, 2)):
+        for i in range(n):
+            s = stride if i == 0 else 1
+            f = relu(bn(f"b{j}_1", conv_loops(h, theta[f"b{j}_1_w"], s)))
+            f = bn(f"b{j}_2", conv_loops(f, theta[f"b{j}_2_w"], 1))
+            short = h[:, ::s, ::s]
+            extra = cout - short.shape[3]
+            short = np.pad(short, [(0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)])
+            h, j = relu(f + short), j + 1
+    return h.mean(axis=(1, 2)) @ theta["dense_w"] + theta["dense_b"]
+
+
+def test_resnet_is_the_originals_in_evaluation_mode():
+    # Stride-2 convs padded 1 on every side, so the residual branch's pixel i is centred where the
+    # shortcut samples (2i): "SAME" padding (0 before, 1 after on even sides) fails this.
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal([2, 8, 8, 3])
+    with tf.Graph().as_default():
+        net, phi = build("resnet20", "none", shape=(8, 8, 3), classes=5)
+        logits = net.forward(tf.constant(x), phi, False, None).logits
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            for s in net.bn_stats.values():  # running statistics and BN's affine away from 0 / 1
+                s["mean"].load(0.1 * rng.standard_normal(s["mean"].shape.as_list()), sess)
+                s["var"].load(rng.uniform(0.5, 1.5, s["var"].shape.as_list()), sess)
+            for k, v in net.theta.items():
+                if k.endswith(("_gamma", "_beta")):
+                    v.load(rng.uniform(0.5, 1.5, v.shape.as_list()) - k.endswith("_beta"), sess)
+            got, theta, stats = sess.run([logits, net.theta, net.bn_stats])
+    np.testing.assert_allclose(got, resnet_numpy(x, theta, stats, 3), rtol=1e-10, atol=1e-12)
+
+
+def pipeline(x: np.ndarray, shape, size: int, augment: str = "none", seed=None) -> np.ndarray:
+    """nets.images of float images x [N, H, W, C] in [0, 1]."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as sess:
+        seed_t = None if seed is None else tf.constant(seed, tf.int64)
+        flat = tf.constant(x.reshape(len(x), -1), tf.float32)
+        return sess.run(nets.images(flat, shape, size, augment, seed_t))
+
+
+@pytest.mark.parametrize("size, pad", [(32, 4), (16, 8)])
+def test_random_crops_of_the_black_padded_image(size, pad):
+    # The original's dataloader: RandomCrop(size, padding=4 at 32 px, 8 otherwise) on the image,
+    # padded with black before Normalize(0.5, 0.5), so padding is -1 in the network's input;
+    # offsets uniform on 0..2 pad.
+    x = np.random.default_rng(7).random([300, size, size, 1]).astype(np.float32)
+    out = pipeline(x, (size, size, 1), size, "crop", [3, 4])
+    padded = np.pad(x, [(0, 0), (pad, pad), (pad, pad), (0, 0)])  # black: 0 before normalising
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(1, 2))
+    # windows [N, 2 pad + 1, 2 pad + 1, C, size, size]: every crop of every image, normalised
+    gap = np.abs((windows - 0.5) / 0.5 - out.transpose(0, 3, 1, 2)[:, None, None]).max(axis=(3, 4, 5))
+    hits = np.argwhere(gap < 1e-6)  # (image, row offset, column offset)
+    assert np.array_equal(hits[:, 0], np.arange(len(x)))  # one crop per image
+    found = hits[:, 1:]
+    assert set(found[:, 0]) == set(found[:, 1]) == set(range(2 * pad + 1))
+
+
+@pytest.mark.parametrize("side, size", [(64, 32), (96, 32), (32, 84)])
+def test_resizing_is_pils_bilinear(side, size):
+    # The original resizes uint8 images with PIL's bilinear filter (torchvision's Resize), which
+    # low-pass filters when shrinking; ours agrees within PIL's rounding to uint8 (1/255).
+    from bench.resize import photos, pil_bilinear
+
+    x = photos(20, side, seed=1)
+    ours = (pipeline(x / np.float32(255), (side, side, 3), size) + 1) / 2
+    assert np.abs(ours - pil_bilinear(x, size)).max() <= 1 / 255 + 1e-6
+
+
+def adam_numpy(p, grads, lrs, betas=(0.9, 0.999), eps=1e-8):
+    """torch.optim.Adam's update in closed form, step by step from m = v = 0 (weight decay in the
+    gradients): every iterate of p."""
+    (b1, b2), m, v, out = betas, 0.0, 0.0, []
+    for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g**2
+        p = p - lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        out.append(p)
+    return out
+
+
+def test_adam_is_torch_adam():
+    # Five steps of nets.Adam in float64 against torch.optim.Adam's closed form (eps added to
+    # sqrt(v_hat), not to sqrt(v) as TensorFlow's Adam): gradients of very different scales (the
+    # difference shows where |g| is not >> eps / sqrt(1 - b2^t)), zero ones, a changing learning rate;
+    # the differentiable step (Adam.step) is the value the applied step (Adam.apply) gives.
+    rng = np.random.default_rng(8)
+    p0 = rng.standard_normal([3, 4])
+    scales = np.array([[1.0], [1e-6], [0.0]])
+    grads = [scales * rng.standard_normal([3, 4]) for _ in range(5)]
+    lrs = [1e-2, 1e-2, 3e-3, 3e-3, 1e-3]
+    with tf.Graph().as_default():
+        p = tf.Variable(p0)
+        g, lr = tf.compat.v1.placeholder(F64, [3, 4]), tf.compat.v1.placeholder(F64, [])
+        opt = nets.Adam([p], "adam")
+        stepped = opt.step([g], lr).params[0]
+        apply = opt.apply([g], lr)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            got = []
+            for gi, li in zip(grads, lrs):
+                before = sess.run(stepped, {g: gi, lr: li})
+                sess.run(apply, {g: gi, lr: li})
+                got.append(sess.run(p))
+                np.testing.assert_array_equal(before, got[-1])
+            assert sess.run(opt.t) == 5
+    for a, b in zip(got, adam_numpy(p0, grads, lrs)):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    assert np.array_equal(got[-1][2], p0[2])  # zero gradients leave p

@@ -102,8 +102,8 @@ def test_phi_step_is_adam_on_the_mean_task_gradient():
     for j, (v0, v1) in enumerate(zip(p0, p1)):
         grad = (grads[0][j] + grads[1][j]) / 2 + nets.WEIGHT_DECAY * v0
         m, v = 0.1 * grad, 0.001 * grad**2
-        lr_t = 1e-2 * np.sqrt(1 - 0.999) / (1 - 0.9)
-        np.testing.assert_allclose(v1, v0 - lr_t * m / (np.sqrt(v) + 1e-8), rtol=1e-7, atol=1e-7)
+        # torch.optim.Adam's first step: eps added to sqrt(v / (1 - b2)), not to sqrt(v)
+        np.testing.assert_allclose(v1, v0 - 1e-2 * (m / 0.1) / (np.sqrt(v / 0.001) + 1e-8), rtol=1e-12)
         assert np.abs(v1 - v0).max() > 5e-3  # an Adam step of ~lr
 
 
@@ -123,15 +123,17 @@ def test_phi_gradient_matches_finite_differences():
 
 
 def second_order_setup(sess, g, scale=0.03) -> dict:
-    """Random phi and Adam moments of every theta_t (v ~ scale^2: Adam's step is smooth in the
-    gradient, and steep enough for theta_t's dependence on phi to show); the feed of one step."""
+    """Random phi and Adam moments of every theta_t, 4 steps taken (v ~ scale^2: Adam's step is
+    smooth in the gradient, and steep enough for theta_t's dependence on phi to show); the feed of
+    one step."""
     rng = np.random.default_rng(4)
     values = {p: 0.3 * rng.standard_normal(p.shape.as_list()) for p in g.phi.values()}
-    for opt, net in zip(g.theta_adams, g.nets):
-        for p in net.theta.values():
+    for opt in g.theta_adams:
+        values[opt.t] = 4.0
+        for p, m, v in zip(opt.params, opt.m, opt.v):
             shape = p.shape.as_list()
-            values[opt.get_slot(p, "m")] = 0.1 * scale * rng.standard_normal(shape)
-            values[opt.get_slot(p, "v")] = scale**2 * rng.uniform(0.5, 1.5, shape)
+            values[m] = 0.1 * scale * rng.standard_normal(shape)
+            values[v] = scale**2 * rng.uniform(0.5, 1.5, shape)
     sess.run([v.assign(x) for v, x in values.items()])
     return {**source_feed(g, 0), **source_feed(g, 1)}
 
@@ -198,8 +200,8 @@ def one_source_step(second_order: bool, n_tasks: int) -> dict:
 
 @pytest.mark.parametrize("n_tasks", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_second_order_takes_the_same_theta_step(n_tasks):
-    # The theta step actually applied is the first-order path's (the same Adam op on the same
-    # gradient), the running statistics are updated alike, the validation pass reads them after the
+    # The theta step actually applied is the first-order path's (nets.adam on the same gradient),
+    # the running statistics are updated alike, the validation pass reads them after the
     # training pass's updates, and theta_t' is the value Adam gives theta_t; only phi's step differs.
     first, second = one_source_step(False, n_tasks), one_source_step(True, n_tasks)
     flat = tf.nest.flatten
@@ -315,6 +317,8 @@ def test_target_phi_is_frozen(tmp_path):
                 fd = {g.train_in.x: train[0][:8], g.train_in.y: train[1][:8], g.train_in.seed: [step, 0]}
                 sess.run(g.train_op, {**fd, g.lam: 1.0, g.lr: 1e-2})
             phi1, theta1 = sess.run([g.phi_vars, g.net.theta])
+            assert sess.run(g.adam.t) == sess.run(g.step) == 3  # Adam's step count t, the run's step
+            assert list(map(id, g.adam.params)) == list(map(id, g.params))  # theta: no Adam holds phi
     assert all(np.array_equal(phi0[k], phi1[k]) for k in phi0)
     assert all(not np.array_equal(theta0[k], theta1[k]) for k in theta0)
 
@@ -360,6 +364,26 @@ def test_resume_with_other_train_steps_is_refused(tmp_path):
     with pytest.raises(transfer.UsageError, match="train_steps 6 there, 9 now"):
         transfer.check_config(str(folder), longer)
     assert read_json(str(folder / "config.json"))["train_steps"] == 6  # not rewritten
+
+
+def test_run_of_an_older_pipeline_is_refused(tmp_path, capsys):
+    # A run written before config.json had pipeline_version (other conv padding, crops, resizing and
+    # Adam variables) is refused in one line, exit 2, its checkpoints and config.json untouched.
+    flags = tgt_flags(tmp_path, "--noise", "none")
+    assert transfer.main(flags) == 0
+    folder = tmp_path / "tgt" / "t"
+    config = read_json(str(folder / "config.json"))
+    assert config["pipeline_version"] == nets.PIPELINE_VERSION
+    del config["pipeline_version"]
+    transfer.write_json(str(folder / "config.json"), config)
+    before = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert transfer.main(flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert f"pipeline_version 1 there, {nets.PIPELINE_VERSION} now" in err
+    after = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    assert after == before
 
 
 @pytest.mark.parametrize(
