@@ -19,8 +19,8 @@ def test_final_accuracy_and_nll_are_those_of_the_mean_probabilities(tmp_path, mo
     calls = []
     real = tf.compat.v1.Session.run
 
-    def run(self, fetches, feed_dict=None, **kw):
-        out = real(self, fetches, feed_dict, **kw)
+    def run(self, fetches, feed_dict=None, *args, **kw):
+        out = real(self, fetches, feed_dict, *args, **kw)
         if feed_dict and any(getattr(k, "name", "") == "test_x:0" for k in feed_dict):
             calls.append(out)
         return out
