@@ -22,16 +22,19 @@ if sys.argv[1:2] == ["main.py"] and "meta_test" in sys.argv:
 EPISODES = ("dataset", "way", "shot", "query", "n_test_iters", "seed", "metabatch", "max_shot", "episodes")
 
 
-def run(tmp_path, *extra):
+TRAINING = ("dataset", "way", "shot", "query", "metabatch", "n_steps", "inner_lr", "meta_lr", "n_train_iters")
+
+
+def run(tmp_path, *extra, script="quickstart.sh"):
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     (bin_dir / "python").write_text(STUB.format(python=sys.executable))
     (bin_dir / "python").chmod(0o755)
-    log = tmp_path / "calls.jsonl"
+    log = tmp_path / f"{script.replace('/', '_')}.jsonl"
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STUB_LOG": str(log)}
     env["OUT"] = str(tmp_path / "out")
     p = subprocess.run(
-        ["bash", str(REPO / "runfiles" / "quickstart.sh"), *extra], env=env, capture_output=True, text=True
+        ["bash", str(REPO / "runfiles" / script), *extra], env=env, capture_output=True, text=True
     )
     assert p.returncode == 0, p.stderr
     return p.stdout, [json.loads(line) for line in log.read_text().splitlines()]
@@ -63,3 +66,11 @@ def test_extra_flags_reach_every_command(tmp_path):
     _, calls = run(tmp_path, "--n_test_mc_samp", "2", "--n_train_iters", "4")
     args = [main.parse_args(c[1:]) for c in calls[:4]]
     assert [(a.n_test_mc_samp, a.n_train_iters) for a in args] == [(2, 4)] * 4
+
+
+def test_the_robustness_demo_trains_its_adversarial_maml_as_the_quickstart_trains_maml(tmp_path):
+    _, quick = run(tmp_path)
+    _, robust = run(tmp_path, script="robust/quickstart.sh")
+    maml, adv = main.parse_args(quick[0][1:]), main.parse_args(robust[0][1:])
+    assert (adv.mode, adv.adv_inner, adv.savedir) == ("meta_train", "linf", str(tmp_path / "out" / "advmaml"))
+    assert {k: getattr(adv, k) for k in TRAINING} == {k: getattr(maml, k) for k in TRAINING}
