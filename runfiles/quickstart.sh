@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-./results/quickstart}
-# training: 300 iterations of 2 tasks each, validated once at the end (a few CPU minutes in all)
-common=(--dataset digits --way 5 --shot 1 --query 15 --metabatch 2 --n_steps 5 --inner_lr 0.4
+# training: 300 iterations of 4 tasks each, validated once at the end
+common=(--dataset digits --way 5 --shot 1 --query 15 --metabatch 4 --n_steps 5 --inner_lr 0.4
         --meta_lr 1e-3 --n_train_iters 300 --save_freq 300 --val_freq 300 --n_val_iters 20
         --n_test_iters 300)
 # meta-test: both models on the same 300 episodes (the same --seed), one per session run, 10 noise

@@ -12,6 +12,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-./results/quickstart}
 python main.py --savedir "$out/advmaml" --mode meta_train --dataset digits --way 5 --shot 1 --query 15 \
-  --n_steps 5 --inner_lr 0.4 --meta_lr 1e-3 --maml --adv_inner linf --adv_eps 0.1 --metabatch 2 \
+  --n_steps 5 --inner_lr 0.4 --meta_lr 1e-3 --maml --adv_inner linf --adv_eps 0.1 --metabatch 4 \
   --n_train_iters 300 --save_freq 100 --val_freq 100 --n_val_iters 20
 ROOT=$out bash runfiles/robust/attack_all.sh --n_test_iters 50 --attack_steps 50 "$@"
