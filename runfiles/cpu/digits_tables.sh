@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU-scale demo of Tables 2 and 3, NOT the paper's setting: every perturbation of noise.py on
-# scikit-learn's digits at omni_small.sh's budget (5-way 1-shot, 15 queries, 5 inner steps, inner
+# scikit-learn's digits at the quickstart's budget (5-way 1-shot, 15 queries, 5 inner steps, inner
 # step 0.4, meta-batch 4, 300 iterations), seeds 0 1 2; every run is meta-tested on the same 300 fixed
 # test episodes, with MC noise samples per inner step (default 5, as runfiles/cpu/omni_small.sh; the
 # paper uses 30). Then prints the tables (python report.py OUT).
