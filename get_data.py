@@ -8,6 +8,8 @@
                                                   # aircraft_official, cub_official: see docs/datasets.md
     python get_data.py --dataset tiny_imagenet    # MetaPerturb's source (also stl10, stanford_dogs,
                                                   # stanford_cars): docs/datasets-metaperturb.md
+    python get_data.py --dataset omniglot --source ~/downloads   # offline: files downloaded elsewhere
+                                                  # (a folder or a file:// URL), docs/data.md#offline
     python get_data.py --dataset omniglot_small --episodes eps.npz --split test --way 5 --shot 1 \\
         --query 15 --n_episodes 1000 --seed 0
     python get_data.py --dataset digits --episodes anyshot.npz --split test --way 5 --max_shot 50 \
@@ -52,10 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--source",
         default=None,
         help="where the raw files come from: a base URL for downloaded datasets (default: their "
-        "official host, or the module's $METADROP_<SOURCE>_URL, see docs/datasets.md), a folder "
-        "for omniglot_small (default shared/data/omniglot beside the project folder, from any working "
-        "directory); tiny_imagenet, stl10, stanford_dogs and stanford_cars also take a folder holding "
-        "their archives",
+        "official host, or the module's $METADROP_<SOURCE>_URL, see docs/datasets.md), or, for every "
+        "dataset, a folder (or its file:// URL) holding the files downloaded elsewhere, checked by the "
+        "same checksums (docs/data.md#offline); omniglot_small's default is shared/data/omniglot "
+        "beside the project folder, from any working directory",
     )
     e = p.add_argument_group("fixed evaluation episodes (for main.py --mode meta_test --episodes FILE)")
     e.add_argument("--episodes", metavar="FILE.npz", default=None, help="write episodes to this file")

@@ -17,7 +17,16 @@ import zlib
 import numpy as np
 
 from data import DataError, Split
-from data.files import fetch, file_hash, image, open_classes, save_classes, tar_members, unavailable
+from data.files import (
+    fetch,
+    image,
+    local_file,
+    local_path,
+    open_classes,
+    save_classes,
+    tar_members,
+    unavailable,
+)
 
 # what reading a damaged archive raises (with ValueError from image() and the modules' own checks)
 UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, IndexError, ValueError)
@@ -31,15 +40,11 @@ def base(source: str | None, env: str, default: str) -> str:
 def obtain(name: str, root: str, source: str, md5: str | None, retry: str) -> tuple[str, bool]:
     """(path of raw file `name`, whether this run downloaded it, so that it is deleted once used).
 
-    `source` is a folder holding the file (used in place) or a base URL from which it is downloaded
-    into root; a file already in root with the right MD5 is used as it is and kept."""
-    if os.path.isdir(source):
-        path = os.path.join(source, name)
-        if not os.path.isfile(path):
-            raise DataError(f"{path} is missing: put {name} there, or leave out --source to download it")
-        if md5 is not None and (got := file_hash(path, "md5")) != md5:
-            raise DataError(f"{path} is corrupt (MD5 {got}, expected {md5}): replace it with an intact copy")
-        return path, False
+    `source` is a folder (or file:// URL) holding the file, used in place, or a base URL from which
+    it is downloaded into root; a file already in root with the right MD5 is used as it is and kept."""
+    folder = local_path(source)
+    if folder is not None:
+        return local_file(os.path.join(folder, name), md5), False
     path = os.path.join(root, name)
     before = _stamp(path)
     fetch(f"{source.rstrip('/')}/{name}", path, md5, retry)

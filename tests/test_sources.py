@@ -175,7 +175,9 @@ def test_seed_002_shims_prepare_their_own_folder(folder):
     )
     assert p.returncode == 2 and "cannot reach 127.0.0.1:9" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
-    assert f"--dataset {folder} --data_root {here}" in p.stderr
+    # the command to run again is relative to where the user stands
+    assert f"`python get_data.py --dataset {folder} --data_root . --source http://127.0.0.1:9`" in p.stderr
+    assert here not in p.stderr
     assert sorted(os.listdir(here)) == before
 
 

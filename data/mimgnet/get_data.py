@@ -10,4 +10,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 import get_data  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(get_data.main(["--dataset", os.path.basename(HERE), "--data_root", HERE, *sys.argv[1:]]))
+    # relative to where the user stands, as are the paths and commands its messages name
+    root = os.path.relpath(HERE)
+    sys.exit(get_data.main(["--dataset", os.path.basename(HERE), "--data_root", root, *sys.argv[1:]]))

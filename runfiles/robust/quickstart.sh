@@ -4,7 +4,7 @@
 # 10-step Linf PGD examples, eps 0.1, the largest radius of digits' Linf range), all under PGD of the
 # three norms (runfiles/robust/attack_all.sh, digits' radii in radii.sh), then OUT/robustness.png.
 # Reduced for 2 CPU cores: 50 test episodes (quickstart: 300) and 50 PGD steps (paper: 200), with the
-# step size rule 2.5 * eps / steps; 30 noise samples per inner step as the quickstart's meta-test.
+# step size rule 2.5 * eps / steps; 30 noise samples per inner step (the quickstart's meta-test: 10).
 # Measured: about 35 min per model for the three norms on 2 CPU cores shared with other jobs (docs/robustness.md).
 # Env: OUT (default ./results/quickstart).
 # Extra flags go to every attack command.
