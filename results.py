@@ -513,6 +513,7 @@ TRANSFER_SETTINGS = (
     "tgt_split",
     "n_per_class",
     "augment",
+    "pipeline_version",  # nets.PIPELINE_VERSION: older runs (none) had other inputs, convs and Adam
 )
 
 

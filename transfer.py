@@ -365,6 +365,8 @@ def check_data(args: argparse.Namespace) -> None:
     except DataError as e:
         raise UsageError(f"--data {args.data}: {e}") from None
     (check_source if args.phase == "src" else check_target)(args, n)
+    if args.phi and not os.path.isfile(args.phi):
+        raise UsageError(no_phi(args.phi))
     folder = os.path.join(args.save_dir, args.phase, args.exp_name)
     if args.fine_tune and not Checkpoints(folder).steps():  # as run_target: a resumed run needs none
         pretrained(args.fine_tune, args.model)
@@ -636,14 +638,19 @@ def source_run(
     train_loop(folder, args, graph, variables, step_var, init_fn, step_fn, save_phi, final, chance)
 
 
+def no_phi(path: str) -> str:
+    """What to do when the phi file `path` (--phi_from, or the source run's) does not exist."""
+    return (
+        f"no phi file {path}: run the source phase first (--phase src), or give --phi_from an "
+        "existing phi file (ours .npz or the authors' .pth)"
+    )
+
+
 def read_phi(path: str, expected: dict[str, list[int]]) -> dict[str, np.ndarray]:
     """phi from our .npz or the authors' legacy PyTorch file (.pth, phi_io.py); shapes and finite values
     checked."""
     if not os.path.isfile(path):
-        raise UsageError(
-            f"no phi file {path}: run the source phase first (--phase src), or give --phi_from an "
-            "existing phi file (ours .npz or the authors' .pth)"
-        )
+        raise UsageError(no_phi(path))
     try:
         phi = read_npz(path, expected) if path.endswith(".npz") else from_torch(path)
     except (OSError, ValueError) as e:

@@ -204,6 +204,20 @@ def test_transfer_refuses_what_the_data_cannot_give_before_tensorflow(prepared):
         ([*tgt, "--data", "svhn"], "--data svhn: svhn is not prepared in"),
         ([*tgt, "--data", "cub", "--tgt_split", "test"], "--data cub: ... " + MISSING_CUB),
         ([*tgt, "--data", "stl10"], "--data stl10: stl10 is not prepared in"),
+        (
+            [
+                *tgt[:3],
+                "metaperturb",
+                *tgt[4:],
+                "--data",
+                "digits",
+                "--tgt_split",
+                "test",
+                "--phi_from",
+                "no.pth",
+            ],
+            "no phi file no.pth: run the source phase first",
+        ),
         ([*src, "--data", "digits", "--num_split", "20"], "20 source classes cannot make 20 groups"),
         (
             [*src, "--data", "cifar", "--num_split", "4", "--batch_size", "193"],

@@ -209,11 +209,13 @@ def test_original_code_arrays_are_accepted(omni, server, tmp_path, capsys):
     np.save(root / "test.npy", test)
     assert get_data.main(["--dataset", "omniglot", "--data_root", str(root)]) == 0
     assert sum(server.hits.values()) == 0 and "already prepared" in capsys.readouterr().out
-    ds = data.load("omniglot", str(root))
+    ds = data.load("omniglot_val", str(root))  # the view that holds characters out for validation
     cut = 4 * (N_TRAIN - N_VAL)
     np.testing.assert_array_equal(ds.split("train"), train.reshape(-1, 20, 784)[:cut].astype(np.float32))
     np.testing.assert_array_equal(ds.split("val"), train.reshape(-1, 20, 784)[cut:].astype(np.float32))
     np.testing.assert_array_equal(ds.split("test"), test)
+    paper = data.load("omniglot", str(root))  # the paper's: every training character
+    np.testing.assert_array_equal(paper.split("train"), train.reshape(-1, 20, 784).astype(np.float32))
     assert ds.split("train").dtype == np.float32
     np.save(root / "test.npy", test * 255)
     with pytest.raises(DataError, match=r"test.npy holds values in \[.*\], not \[0, 1\]"):
