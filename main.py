@@ -582,9 +582,11 @@ class Runner:
                 z=args.z_on,
                 shot=args.shot,
                 max_shot=args.max_shot,
-                adv_inner=args.adv_inner,
-                adv_eps=args.adv_eps,
             )
+            if args.adv_inner:  # adversarial MAML (Section 4.1): inner steps on PGD examples
+                from attack import Adversary
+
+                self.model.adversary = Adversary(self.model, args.adv_inner, args.adv_eps)
             self.step = tf.compat.v1.train.get_or_create_global_step()
         self.xla = args.xla == "on" or (args.xla == "auto" and bool(tf.config.list_physical_devices("GPU")))
         print(quiet.device(tf, args.gpu_id, self.xla))

@@ -520,22 +520,15 @@ def build(
     z: bool = False,
     shot: int = 1,
     max_shot: int | None = None,
-    adv_inner: str | None = None,
-    adv_eps: float | None = None,
 ) -> Model:
     """The network of main.py's flags: MAML, Meta-SGD (metasgd) or Meta-Dropout (perturbation);
     Bayesian TAML's balancing variables omega, gamma, z (taml.py) for tasks of up to max_shot
-    examples per class (any-shot) or `shot`, with its zero-initialised head (spec Q1) when any-shot;
-    adversarial MAML's inner loop on PGD examples of norm adv_inner and radius adv_eps (attack.py)."""
+    examples per class (any-shot) or `shot`, with its zero-initialised head (spec Q1) when any-shot.
+    Adversarial MAML's inner loop is set by the caller (Model.adversary, attack.Adversary)."""
     learner = taml.get(omega=omega, gamma=gamma, z=z, max_shot=max_shot or shot, zero_head=bool(max_shot))
-    model = Model(
+    return Model(
         arch, perturbation, inner_lr, n_steps, metasgd=metasgd, first_order=first_order, learner=learner
     )
-    if adv_inner:
-        from attack import Adversary
-
-        model.adversary = Adversary(model, adv_inner, adv_eps)
-    return model
 
 
 def training_graph(
