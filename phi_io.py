@@ -189,8 +189,8 @@ def read_legacy(path: str) -> dict[str, np.ndarray]:
     if raw.startswith(b"PK\x03\x04"):
         raise ValueError(
             f"{path} is a zip-format PyTorch file (torch >= 1.6), which is not read here: re-save it in "
-            "the legacy format with PyTorch: "
-            "torch.save(torch.load(path, weights_only=True), new_path, _use_new_zipfile_serialization=False)"
+            "the legacy format with PyTorch: load it with weights_only=True, then "
+            "torch.save(state_dict, new_path, _use_new_zipfile_serialization=False)"
         )
     try:
         return parse_legacy(raw)
