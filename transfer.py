@@ -270,6 +270,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"--model {args.model}: {args.img_size}x{args.img_size} inputs vanish after its max-pools; "
             f"raise --img_size to {least} or more"
         )
+    if args.phi_from is not None and not args.phi_from.strip():
+        p.error(
+            "--phi_from is empty: name a phi file (a phi_<step>.npz of a source run or the authors' .pth)"
+        )
     if args.fine_tune is not None and (args.phase != "tgt" or not args.fine_tune):
         p.error("--fine_tune takes the folder (or a checkpoint) of a pre-trained run, with --phase tgt only")
     try:

@@ -218,6 +218,10 @@ def test_transfer_refuses_what_the_data_cannot_give_before_tensorflow(prepared):
             ],
             "no phi file no.pth: run the source phase first",
         ),
+        (
+            [*tgt[:3], "metaperturb", *tgt[4:], "--data", "digits", "--tgt_split", "test", "--phi_from", ""],
+            "--phi_from is empty: name a phi file",
+        ),
         ([*src, "--data", "digits", "--num_split", "20"], "20 source classes cannot make 20 groups"),
         (
             [*src, "--data", "cifar", "--num_split", "4", "--batch_size", "193"],
