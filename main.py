@@ -589,7 +589,7 @@ class Runner:
                 self.model.adversary = Adversary(self.model, args.adv_inner, args.adv_eps)
             self.step = tf.compat.v1.train.get_or_create_global_step()
         self.xla = args.xla == "on" or (args.xla == "auto" and bool(tf.config.list_physical_devices("GPU")))
-        print(quiet.device(tf, args.gpu_id, self.xla))
+        print(quiet.device(tf, None if args.gpu_id is None else f"--gpu_id {args.gpu_id}", self.xla))
         if os.environ.get("NVIDIA_TF32_OVERRIDE") == "0":  # NVIDIA's switch for cuBLAS/cuDNN: XLA's too
             tf.config.experimental.enable_tensor_float_32_execution(False)
 

@@ -41,18 +41,20 @@ def start(argv: Sequence[str]) -> None:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # deprecation notices of tf.compat.v1
 
 
-def device(tf: ModuleType, gpu_id: int | None, xla: bool) -> str:
+def device(tf: ModuleType, asked: str | None, xla: bool) -> str:
     """The start-up line: what this process runs on (the GPU's name, or the CPU and its thread count)
-    and whether XLA is on. gpu_id: main.py's --gpu_id, None when not given; a GPU asked for that
-    TensorFlow does not see (no such GPU, no driver, a CPU build) is a warning on stderr."""
+    and whether XLA is on. asked: the GPU flag given and its value (main.py's `--gpu_id 1`,
+    transfer.py's `--gpus 2,3`), None when none was; a GPU asked for that TensorFlow does not see (no
+    such GPU, no driver, a CPU build) is a warning on stderr."""
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
-        where = f"GPU {gpu_id or 0} ({name})"
+        first = asked.split()[-1].split(",")[0] if asked else "0"
+        where = f"GPU {first} ({name})"
     else:
-        if gpu_id is not None:
+        if asked is not None:
             print(
-                f"warning: --gpu_id {gpu_id}: TensorFlow sees no such GPU; the run continues on the CPU",
+                f"warning: {asked}: TensorFlow sees no such GPU; the run continues on the CPU",
                 file=sys.stderr,
             )
         where = f"CPU ({len(os.sched_getaffinity(0))} threads)"

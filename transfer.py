@@ -564,10 +564,19 @@ def train_loop(
         final_fn(sess)
 
 
+def say_device(args: argparse.Namespace) -> None:
+    """A training phase's start-up line (quiet.device): where it runs; a warning if --gpus names a GPU
+    that TensorFlow does not see."""
+    import tensorflow as tf
+
+    print(quiet.device(tf, f"--gpus {args.gpus}" if args.gpus else None, False))
+
+
 def run_source(args: argparse.Namespace, made: list[str]) -> None:
     import data
     from data.headers import split_sizes
 
+    say_device(args)
     ds = data.load(args.data, args.data_root)
     check_source(args, split_sizes(ds))
     x, y = data.labelled(ds.split("train"))
@@ -684,14 +693,27 @@ def pretrained(path: str, model: str) -> str:
             raise UsageError(f"--fine_tune {path}: no readable checkpoint in {ckpts.dir}; {pretrain}")
         ckpt = ckpts.path(step)
     elif os.path.isfile(path + ".index"):
-        run, ckpt = os.path.dirname(os.path.dirname(path)), path
+        run, ckpt, step = os.path.dirname(os.path.dirname(path)), path, None
     else:
         raise UsageError(f"--fine_tune {path}: no such run folder or checkpoint; {pretrain}")
     config = os.path.join(run, "config.json")
     try:
-        trained = read_json(config)["model"] if os.path.isfile(config) else model
+        settings = read_json(config) if os.path.isfile(config) else {"model": model}
+        trained = settings["model"]
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"--fine_tune: {config} names no --model ({e!r}); {pretrain}") from e
+    if settings.get("phase", "tgt") != "tgt":
+        raise UsageError(
+            f"--fine_tune {path} is a --phase {settings['phase']} run (MetaPerturb's source training), not a "
+            f"pre-trained network; {pretrain}"
+        )
+    planned = settings.get("train_steps")
+    if step is not None and isinstance(planned, int) and step < planned:
+        print(
+            f"warning: --fine_tune {path} stopped at step {step} of its --train_steps {planned}: "
+            "fine-tuning from that step (finish it first with its own command to use the whole run)",
+            file=sys.stderr,
+        )
     if trained != model:
         raise UsageError(
             f"--fine_tune {path} is a {trained} network, not --model {model}: fine-tune --model {trained} "
@@ -733,6 +755,7 @@ def run_target(args: argparse.Namespace, made: list[str]) -> None:
 
     import nets
 
+    say_device(args)
     folder = os.path.join(args.save_dir, args.phase, args.exp_name)
     perturbation = build_noise(args.noise, args.noise_hp)
     shape, train, test, n_classes = target_data(args)

@@ -65,15 +65,24 @@ def test_start_line_and_missing_gpu_warning(capsys):
     threads = len(os.sched_getaffinity(0))
     assert quiet.device(fake_tf([]), None, False) == f"running on CPU ({threads} threads), XLA off"
     assert capsys.readouterr().err == ""  # no --gpu_id given: nothing to warn about
-    assert quiet.device(fake_tf([]), 3, True) == f"running on CPU ({threads} threads), XLA on"
+    assert quiet.device(fake_tf([]), "--gpu_id 3", True) == f"running on CPU ({threads} threads), XLA on"
     err = capsys.readouterr().err
     assert "--gpu_id 3" in err and "continues on the CPU" in err
     assert (
-        quiet.device(fake_tf(["NVIDIA H100 80GB HBM3"]), 1, True)
+        quiet.device(fake_tf(["NVIDIA H100 80GB HBM3"]), "--gpu_id 1", True)
         == "running on GPU 1 (NVIDIA H100 80GB HBM3), XLA on"
     )
     assert quiet.device(fake_tf(["NVIDIA A100"]), None, False) == "running on GPU 0 (NVIDIA A100), XLA off"
+    assert (
+        quiet.device(fake_tf(["NVIDIA A100"]), "--gpus 2,3", False)
+        == "running on GPU 2 (NVIDIA A100), XLA off"
+    )
     assert capsys.readouterr().err == ""
+    quiet.device(fake_tf([]), "--gpus 5", False)
+    assert (
+        capsys.readouterr().err
+        == "warning: --gpus 5: TensorFlow sees no such GPU; the run continues on the CPU\n"
+    )
 
 
 def test_main_py_says_once_where_it_runs_and_nothing_from_cpp(tmp_path):

@@ -14,6 +14,7 @@ import nets
 import noise
 import transfer
 from data.files import read_json
+from run import write_json
 
 F64 = tf.float64
 SHAPE = (16, 16, 1)
@@ -239,6 +240,16 @@ def src_flags(tmp_path, *extra):
         "--batch_size", "8", "--num_split", "2", "--train_steps", "2", "--print_every", "1",
         "--save_every", "1", "--save_dir", str(tmp_path), *extra,
     ]  # fmt: skip
+
+
+def test_a_training_phase_says_where_it_runs_and_warns_of_a_gpu_it_cannot_see(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored after the test: main() sets it from --gpus
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU: --gpus 7 may name one")
+    assert transfer.main(src_flags(tmp_path, "--exp_name", "a", "--gpus", "7")) == 0
+    out, err = capsys.readouterr()
+    assert f"running on CPU ({len(os.sched_getaffinity(0))} threads), XLA off" in out.splitlines()
+    assert "warning: --gpus 7: TensorFlow sees no such GPU; the run continues on the CPU" in err.splitlines()
 
 
 def test_second_order_flag_is_checked_and_kept_with_the_run(tmp_path, capsys):
@@ -586,6 +597,42 @@ def test_fine_tuned_run_resumes_from_its_own_checkpoint(tmp_path, pretrained_run
     assert transfer.main(tgt_flags(tmp_path, "--noise", "none", "--train_steps", "3")) == 2
 
 
+def test_fine_tuning_from_an_unfinished_pre_training_run_is_a_warning(tmp_path, capsys, pretrained_run):
+    import shutil
+
+    shutil.copytree(pretrained_run, tmp_path / "short")  # trained 3 steps of (now) 5
+    config = str(tmp_path / "short" / "config.json")
+    write_json(config, {**read_json(config), "train_steps": 5})
+    assert (
+        transfer.main(
+            tgt_flags(tmp_path, "--noise", "none", "--train_steps", "1", "--fine_tune", config[:-12])
+        )
+        == 0
+    )
+    assert (
+        f"warning: --fine_tune {config[:-12]} stopped at step 3 of its --train_steps 5"
+        in capsys.readouterr().err
+    )
+    capsys.readouterr()
+    assert (
+        transfer.main(
+            tgt_flags(
+                tmp_path,
+                "--noise",
+                "none",
+                "--train_steps",
+                "1",
+                "--exp_name",
+                "u",
+                "--fine_tune",
+                pretrained_run,
+            )
+        )
+        == 0
+    )
+    assert "warning" not in capsys.readouterr().err  # a finished run: nothing to say
+
+
 def test_bad_fine_tune_exits_2_and_writes_nothing(tmp_path, capsys, pretrained_run):
     import shutil
 
@@ -602,7 +649,13 @@ def test_bad_fine_tune_exits_2_and_writes_nothing(tmp_path, capsys, pretrained_r
             "net/b0_w is [3, 3, 1, 4] in",
         ),
         (["--fine_tune", str(tmp_path / "loose" / "model-3"), "--model", "resnet20"], "has no net/stem_w"),
+        (["--fine_tune", str(tmp_path / "source")], "is a --phase src run (MetaPerturb's source training)"),
     ]
+    shutil.copytree(pretrained_run, tmp_path / "source")  # as a source run's folder says of itself
+    write_json(
+        str(tmp_path / "source" / "config.json"),
+        {**read_json(str(tmp_path / "source" / "config.json")), "phase": "src"},
+    )
     for extra, message in cases:
         assert transfer.main(tgt_flags(tmp_path, "--noise", "none", *extra)) == 2, extra
         err = capsys.readouterr().err
