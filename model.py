@@ -504,7 +504,7 @@ def export_graph(
 
 
 # ---------------------------------------------------------------------------------------------
-# The graphs of main.py's modes (main.py feeds them)
+# The graphs of main.py's modes (episodic.py feeds them)
 
 
 def build(

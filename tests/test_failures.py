@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import data
+import episodic
 import get_data
 import main
 import report
@@ -637,7 +638,7 @@ def test_ctrl_c_while_the_graph_is_built_leaves_no_new_savedir(tmp_path, monkeyp
 
 
 def test_ctrl_c_while_the_prefetch_thread_waits_on_a_full_queue(run, monkeypatch, capsys):
-    class Blocked(main.Prefetcher):
+    class Blocked(episodic.Prefetcher):
         """The second next() waits until the worker has filled the queue and blocks, then Ctrl-C."""
 
         calls = 0
@@ -651,7 +652,7 @@ def test_ctrl_c_while_the_prefetch_thread_waits_on_a_full_queue(run, monkeypatch
                 interrupt()
             return super().__next__()
 
-    monkeypatch.setattr(main, "Prefetcher", Blocked)
+    monkeypatch.setattr(episodic, "Prefetcher", Blocked)
     t0 = time.time()
     assert main.main([*TINY, "--savedir", str(run), *resume_to(5)]) == 130
     assert time.time() - t0 < 60
@@ -660,7 +661,7 @@ def test_ctrl_c_while_the_prefetch_thread_waits_on_a_full_queue(run, monkeypatch
 
 
 def test_ctrl_c_during_validation_saves_the_iteration(run, monkeypatch, capsys):
-    real = main.Runner.evaluator
+    real = episodic.Runner.evaluator
 
     def evaluator(self, n_tasks):
         run_ = real(self, n_tasks)
@@ -671,7 +672,7 @@ def test_ctrl_c_during_validation_saves_the_iteration(run, monkeypatch, capsys):
 
         return interrupted
 
-    monkeypatch.setattr(main.Runner, "evaluator", evaluator)
+    monkeypatch.setattr(episodic.Runner, "evaluator", evaluator)
     assert main.main([*TINY, "--savedir", str(run), *resume_to(4)]) == 130  # validation at 4
     assert stopped_line(capsys.readouterr().err).startswith("stopped at iteration 4;")
     assert ckpt_steps(run)[-1] == 4
@@ -695,14 +696,14 @@ def test_ctrl_c_during_a_checkpoint_write(run, monkeypatch, capsys):
 @pytest.mark.parametrize("moment", ["evaluation", "results write"])
 def test_ctrl_c_during_meta_test(run, monkeypatch, capsys, moment):
     if moment == "evaluation":
-        interrupt_first_call(monkeypatch, main, "evaluate")
+        interrupt_first_call(monkeypatch, episodic, "evaluate")
     else:  # half of the JSON written, then Ctrl-C
 
         def dump(obj, f, **kw):
             f.write("{")
             interrupt()
 
-        monkeypatch.setattr(main.json, "dump", dump)
+        monkeypatch.setattr(json, "dump", dump)
     assert main.main([*TINY, "--savedir", str(run), *TEST]) == 130
     stopped_line(capsys.readouterr().err)
     assert results(run) == [] and not glob.glob(f"{run}/*.part*")
@@ -711,7 +712,7 @@ def test_ctrl_c_during_meta_test(run, monkeypatch, capsys, moment):
 
 
 def test_ctrl_c_during_export(run, monkeypatch, capsys):
-    interrupt_first_call(monkeypatch, main.Runner, "restore", before=False)
+    interrupt_first_call(monkeypatch, episodic.Runner, "restore", before=False)
     assert main.main([*TINY, "--savedir", str(run), "--mode", "export"]) == 130
     stopped_line(capsys.readouterr().err)
     assert not (run / "export.npz").exists()
@@ -786,7 +787,9 @@ def test_divergence_is_named_with_what_was_meant(tmp_path, monkeypatch, capsys, 
 
 def test_step_warnings():
     args = main.parse_args(["--savedir", "x", "--inner_lr", "50", "--meta_lr", "1e-3"])
-    assert main.step_warnings(args) == ["--inner_lr 50 is an inner SGD step above 1 (did you mean 5e-01?)"]
+    assert episodic.step_warnings(args) == [
+        "--inner_lr 50 is an inner SGD step above 1 (did you mean 5e-01?)"
+    ]
 
 
 def test_an_older_checkpoint_never_replaces_a_newer_result(run, capsys):
@@ -818,9 +821,9 @@ def test_one_episode_has_no_interval(run, tmp_path, capsys):
         "holds 1 episode",
     )
     assert results(run) == []
-    assert main.accuracy_line(np.array([0.4]))[1] == "40.00 (1 episode: no interval)"
+    assert episodic.accuracy_line(np.array([0.4]))[1] == "40.00 (1 episode: no interval)"
     with pytest.raises(ValueError):
-        main.ci95(np.array([0.4]))
+        episodic.ci95(np.array([0.4]))
 
 
 # ---- messages that mislead
@@ -911,7 +914,7 @@ def test_already_trained_is_answered_before_the_graph(run, monkeypatch, capsys):
     def no_graph(*a, **k):
         raise AssertionError("the graph was built")
 
-    monkeypatch.setattr(main, "Runner", no_graph)
+    monkeypatch.setattr(episodic, "Runner", no_graph)
     assert main.main([*TINY, "--savedir", str(run), *TRAIN]) == 0
     out = capsys.readouterr().out
     assert (
@@ -1004,7 +1007,7 @@ def test_missing_data_folder_is_named_before_the_savedir(tmp_path, monkeypatch, 
     def no_savedir(*a, **k):
         raise AssertionError("the savedir was made before the data folder was checked")
 
-    monkeypatch.setattr(main, "check_writable", no_savedir)
+    monkeypatch.setattr(episodic, "check_writable", no_savedir)
     argv = ["--dataset", "omniglot_small", "--way", "5", "--savedir", str(tmp_path / "s"), *TRAIN[:2]]
     refused(capsys, [*argv, *(f.format(tmp=tmp_path) for f in flags)], message.format(tmp=tmp_path))
     assert not (tmp_path / "s").exists()
@@ -1036,7 +1039,7 @@ def test_vib_run_of_the_earlier_scale_is_refused_and_others_resume(run, monkeypa
     def no_graph(*a, **k):
         raise AssertionError("the graph was built")
 
-    monkeypatch.setattr(main, "Runner", no_graph)
+    monkeypatch.setattr(episodic, "Runner", no_graph)
     config = json.loads((run / "config.json").read_text())
     old = {k: v for k, v in config.items() if k != "noise_version"}
     vib = {**old, "noise": "vib", "noise_hp": {"beta": 0.001}}

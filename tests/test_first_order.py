@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 from tiny import QUERY, SHOT, build, episodes, randomize
 
+import episodic
 import main
 import noise
 from layers import cross_entropy
@@ -58,7 +59,7 @@ def test_first_order_meta_gradient_is_the_stop_gradient_one():
 def test_first_order_flag_reaches_the_model_and_config(tmp_path):
     args = main.parse_args(["--savedir", str(tmp_path), "--maml", "--first_order", "--way", "3"])
     assert args.first_order and not main.parse_args(["--savedir", str(tmp_path)]).first_order
-    runner = main.Runner(args, (), {"image_shape": [16, 16, 1], "filters": 3})
+    runner = episodic.Runner(args, (), {"image_shape": [16, 16, 1], "filters": 3})
     assert runner.model.first_order
 
 

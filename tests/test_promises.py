@@ -10,6 +10,7 @@ import tensorflow as tf
 from tiny import QUERY, SHOT, build, episodes, randomize
 
 import attack
+import episodic
 import main
 import noise
 from layers import cross_entropy
@@ -32,7 +33,7 @@ def test_evaluator_draws_n_test_mc_samp_samples_per_inner_step(n_samp):
         ["--dataset", "digits", "--way", "3", "--shot", "2", "--query", "2", "--n_steps", "2"]
         + ["--savedir", "unused", "--n_test_mc_samp", str(n_samp), "--mode", "meta_test"]
     )
-    r = main.Runner(args, ("val",))
+    r = episodic.Runner(args, ("val",))
     with r.graph.as_default():
         before = len(r.graph.get_operations())
         r.evaluator(2)

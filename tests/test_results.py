@@ -105,7 +105,7 @@ def test_equal_settings_give_equal_episodes_whatever_the_model():
     """The identity leaves out the model, and data/episodes.py agrees: the same sampler settings and
     seed give the same episodes; the "original" sampler's meta-batches share classes, so there the
     meta-batch size counts too."""
-    import main
+    import episodic
 
     rng = np.random.default_rng(0)
     split = rng.integers(0, 256, (12, 8, 4)).astype(np.uint8)
@@ -113,7 +113,7 @@ def test_equal_settings_give_equal_episodes_whatever_the_model():
 
     def episodes(metabatch, **change):
         args = argparse.Namespace(**{**base, **change, "metabatch": metabatch})
-        it = main.sampled(split, args, np.random.default_rng([0, 2]))
+        it = episodic.sampled(split, args, np.random.default_rng([0, 2]))
         batches = [next(it) for _ in range(12 // metabatch)]
         return np.concatenate([b["xtr"] for b in batches]), results.split_episodes(
             "d", "test", [0, 2], vars(args), 12

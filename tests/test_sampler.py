@@ -7,7 +7,7 @@ import pytest
 
 import data
 from data.episodes import check, sample, sample_batch
-from main import ci95
+from episodic import ci95
 
 
 def labelled_split(n_classes: int = 7, n_examples: int = 9) -> np.ndarray:

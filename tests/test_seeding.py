@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import data
+import episodic
 import main
 from data.episodes import write_file
 
@@ -31,15 +32,15 @@ def _env(monkeypatch):
 
 
 def per_episode(monkeypatch, argv: list[str]) -> np.ndarray:
-    """The per-episode accuracies of one meta_test (main.evaluate's output)."""
-    out, real = [], main.evaluate
+    """The per-episode accuracies of one meta_test (episodic.evaluate's output)."""
+    out, real = [], episodic.evaluate
 
     def recorded(*a, **kw):
         out.append(real(*a, **kw))
         return out[-1]
 
     with monkeypatch.context() as m:
-        m.setattr(main, "evaluate", recorded)
+        m.setattr(episodic, "evaluate", recorded)
         assert main.main(argv) == 0
     (accs,) = out
     return accs
