@@ -381,9 +381,12 @@ def not_format(path: str, want: str) -> str | None:
     return f"{path} is not a {want} file: it is {what}"
 
 
-def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry: str) -> np.ndarray:
+def open_split(
+    path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry: str, values: bool = True
+) -> np.ndarray:
     """A read-only memory map of a prepared split with this shape (any same-size shape is reshaped,
-    as the original code did), one of these dtypes and finite values; DataError naming `retry` if not."""
+    as the original code did), one of these dtypes and (`values`) finite values; DataError naming
+    `retry` if not. With values False only the .npy header is read (data.headers.peek)."""
     redo = f"delete it and run: {retry}"
     if not os.path.exists(path):
         raise DataError(f"{path} is missing; run: {retry}")
@@ -410,7 +413,7 @@ def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry
     if arr.size != int(np.prod(shape)) or arr.dtype.name not in dtypes:
         raise OtherData(f"{other}; {mismatch}")
     arr = arr.reshape(shape)
-    if arr.dtype.kind == "f":
+    if values and arr.dtype.kind == "f":
         step = max(1, CHUNK // max(1, arr[:1].nbytes))  # classes per chunk: bounded memory
         for i in range(0, len(arr), step):
             if not np.isfinite(arr[i : i + step]).all():
