@@ -493,9 +493,9 @@ class _Budget:
         self.left -= n
 
 
-def _text(x: object) -> object:
-    """A py2 str unpickled as bytes (encoding="bytes") as text."""
-    return x.decode("latin1") if type(x) is bytes else x
+def _text(x: object) -> str | None:
+    """x as text: a str, or a py2 str unpickled as bytes (encoding="bytes"); None for anything else."""
+    return x.decode("latin1") if type(x) is bytes else x if type(x) is str else None
 
 
 def _nbytes(shape: object, dtype: np.dtype) -> int:
@@ -515,13 +515,13 @@ class _Dtype:
     __slots__ = ("dtype",)
 
     def __init__(self, spec: object, align: object = False, copy: object = True) -> None:
-        spec = _text(spec)
-        if not (type(spec) is str and NUMBERS.fullmatch(spec) and type(align) in (bool, int)):
+        text = _text(spec)
+        if not (text is not None and NUMBERS.fullmatch(text) and type(align) in (bool, int)):
             raise pickle.UnpicklingError(f"dtype {reprlib.repr(spec)}, which is not a number type")
         try:
-            self.dtype = np.dtype(spec)
+            self.dtype = np.dtype(text)
         except TypeError as e:
-            raise pickle.UnpicklingError(f"dtype {spec!r}: {e}") from None
+            raise pickle.UnpicklingError(f"dtype {text!r}: {e}") from None
 
     def __setstate__(self, state: object) -> None:
         want = self.dtype.__reduce__()[2]
@@ -531,7 +531,7 @@ class _Dtype:
         ):
             raise pickle.UnpicklingError(f"dtype {self.dtype} has state {reprlib.repr(state)}")
         order = _text(state[1])
-        if not (type(order) is str and order in ("<", ">", "|", "=")):
+        if order not in ("<", ">", "|", "="):
             raise pickle.UnpicklingError(f"dtype {self.dtype} has byte order {reprlib.repr(order)}")
         self.dtype = self.dtype.newbyteorder(order)  # "|" and "=": as it is
 
@@ -620,7 +620,7 @@ def _scalar(budget: _Budget, dtype: object, raw: object) -> np.generic:
 
 def _encode(budget: _Budget, text: object, encoding: object) -> bytes:
     """_codecs.encode(text, "latin1"): how Python 3 writes bytes in protocols 0-2."""
-    if not (type(text) is str and encoding in ("latin1", "latin-1")):
+    if not (type(text) is str and _text(encoding) in ("latin1", "latin-1")):
         raise pickle.UnpicklingError(f"_codecs.encode to {reprlib.repr(encoding)}, not latin1")
     budget.take(len(text), "a bytes object")
     return text.encode("latin1")
