@@ -435,7 +435,7 @@ PICKLE_OPCODES = frozenset(
 )
 MEMO_STORES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
 MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
-MAX_DIMS = 32  # numpy's limit
+MAX_DIMS = 32  # numpy 1's limit on dimensions (numpy 2: 64)
 NUMBERS = re.compile(r"[biufc]\d{1,2}")  # the dtypes an array of a dataset pickle may have ("u1", "f8", ...)
 
 
