@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import glob
 import hashlib
-import importlib
 import io
 import json
+import math
 import os
 import pickle
+import pickletools
+import re
+import reprlib
 import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -377,9 +381,12 @@ def not_format(path: str, want: str) -> str | None:
     return f"{path} is not a {want} file: it is {what}"
 
 
-def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry: str) -> np.ndarray:
+def open_split(
+    path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry: str, values: bool = True
+) -> np.ndarray:
     """A read-only memory map of a prepared split with this shape (any same-size shape is reshaped,
-    as the original code did), one of these dtypes and finite values; DataError naming `retry` if not."""
+    as the original code did), one of these dtypes and (`values`) finite values; DataError naming
+    `retry` if not. With values False only the .npy header is read (data.headers.peek)."""
     redo = f"delete it and run: {retry}"
     if not os.path.exists(path):
         raise DataError(f"{path} is missing; run: {retry}")
@@ -406,7 +413,7 @@ def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry
     if arr.size != int(np.prod(shape)) or arr.dtype.name not in dtypes:
         raise OtherData(f"{other}; {mismatch}")
     arr = arr.reshape(shape)
-    if arr.dtype.kind == "f":
+    if values and arr.dtype.kind == "f":
         step = max(1, CHUNK // max(1, arr[:1].nbytes))  # classes per chunk: bounded memory
         for i in range(0, len(arr), step):
             if not np.isfinite(arr[i : i + step]).all():
@@ -416,27 +423,249 @@ def open_split(path: str, shape: tuple[int, ...], dtypes: tuple[str, ...], retry
 
 # ---------------------------------------------------------------- datasets of classes of any size
 
-# what a pickled dict of numpy arrays may refer to (numpy 1 and 2 module names)
-PICKLE_GLOBALS = {
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),
-    ("collections", "OrderedDict"),
+# Dataset pickles (miniImageNet caches, CIFAR batches) are data: their opcodes are checked before anything
+# is built, and what they build is bounded by their bytes (docs/failures.md#files-from-outside).
+# The opcodes of plain values, the memo, globals, calls and BUILD; no instantiation of classes, no extensions.
+PICKLE_OPCODES = frozenset(
+    "PROTO FRAME STOP MARK POP POP_MARK DUP NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 "
+    "LONG4 FLOAT BINFLOAT STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8 "
+    "UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8 EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST LIST "
+    "APPEND APPENDS EMPTY_DICT DICT SETITEM SETITEMS PUT BINPUT LONG_BINPUT MEMOIZE GET BINGET LONG_BINGET "
+    "GLOBAL STACK_GLOBAL REDUCE BUILD".split()
+)
+MEMO_STORES = frozenset({"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"})
+MEMO_GETS = frozenset({"GET", "BINGET", "LONG_BINGET"})
+MAX_DIMS = 32  # numpy 1's limit on dimensions (numpy 2: 64)
+NUMBERS = re.compile(r"[biufc]\d{1,2}")  # the dtypes an array of a dataset pickle may have ("u1", "f8", ...)
+
+
+class _Window:
+    """The bytes of a file from where it stands to `end`: reads past it return what is left."""
+
+    __slots__ = ("f", "end")
+
+    def __init__(self, f: IO[bytes], end: int) -> None:
+        self.f, self.end = f, end
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.end - self.f.tell()
+        return self.f.read(left if n < 0 else min(n, left))
+
+    def readline(self) -> bytes:
+        return self.f.readline(self.end - self.f.tell())
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+def scan_pickle(f: IO[bytes], end: int) -> None:
+    """Walk the pickle at f's position (ending by byte `end`) opcode by opcode, building nothing.
+    UnpicklingError if an opcode is not in PICKLE_OPCODES, a length or frame reaches past `end`, or a
+    memo index is beyond the values stored so far (CPython's unpickler allocates a memo table up to
+    the largest index, and a bytes object of the stated length before reading it)."""
+    stores = 0
+    try:
+        for op, arg, pos in pickletools.genops(_Window(f, end)):
+            if op.name not in PICKLE_OPCODES:
+                raise pickle.UnpicklingError(f"opcode {op.name}, which a dataset pickle does not use")
+            if op.name == "FRAME" and arg > end - pos - 9:  # 9: the opcode and its 8-byte length
+                raise pickle.UnpicklingError(f"a frame of {arg} bytes, more than the {end - pos - 9} left")
+            if (op.name in MEMO_STORES and arg is not None and arg > stores) or (
+                op.name in MEMO_GETS and arg >= stores
+            ):
+                raise pickle.UnpicklingError(f"memo index {arg} after {stores} stored values")
+            stores += op.name in MEMO_STORES
+    except ValueError as e:  # pickletools: a length past the end, a bad opcode or argument
+        raise pickle.UnpicklingError(str(e)) from None
+
+
+class _Budget:
+    """Bytes that the arrays, scalars and bytes a pickle makes may still take."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def take(self, n: int, what: str) -> None:
+        if n > self.left:
+            raise pickle.UnpicklingError(f"{what} of {n} bytes: more than its file's bytes hold")
+        self.left -= n
+
+
+def _text(x: object) -> str | None:
+    """x as text: a str, or a py2 str unpickled as bytes (encoding="bytes"); None for anything else."""
+    return x.decode("latin1") if type(x) is bytes else x if type(x) is str else None
+
+
+def _nbytes(shape: object, dtype: np.dtype) -> int:
+    """Bytes of an array of this shape (a tuple of sizes, checked) and dtype."""
+    if not (
+        type(shape) is tuple and len(shape) <= MAX_DIMS and all(type(n) is int and n >= 0 for n in shape)
+    ):
+        raise pickle.UnpicklingError(f"shape {reprlib.repr(shape)} is not a tuple of sizes")
+    return math.prod(shape) * dtype.itemsize
+
+
+class _Dtype:
+    """numpy.dtype(spec, align, copy) of a pickle: a number type (NUMBERS); its __setstate__ (BUILD)
+    admits only a byte order and otherwise the state numpy writes for that type. Arrays and scalars
+    take `dtype`; numpy's own dtype.__setstate__ is never called."""
+
+    __slots__ = ("dtype",)
+
+    def __init__(self, spec: object, align: object = False, copy: object = True) -> None:
+        text = _text(spec)
+        if not (text is not None and NUMBERS.fullmatch(text) and type(align) in (bool, int)):
+            raise pickle.UnpicklingError(f"dtype {reprlib.repr(spec)}, which is not a number type")
+        try:
+            self.dtype = np.dtype(text)
+        except TypeError as e:
+            raise pickle.UnpicklingError(f"dtype {text!r}: {e}") from None
+
+    def __setstate__(self, state: object) -> None:
+        want = self.dtype.__reduce__()[2]
+        same = type(state) is tuple and len(state) == len(want)
+        if not (
+            same and all(type(x) is type(y) and x == y for i, (x, y) in enumerate(zip(state, want)) if i != 1)
+        ):
+            raise pickle.UnpicklingError(f"dtype {self.dtype} has state {reprlib.repr(state)}")
+        order = _text(state[1])
+        if order not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError(f"dtype {self.dtype} has byte order {reprlib.repr(order)}")
+        self.dtype = self.dtype.newbyteorder(order)  # "|" and "=": as it is
+
+
+class _Array(np.ndarray):
+    """An array of a pickle: _reconstruct makes it empty, then its __setstate__ (BUILD) fills it once,
+    after checking that the state is (1, shape, a _Dtype, fortran order, data) with data of exactly
+    shape x itemsize bytes, and taking those bytes from the budget."""
+
+    def __setstate__(self, state: object) -> None:
+        budget = self.__dict__.pop("budget", None)
+        if not (budget is not None and type(state) is tuple and len(state) == 5 and type(state[2]) is _Dtype):
+            raise pickle.UnpicklingError(
+                "an array's state is not (1, shape, dtype, fortran, data) of a new array"
+            )
+        version, shape, dtype, fortran, raw = state
+        n = _nbytes(shape, dtype.dtype)
+        if not (type(version) is int and version == 1 and type(fortran) in (bool, int)):
+            raise pickle.UnpicklingError(f"an array's state has version {version!r}, fortran {fortran!r}")
+        if type(raw) not in (bytes, bytearray, str) or len(raw) != n:
+            got = f"{len(raw)} bytes" if type(raw) in (bytes, bytearray, str) else f"a {type(raw).__name__}"
+            raise pickle.UnpicklingError(
+                f"an array of shape {shape} and {dtype.dtype} has {got} of data, not {n}"
+            )
+        budget.take(n, "an array")
+        super().__setstate__((1, shape, dtype.dtype, bool(fortran), raw))
+
+
+class _Call:
+    """A global of a dataset pickle: fn(budget, *args). No __dict__, and BUILD (__setstate__) is refused."""
+
+    __slots__ = ("fn", "budget")
+
+    def __init__(self, fn: Callable[..., object], budget: _Budget) -> None:
+        self.fn, self.budget = fn, budget
+
+    def __call__(self, *args: object) -> object:
+        return self.fn(self.budget, *args)
+
+    def __setstate__(self, state: object) -> None:
+        raise pickle.UnpicklingError("BUILD on a global")
+
+
+class _OrderedDict(collections.OrderedDict):
+    """An OrderedDict that BUILD cannot fill (a state would be copied into it at each BUILD)."""
+
+    def __setstate__(self, state: object) -> None:
+        raise pickle.UnpicklingError("BUILD on an OrderedDict")
+
+
+def _ndarray(budget: _Budget, *args: object) -> None:
+    raise pickle.UnpicklingError("it calls numpy.ndarray, which a dataset pickle only names for _reconstruct")
+
+
+def _reconstruct(budget: _Budget, subtype: object, shape: object, typecode: object) -> _Array:
+    """numpy's first step to an array: an empty one ((0,) of "b", all numpy writes); BUILD fills it."""
+    if not (type(subtype) is _Call and subtype.fn is _ndarray and _text(typecode) == "b"):
+        raise pickle.UnpicklingError(f"_reconstruct of {reprlib.repr(typecode)}, not of numpy.ndarray and b")
+    if not (type(shape) is tuple and shape == (0,)):
+        raise pickle.UnpicklingError(f"_reconstruct of shape {reprlib.repr(shape)}, not an empty array")
+    out = _Array((0,), "b")
+    out.budget = budget
+    return out
+
+
+def _frombuffer(budget: _Budget, buf: object, dtype: object, shape: object, order: object) -> _Array:
+    """numpy's array from a pickled buffer (protocol 5), once its length is shape x itemsize."""
+    if not (type(buf) in (bytes, bytearray) and type(dtype) is _Dtype and _text(order) in ("C", "F")):
+        raise pickle.UnpicklingError("_frombuffer of something other than bytes, a dtype and an order")
+    n = _nbytes(shape, dtype.dtype)
+    if len(buf) != n:
+        raise pickle.UnpicklingError(
+            f"an array of shape {shape} and {dtype.dtype} has {len(buf)} bytes, not {n}"
+        )
+    budget.take(n, "an array")
+    return np.frombuffer(buf, dtype.dtype).reshape(shape, order=_text(order)).view(_Array)
+
+
+def _scalar(budget: _Budget, dtype: object, raw: object) -> np.generic:
+    """numpy's scalar from its bytes, once they are exactly one item."""
+    if not (type(dtype) is _Dtype and type(raw) in (bytes, str) and len(raw) == dtype.dtype.itemsize):
+        raise pickle.UnpicklingError("a numpy scalar that is not one number of its dtype")
+    budget.take(len(raw), "a scalar")
+    return np.frombuffer(raw.encode("latin1") if type(raw) is str else raw, dtype.dtype)[0]
+
+
+def _encode(budget: _Budget, text: object, encoding: object) -> bytes:
+    """_codecs.encode(text, "latin1"): how Python 3 writes bytes in protocols 0-2."""
+    if not (type(text) is str and _text(encoding) in ("latin1", "latin-1")):
+        raise pickle.UnpicklingError(f"_codecs.encode to {reprlib.repr(encoding)}, not latin1")
+    budget.take(len(text), "a bytes object")
+    return text.encode("latin1")
+
+
+# the globals a dataset pickle may name (numpy 1 names; numpy 2's numpy._core is read as numpy.core)
+PICKLE_GLOBALS: dict[tuple[str, str], Callable[..., object]] = {
+    ("numpy", "ndarray"): _ndarray,
+    ("numpy", "dtype"): lambda budget, *args: _Dtype(*args),
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy.core.multiarray", "scalar"): _scalar,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("_codecs", "encode"): _encode,
+    ("collections", "OrderedDict"): lambda budget: _OrderedDict(),
 }
 
 
 class ArraysOnly(pickle.Unpickler):
-    """Unpickles numpy arrays, dicts and lists (dataset pickles: miniImageNet caches, CIFAR batches);
-    refuses anything that could run code."""
+    """Unpickles numpy arrays of numbers, dicts and lists (dataset pickles: miniImageNet caches, CIFAR
+    batches) from a file object at the pickle's start; refuses anything that could run code, and any
+    pickle whose objects would take more memory than its bytes allow: scan_pickle first, then only
+    the checked PICKLE_GLOBALS, whose arrays, scalars and bytes may take at most twice the file's
+    bytes (a Python 3 protocol 2 pickle holds an array's data as text that becomes bytes first).
+    Arrays are _Array, a subclass of np.ndarray; OrderedDicts are _OrderedDict."""
+
+    def __init__(self, f: IO[bytes], *, encoding: str) -> None:
+        super().__init__(f, encoding=encoding)
+        self.f = f
+        start = f.tell()
+        self.end = f.seek(0, os.SEEK_END)
+        f.seek(start)
+        budget = _Budget(2 * (self.end - start))
+        self.globals = {key: _Call(fn, budget) for key, fn in PICKLE_GLOBALS.items()}
 
     def find_class(self, module: str, name: str) -> object:
         canonical = module.replace("numpy._core", "numpy.core", 1)
-        if (canonical, name) not in PICKLE_GLOBALS:
+        if (canonical, name) not in self.globals:
             raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a dataset pickle does not")
-        return getattr(importlib.import_module(canonical.replace("numpy.core", "numpy._core", 1)), name)
+        return self.globals[(canonical, name)]
+
+    def load(self) -> Any:
+        start = self.f.tell()
+        scan_pickle(self.f, self.end)
+        self.f.seek(start)
+        return super().load()
 
 
 CLASSES_JSON = os.path.join(os.path.dirname(__file__), "classes.json")

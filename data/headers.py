@@ -1,6 +1,7 @@
 """What the entry points check before TensorFlow starts: a prepared dataset's image shape and the
 examples per class of each split, read from the files' .npy headers and the small class-offset files
-(memory maps: no image is read or converted), so a flag the data cannot satisfy is refused at once.
+(memory maps: no image is read, checked or converted), so a flag the data cannot satisfy is refused
+at once.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ Shape = tuple[int, int, int]
 def peek(name: str, root: str | None = None) -> tuple[Shape, dict[str, np.ndarray]]:
     """(H, W, C of one image, split -> [classes] examples per class) of dataset `name` in `root`
     (default its data root). A module that knows them without its files (digits: scikit-learn's
-    bundled set, whose import alone takes seconds) has peek(); the others are opened as memory maps,
-    and a lazily converted split (data.files.Splits) is not converted. DataError naming get_data.py's
-    command if the folder is missing or holds no prepared split, else as data.load's."""
+    bundled set, whose import alone takes seconds) has peek(); one whose load reads every value (a
+    check of float arrays: Omniglot) has headers(root, view), its Dataset from the .npy headers only;
+    the others are opened as memory maps, and a lazily converted split (data.files.Splits) is not
+    converted. DataError naming get_data.py's command if the folder is missing or holds no prepared
+    split, else as data.load's."""
     module, view = entry(name)
     known = getattr(module, "peek", None)
     if known is not None:
@@ -28,7 +31,8 @@ def peek(name: str, root: str | None = None) -> tuple[Shape, dict[str, np.ndarra
     root = root or default_root(name)
     if not os.path.isdir(root) or not any(f.endswith(".npy") for f in os.listdir(root)):
         raise DataError(f"{name} is not prepared in {root}: prepare it with: {command(name, root)}")
-    ds = load(name, root)
+    headers = getattr(module, "headers", None)
+    ds = headers(root, view) if headers is not None else load(name, root)
     return ds.shape, split_sizes(ds)
 
 

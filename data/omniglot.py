@@ -117,10 +117,10 @@ def _paths(root: str) -> dict[str, str]:
     return {s: os.path.join(root, f"{s}.npy") for s in ("train", "test")}
 
 
-def _open(root: str, retry: str) -> dict[str, np.ndarray]:
+def _open(root: str, retry: str, values: bool = True) -> dict[str, np.ndarray]:
     n_classes = {"train": N_TRAIN * ROTATIONS, "test": (N_CHARACTERS - N_TRAIN) * ROTATIONS}
     return {
-        s: open_split(path, (n_classes[s], DRAWERS, SIDE * SIDE), ("float32", "float64"), retry)
+        s: open_split(path, (n_classes[s], DRAWERS, SIDE * SIDE), ("float32", "float64"), retry, values)
         for s, path in _paths(root).items()
     }
 
@@ -151,16 +151,26 @@ def check_range(split: np.ndarray, path: str, retry: str) -> None:
         raise DataError(f"{path} holds values in [{lo}, {hi}], not [0, 1]; delete it and run: {retry}")
 
 
-def load(root: str, view: str | None = None) -> Dataset:
+def _dataset(arrays: dict[str, np.ndarray], view: str | None) -> Dataset:
     """The paper's splits (view None) or, with view "val", the last N_VAL training characters held
     out as "val"."""
+    splits = dict(arrays)
+    if view == "val":
+        cut = (N_TRAIN - N_VAL) * ROTATIONS
+        splits.update(train=arrays["train"][:cut], val=arrays["train"][cut:])
+    return Dataset(NAME[view], (SIDE, SIDE, 1), FILTERS, splits)
+
+
+def load(root: str, view: str | None = None) -> Dataset:
+    """The splits of `view` (_dataset), float32 in [0, 1], their values checked."""
     retry = command("omniglot", root)
     arrays = _open(root, retry)
     for s, path in _paths(root).items():
         check_range(arrays[s], path, retry)
-    train, test = (arrays[s].astype(np.float32, copy=False) for s in ("train", "test"))
-    splits = {"train": train, "test": test}
-    if view == "val":
-        cut = (N_TRAIN - N_VAL) * ROTATIONS
-        splits.update(train=train[:cut], val=train[cut:])
-    return Dataset(NAME[view], (SIDE, SIDE, 1), FILTERS, splits)
+    return _dataset({s: a.astype(np.float32, copy=False) for s, a in arrays.items()}, view)
+
+
+def headers(root: str, view: str | None = None) -> Dataset:
+    """load(root, view) for data.headers.peek: its splits are the files' memory maps, of which only
+    the .npy headers are read (shapes and dtypes checked); load checks the values."""
+    return _dataset(_open(root, command("omniglot", root), values=False), view)
