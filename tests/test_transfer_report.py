@@ -1,15 +1,19 @@
-"""report.py --transfer and plot.py --transfer on written results; runfiles/metaperturb/run.sh."""
+"""report.py --transfer and plot.py --transfer on written results; runfiles/metaperturb/run.sh and
+cpu_demo.sh."""
 
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 from scipy import stats
 
+import nets
 import plot
 import report
+import transfer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ACC = {"none": [50.0, 55.0, 52.0], "metaperturb": [53.0, 56.5, 56.0]}
@@ -206,3 +210,36 @@ def test_run_sh_runs_on_a_cpu_without_a_gpu_number_and_takes_its_settings_from_t
 def test_run_sh_wrong_argument_exits_2(args):
     out = run_sh(*args)
     assert out.returncode == 2 and ("Wrong Argument" in out.stderr or "usage" in out.stderr)
+
+
+DEMO_STUB = """#!{python}
+import json, os, sys
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def test_cpu_demo_crops_as_the_original_at_32_px(tmp_path):
+    """cpu_demo.sh's source and targets at 32 px, where the original's random crop pads 4 pixels (at
+    16 px it pads 8, half a digit; the demo's base network fell from 70.63 to 45.77 %): one source
+    run, then seeds 0-2 x base, MetaPerturb, information dropout on its phi; sizes from the environment."""
+    stub = tmp_path / "python"
+    stub.write_text(DEMO_STUB.format(python=sys.executable))
+    stub.chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("UPDATE_DOCS", "DATA_ROOT")}
+    env.update(PYTHON=str(stub), STUB_LOG=str(log), OUT=str(tmp_path / "out"), SRC_STEPS="7", TGT_STEPS="9")
+    p = subprocess.run(["bash", os.path.join(ROOT, "runfiles", "metaperturb", "cpu_demo.sh")], env=env)
+    assert p.returncode == 0
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c[0] for c in calls] == ["get_data.py", *["transfer.py"] * 10, "report.py", "plot.py"]
+    src, *tgts = [transfer.parse_args(c[1:]) for c in calls[1:-2]]
+    assert (src.phase, src.data, src.train_steps, src.save_dir) == ("src", "omniglot_small", 7, env["OUT"])
+    assert sorted((t.seed, t.noise) for t in tgts) == [
+        (s, n) for s in (0, 1, 2) for n in sorted(("none", "metaperturb", "infodrop"))
+    ]
+    for a in (src, *tgts):
+        assert a.augment == "crop" and nets.crop_padding(a.img_size) == 4 and a.model == "conv4_32"
+    for t in tgts:
+        assert (t.phase, t.data, t.train_steps, t.n_per_class) == ("tgt", "digits", 9, 10)
+        assert (t.save_dir, t.src_name, t.src_steps) == (src.save_dir, src.exp_name, src.train_steps)
