@@ -23,6 +23,12 @@ def pytest_configure(config) -> None:
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
+def pytest_collection_modifyitems(items) -> None:
+    # The longest tests first (marker `longest`): with -n 2 each process starts on one of them, and the
+    # short tests fill in beside them instead of queueing behind one process's long ones.
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)
+
+
 @pytest.fixture(autouse=True)
 def restore_environ():
     """main.main() run in-process sets variables (TF_XLA_FLAGS, CUDA_VISIBLE_DEVICES) that later

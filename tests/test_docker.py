@@ -513,6 +513,7 @@ def checkout(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("docker")  # one worker: the module's image build is done once
 def test_quickstart_service_writes_results_of_the_host_user(checkout):
     p = compose(checkout, "run", "--rm", "quickstart", "bash", "runfiles/quickstart.sh", *TINY)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -526,6 +527,7 @@ def test_quickstart_service_writes_results_of_the_host_user(checkout):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("docker")  # one worker: the module's image build is done once
 def test_test_service_runs_the_tests_in_the_image(checkout):
     command = load_compose(checkout / "docker-compose.yml")["services"]["test"]["command"]
     p = compose(
@@ -544,6 +546,7 @@ def test_test_service_runs_the_tests_in_the_image(checkout):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("docker")  # one worker: the module's image build is done once
 def test_gpu_services_validate_in_compose(checkout):
     p = compose(checkout, "config", "--format", "json")
     assert p.returncode == 0, p.stderr

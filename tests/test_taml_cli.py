@@ -272,7 +272,11 @@ def test_id_and_ood_results_selection_and_balancing_logs(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", [0, 1, 2], ids=["cifar", "mimgnet", "multi"])
+@pytest.mark.parametrize(
+    "experiment",
+    [0, pytest.param(1, marks=pytest.mark.longest), pytest.param(2, marks=pytest.mark.longest)],
+    ids=["cifar", "mimgnet", "multi"],
+)
 def test_seed_002_commands_run_verbatim_on_stand_in_data(tmp_path, monkeypatch, experiment):
     """Each experiment's two README commands, verbatim plus a few-iteration budget, on stand-in
     datasets served from 127.0.0.1 (tests/standin.py) in an empty folder."""
