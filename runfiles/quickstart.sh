@@ -21,7 +21,12 @@ maml= stopped=
 # Ctrl-C reaches both processes (each saves what it has); a failure here stops MAML with the same
 # signal. Either way the script waits for it, so no process outlives the script.
 trap 'stopped=1' INT
-trap '[ -z "$maml" ] || { [ -n "$stopped" ] || kill -INT "$maml" 2> /dev/null; wait "$maml" || true; }' EXIT
+stop_maml() {
+  [ -n "$maml" ] || return 0
+  [ -n "$stopped" ] || kill -INT "$maml" 2> /dev/null || true  # it may have ended already
+  wait "$maml" || true
+}
+trap stop_maml EXIT
 beside() {  # main.py for MAML, in the background
   python main.py --savedir "$out/maml" "$@" --maml >> "$log" 2>&1 &
   maml=$!

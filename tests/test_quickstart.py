@@ -29,8 +29,8 @@ def stop(signum, frame):  # as main.py: Ctrl-C is handled even in a background j
     note("ended", role)
     sys.exit(130)
 signal.signal(signal.SIGINT, stop)
-if role == os.environ.get("STUB_FAIL"):
-    sys.exit(3)
+if role in os.environ.get("STUB_FAIL", "").split(","):
+    sys.exit(int(os.environ.get("STUB_STATUS", "3")))
 if role == os.environ.get("STUB_SLOW"):
     time.sleep(30)
     note("ended", role)
@@ -118,6 +118,12 @@ def test_a_failure_of_meta_dropout_stops_maml_and_waits_for_it(tmp_path):
         ["SIGINT", "maml meta_train"],
         ["ended", "maml meta_train"],
     ]
+
+
+def test_a_bad_flag_refused_by_both_ends_with_main_pys_status(tmp_path):
+    # e.g. `bash runfiles/quickstart.sh --bogus`: MAML has already ended when the script stops it
+    p, _ = run(tmp_path, check=False, STUB_FAIL="maml meta_train,metadrop meta_train", STUB_STATUS="2")
+    assert p.returncode == 2
 
 
 def test_ctrl_c_reaches_both_models_once_and_the_script_waits_for_both(tmp_path):
